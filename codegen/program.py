@@ -1,0 +1,263 @@
+"""The AIE program: the one contract between the codegen and the simulator.
+
+An AIE program is what a device is configured with, spelled out: which tiles run which kernels on
+which buffers (with their byte addresses in tile memory), the locks that order producers and
+consumers, the DMA buffer descriptors (BDs) that move bytes between DDR, memory tiles and compute
+tiles with n-D address patterns, the stream routes that connect DMA channels, and the cascade links
+that pass accumulators between neighbouring cores. Nothing in it refers to TIR or Relax; the
+simulator reads only this.
+
+Conventions (those of AIE-ML, AM020):
+* A tile is ``(col, row)``; its kind is ``"compute"``, ``"memtile"`` or ``"shim"``.
+* Locks are semaphores. ``acquire(lock, v)`` waits until the lock's value is >= v and subtracts v;
+  ``release(lock, v)`` adds v. A double-buffered object FIFO uses a "prod" lock initialised to the
+  number of slots and a "cons" lock initialised to 0.
+* A BD's ``sizes``/``strides`` are in elements of the buffer's dtype, outermost first; the pattern
+  visits ``prod(sizes)`` elements starting at ``offset``. MM2S BDs read the buffer into the stream,
+  S2MM BDs write what arrives into the buffer.
+* DDR tensors (``ddr``) are the host's buffers: program inputs, outputs and constants. Their shapes
+  are the padded shapes the array works on; ``valid_shape`` is the part the model sees.
+* Buffers may carry ``initial`` (the name of a constant): they are loaded when the device is
+  configured, as kernels' weights are, and are not part of the per-inference traffic.
+
+Serialised form: one ``.npz`` (no pickle) holding ``program.json`` as uint8 and one array per
+constant, so loading a program never executes anything from it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+class ProgramFormatError(ValueError):
+    """A serialised program that cannot be read."""
+
+
+Tile = tuple  # (col, row)
+
+
+@dataclass
+class TileSpec:
+    col: int
+    row: int
+    kind: str  # "compute" | "memtile" | "shim"
+
+
+@dataclass
+class DdrTensor:
+    name: str
+    shape: list
+    dtype: str
+    role: str  # "input" | "output" | "constant"
+    valid_shape: list | None = None
+
+
+@dataclass
+class Buffer:
+    """A buffer in a compute tile's or memory tile's local memory."""
+
+    name: str
+    tile: list  # [col, row]
+    offset: int  # byte address in the tile's memory
+    shape: list
+    dtype: str
+    initial: str | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Lock:
+    name: str
+    tile: list
+    id: int
+    init: int
+
+
+@dataclass
+class LockOp:
+    lock: str
+    value: int = 1
+
+
+@dataclass
+class BufferDescriptor:
+    """One DMA transfer pattern on a buffer (tile memory) or a DDR tensor (shim)."""
+
+    id: int
+    buffer: str  # a Buffer name, or a DdrTensor name for shim BDs
+    offset: int
+    sizes: list
+    strides: list
+    acquire: LockOp | None = None
+    release: LockOp | None = None
+    next: int | None = None  # BD id to chain to on the same channel; None ends the chain
+
+    @property
+    def elements(self) -> int:
+        return int(np.prod(self.sizes))
+
+
+@dataclass
+class DmaChannel:
+    """A DMA channel of a tile and its BD chain, started at ``start_bd``.
+
+    ``repeat`` is how many times the whole chain is run (a chain whose last BD points back to an
+    earlier one runs until the program ends and ignores it).
+    """
+
+    tile: list
+    direction: str  # "mm2s" (memory to stream) | "s2mm" (stream to memory)
+    channel: int
+    bds: list
+    start_bd: int = 0
+    repeat: int = 1
+
+
+@dataclass
+class Route:
+    """A circuit-switched stream route from one MM2S channel to one or more S2MM channels."""
+
+    src: list  # [col, row, channel] of an MM2S channel
+    dsts: list  # [[col, row, channel], ...] of S2MM channels (several = broadcast)
+    path: list = field(default_factory=list)  # tiles the route crosses, for port accounting
+
+
+@dataclass
+class Cascade:
+    src: list
+    dst: list
+
+
+@dataclass
+class KernelCall:
+    """One call of a kernel on tile-local buffers; ``params`` are the kernel's compile-time data."""
+
+    kernel: str
+    buffers: dict  # role -> Buffer name (e.g. {"a": ..., "b": ..., "c": ...})
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Instr:
+    """One core instruction: ``acquire``/``release`` a lock, ``call`` a kernel, or ``loop``."""
+
+    op: str
+    lock: LockOp | None = None
+    call: KernelCall | None = None
+    count: int = 0
+    body: list = field(default_factory=list)
+
+
+@dataclass
+class Core:
+    tile: list
+    body: list  # [Instr]
+
+
+@dataclass
+class Program:
+    name: str
+    device: str
+    tiles: list = field(default_factory=list)
+    ddr: list = field(default_factory=list)
+    buffers: list = field(default_factory=list)
+    locks: list = field(default_factory=list)
+    dmas: list = field(default_factory=list)
+    routes: list = field(default_factory=list)
+    cascades: list = field(default_factory=list)
+    cores: list = field(default_factory=list)
+    constants: dict = field(default_factory=dict)  # name -> np.ndarray (not in JSON)
+    meta: dict = field(default_factory=dict)  # layers, MACs, what the report needs
+
+    # ---- lookup helpers used by codegen, simulator and report ----
+    def buffer(self, name: str) -> Buffer:
+        return self._index("buffers")[name]
+
+    def lock(self, name: str) -> Lock:
+        return self._index("locks")[name]
+
+    def ddr_tensor(self, name: str) -> DdrTensor:
+        return self._index("ddr")[name]
+
+    def _index(self, attr):
+        return {x.name: x for x in getattr(self, attr)}
+
+    def inputs(self) -> list:
+        return [t for t in self.ddr if t.role == "input"]
+
+    def outputs(self) -> list:
+        return [t for t in self.ddr if t.role == "output"]
+
+    # ---- serialisation ----
+    def to_json_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("constants")
+        d["format_version"] = FORMAT_VERSION
+        return d
+
+    def to_bytes(self) -> bytes:
+        out = io.BytesIO()
+        arrays = {f"const/{k}": np.ascontiguousarray(v) for k, v in self.constants.items()}
+        blob = json.dumps(self.to_json_dict(), sort_keys=True).encode()
+        np.savez(out, **{"program.json": np.frombuffer(blob, dtype=np.uint8)}, **arrays)
+        return out.getvalue()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Program:
+        try:
+            with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as z:
+                d = json.loads(z["program.json"].tobytes().decode())
+                constants = {k[len("const/"):]: z[k] for k in z.files if k.startswith("const/")}
+        except (zipfile.BadZipFile, ValueError, KeyError, OSError, UnicodeDecodeError) as e:
+            raise ProgramFormatError(f"not an AIE program: {e}") from e
+        if d.get("format_version") != FORMAT_VERSION:
+            raise ProgramFormatError(
+                f"AIE program format {d.get('format_version')} is not {FORMAT_VERSION}"
+            )
+        try:
+            return _program_from_dict(d, constants)
+        except (KeyError, TypeError) as e:
+            raise ProgramFormatError(f"malformed AIE program: {e}") from e
+
+
+def _lockop(d):
+    return None if d is None else LockOp(**d)
+
+
+def _instr(d):
+    return Instr(
+        op=d["op"], lock=_lockop(d["lock"]), count=d["count"],
+        call=None if d["call"] is None else KernelCall(**d["call"]),
+        body=[_instr(x) for x in d["body"]],
+    )
+
+
+def _bd(d):
+    d = dict(d)
+    d["acquire"], d["release"] = _lockop(d["acquire"]), _lockop(d["release"])
+    return BufferDescriptor(**d)
+
+
+def _program_from_dict(d: dict, constants: dict) -> Program:
+    return Program(
+        name=d["name"], device=d["device"],
+        tiles=[TileSpec(**t) for t in d["tiles"]],
+        ddr=[DdrTensor(**t) for t in d["ddr"]],
+        buffers=[Buffer(**b) for b in d["buffers"]],
+        locks=[Lock(**lk) for lk in d["locks"]],
+        dmas=[DmaChannel(**{**c, "bds": [_bd(b) for b in c["bds"]]}) for c in d["dmas"]],
+        routes=[Route(**r) for r in d["routes"]],
+        cascades=[Cascade(**c) for c in d["cascades"]],
+        cores=[Core(tile=c["tile"], body=[_instr(i) for i in c["body"]]) for c in d["cores"]],
+        constants=constants, meta=d["meta"],
+    )

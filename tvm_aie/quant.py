@@ -1,0 +1,47 @@
+"""Integer requantisation as the AIE vector unit does it (shift-round-saturate, "SRS").
+
+A quantised dense layer accumulates ``int8 x int8`` products in int32 and must turn the accumulator
+into the output's int8 with a real-valued scale ``s = s_in * s_w[n] / s_out``. The array has no
+floating point in that path: ``s`` is written as an int32 multiplier ``m`` in [2^30, 2^31) and a
+right shift, and the result is ``round_half_up(acc * m / 2^shift) + zp_out``, saturated to int8.
+This module is the one definition of that arithmetic: the simulator's kernels and the CPU integer
+reference (:mod:`tvm_aie.reference`) both follow it, which is what makes bit-exact comparison meaningful.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MULT_BITS = 31
+QMIN = {"int8": -128, "int16": -32768}
+QMAX = {"int8": 127, "int16": 32767}
+
+
+def quantize_multiplier(scale) -> tuple[np.ndarray, np.ndarray]:
+    """Write each positive real ``scale`` as ``mult * 2^-shift`` with ``mult`` in [2^30, 2^31).
+
+    Works for any scale value (not only powers of two). Returns int64 arrays (mult, shift).
+    """
+    scale = np.atleast_1d(np.asarray(scale, dtype=np.float64))
+    if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
+        raise ValueError(f"requantisation scales must be positive and finite, got {scale}")
+    mant, exp = np.frexp(scale)  # scale = mant * 2^exp, mant in [0.5, 1)
+    mult = np.round(mant * (1 << MULT_BITS)).astype(np.int64)
+    carry = mult == (1 << MULT_BITS)
+    mult[carry] >>= 1
+    exp = exp + carry
+    shift = (MULT_BITS - exp).astype(np.int64)
+    if np.any(shift < 1) or np.any(shift > 62):
+        raise ValueError(f"requantisation scale out of the SRS range: {scale}")
+    return mult, shift
+
+
+def requantize(acc, mult, shift, zero_point: int, relu: bool, out_dtype: str = "int8"):
+    """int32 accumulators -> ``out_dtype`` with per-channel (last axis) multiplier and shift."""
+    acc = np.asarray(acc, dtype=np.int64)
+    mult = np.asarray(mult, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    rounded = (acc * mult + (np.int64(1) << (shift - 1))) >> shift
+    y = rounded + zero_point
+    lo = max(QMIN[out_dtype], zero_point) if relu else QMIN[out_dtype]
+    return np.clip(y, lo, QMAX[out_dtype]).astype(out_dtype)

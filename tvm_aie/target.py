@@ -1,0 +1,162 @@
+"""The device catalog and the TVM target tags built from it.
+
+Every architecture number used anywhere in tvm-aie comes from ``devices.json`` through
+:func:`get_device`; each fact there carries the public document it was taken from. A device is the
+union of its generation's per-tile facts and its own array facts (size, clock).
+
+TVM cannot gain a new target *kind* from Python, so the AIE targets are tags on ``llvm`` with the
+extra key ``aie``: the host part of a model compiles with LLVM, and ``model`` names the AIE device.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+_CATALOG_PATH = Path(__file__).with_name("devices.json")
+
+
+class UnknownDeviceError(ValueError):
+    """A device or target tag that the catalog does not know."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """One AIE device: the facts of its generation plus its array geometry and clock."""
+
+    name: str
+    tag: str
+    board: str
+    generation: str
+    columns: int
+    compute_rows: int
+    memtile_rows: int
+    clock_hz: int
+    interface_in_bytes_per_cycle: int
+    interface_out_bytes_per_cycle: int
+    macs_per_cycle: dict
+    data_memory_bytes: int
+    data_memory_banks: int
+    program_memory_bytes: int
+    stack_bytes: int
+    locks_per_tile: int
+    lock_kind: str
+    core_stream_ports: dict
+    stream_bytes_per_cycle: int
+    cascade_bits: int
+    cascade_directions: tuple
+    tile_dma: dict
+    memtile: dict | None
+    shim_dma: dict
+    vector_load_bytes_per_cycle: int
+    vector_store_bytes_per_cycle: int
+    mmul_shapes: dict
+    sources: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def compute_tiles(self) -> int:
+        return self.columns * self.compute_rows
+
+    @property
+    def usable_data_memory_bytes(self) -> int:
+        """Data memory left for buffers once the core's stack is reserved."""
+        return self.data_memory_bytes - self.stack_bytes
+
+    def peak_macs_per_cycle(self, precision: str) -> int:
+        """MACs per cycle of one tile for ``precision`` (a key of ``macs_per_cycle``)."""
+        if precision not in self.macs_per_cycle:
+            raise ValueError(
+                f"{self.name} ({self.generation}) has no {precision} MAC datapath; "
+                f"it has {sorted(self.macs_per_cycle)}"
+            )
+        return self.macs_per_cycle[precision]
+
+    def mmul_shape(self, precision: str) -> tuple[int, int, int]:
+        """The (M, K, N) shape of one matrix-multiply intrinsic for ``precision``."""
+        if precision not in self.mmul_shapes:
+            raise ValueError(f"{self.name} has no mmul intrinsic for {precision}")
+        return tuple(self.mmul_shapes[precision])
+
+    def source_of(self, fact: str) -> str:
+        """The public document a fact was taken from."""
+        return self.sources[fact]
+
+
+@lru_cache(maxsize=1)
+def _catalog() -> dict:
+    with open(_CATALOG_PATH, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _value(entry):
+    """Catalog facts are ``{"value": v, "source": s}``; MAC tables nest one level deeper."""
+    if isinstance(entry, dict) and "value" in entry:
+        return entry["value"]
+    return {k: _value(v) for k, v in entry.items()}
+
+
+def _source(entry, references):
+    if isinstance(entry, dict) and "source" in entry:
+        return references[entry["source"]]
+    return {k: _source(v, references) for k, v in entry.items()}
+
+
+def device_names() -> list[str]:
+    return sorted(_catalog()["devices"])
+
+
+def device_tags() -> dict[str, str]:
+    """Target tag -> device name, including the bare ``aie`` tag for the default device."""
+    cat = _catalog()
+    tags = {d["tag"]: name for name, d in cat["devices"].items()}
+    tags["aie"] = cat["default_device"]
+    return tags
+
+
+@lru_cache(maxsize=None)
+def get_device(name: str | None = None) -> Device:
+    """Look a device up by name (``ve2802``) or target tag (``aie-ml/vek280``, ``aie``)."""
+    cat = _catalog()
+    name = name or cat["default_device"]
+    name = device_tags().get(name, name)
+    if name not in cat["devices"]:
+        known = ", ".join(f"{n} ({cat['devices'][n]['tag']})" for n in device_names())
+        raise UnknownDeviceError(f"unknown AIE device '{name}'; known devices: {known}")
+    dev = cat["devices"][name]
+    gen = cat["generations"][dev["generation"]]
+    refs = cat["references"]
+    facts, sources = {}, {}
+    for key, entry in list(gen.items()) + [(k, v) for k, v in dev.items() if isinstance(v, dict)]:
+        facts[key] = _value(entry)
+        sources[key] = _source(entry, refs)
+    facts.setdefault("stack_bytes", 0)
+    facts["cascade_directions"] = tuple(facts["cascade_directions"])
+    return Device(
+        name=name, tag=dev["tag"], board=dev["board"], generation=dev["generation"],
+        sources=sources, **facts,
+    )
+
+
+def device_of_target(target) -> Device:
+    """The AIE device a TVM target names, from its ``model`` attribute (``aie`` key required)."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    if target is None:
+        return get_device()
+    if isinstance(target, str):
+        if target in device_tags() or target in _catalog()["devices"]:
+            return get_device(target)
+        target = tvm.target.Target(target)
+    if "aie" not in target.keys:
+        raise UnknownDeviceError(f"target {target} is not an AIE target (no 'aie' key)")
+    return get_device(str(target.attrs.get("model", "")) or None)
+
+
+def register_targets() -> None:
+    """Register one ``llvm`` tag per device (and ``aie`` for the default one)."""
+    from tvm.target import register_tag  # pylint: disable=import-outside-toplevel
+
+    for tag, name in device_tags().items():
+        register_tag(tag, {"kind": "llvm", "keys": ["aie", "cpu"], "model": name}, override=True)
