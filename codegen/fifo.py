@@ -1,0 +1,137 @@
+"""Object FIFOs: data movement as first-class objects, lowered to buffers, locks, BDs and routes.
+
+An object FIFO carries a stream of equally shaped objects (here: blocks of rows of a tensor) from
+one producer to one or more consumers. An endpoint on a compute tile owns ``depth`` slots in its
+data memory with a "free" and a "full" semaphore; depth 2 is ping-pong double buffering, so the DMA
+fills one slot while the core works on the other. An endpoint on a shim tile is a DDR tensor walked
+by one n-D buffer descriptor. Between the endpoints is one circuit-switched stream route; several
+consumers make it a broadcast (the idea of mlir-aie's IRON ``ObjectFifo``, written for this program
+format).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .program import BufferDescriptor, DmaChannel, Instr, LockOp, Route
+from .resources import TileResources
+
+
+@dataclass
+class TileEndpoint:
+    """The slots and semaphores of one FIFO end on a compute tile, as the core sees them."""
+
+    tile: tuple
+    slots: list  # Buffer names, used in order
+    free: str  # lock counting empty slots
+    full: str  # lock counting filled slots
+
+    def slot(self, i: int) -> str:
+        return self.slots[i % len(self.slots)]
+
+    @property
+    def depth(self) -> int:
+        return len(self.slots)
+
+
+@dataclass
+class DdrEndpoint:
+    """A FIFO end in DDR: the tensor and the n-D pattern that walks it over the whole inference."""
+
+    tensor: str
+    offset: int
+    sizes: list
+    strides: list
+
+
+@dataclass
+class ObjectFifo:
+    name: str
+    shape: tuple  # one object
+    dtype: str
+    producer: object = None  # (tile, depth) for a core, or DdrEndpoint
+    consumers: list = field(default_factory=list)  # [(tile, depth)] or [DdrEndpoint]
+    src: list | None = None  # [col, row, channel] of the MM2S channel, once the producer is lowered
+
+
+def _route_path(src, dst) -> list:
+    """Tiles a route crosses: along the row of the source, then along the column (X then Y)."""
+    (c0, r0), (c1, r1) = src, dst
+    step_c = 1 if c1 >= c0 else -1
+    step_r = 1 if r1 >= r0 else -1
+    path = [[c, r0] for c in range(c0, c1 + step_c, step_c)]
+    path += [[c1, r] for r in range(r0 + step_r, r1 + step_r, step_r)]
+    return path
+
+
+def _slot_endpoint(res: TileResources, fifo: ObjectFifo, tile, depth: int, side: str):
+    slots = [res.buffer(f"{fifo.name}.{side}{tile[0]}_{tile[1]}.{s}", tile, fifo.shape, fifo.dtype)
+             for s in range(depth)]
+    free = res.lock(f"{fifo.name}.{side}{tile[0]}_{tile[1]}.free", tile, init=depth)
+    full = res.lock(f"{fifo.name}.{side}{tile[0]}_{tile[1]}.full", tile, init=0)
+    return TileEndpoint(tuple(tile), [b.name for b in slots], free.name, full.name)
+
+
+def _slot_channel(res: TileResources, ep: TileEndpoint, direction: str) -> list:
+    """A cyclic BD chain over the endpoint's slots: the DMA side of the semaphore handshake."""
+    ch = res.channel(ep.tile, direction)
+    # S2MM fills free slots and marks them full; MM2S drains full slots and frees them.
+    wait, post = (ep.free, ep.full) if direction == "s2mm" else (ep.full, ep.free)
+    shape = res.program.buffer(ep.slots[0]).shape
+    elems = 1
+    for d in shape:
+        elems *= d
+    bds = [BufferDescriptor(id=s, buffer=name, offset=0, sizes=[elems], strides=[1],
+                            acquire=LockOp(wait, 1), release=LockOp(post, 1),
+                            next=(s + 1) % ep.depth)
+           for s, name in enumerate(ep.slots)]
+    res.program.dmas.append(DmaChannel(tile=list(ep.tile), direction=direction, channel=ch, bds=bds))
+    return [ep.tile[0], ep.tile[1], ch]
+
+
+def _ddr_channel(res: TileResources, ep: DdrEndpoint, direction: str, near_col: int) -> list:
+    shim = res.nearest_shim(near_col, direction)
+    ch = res.channel(shim, direction)
+    bd = BufferDescriptor(id=0, buffer=ep.tensor, offset=ep.offset, sizes=list(ep.sizes),
+                          strides=list(ep.strides))
+    res.program.dmas.append(DmaChannel(tile=list(shim), direction=direction, channel=ch, bds=[bd]))
+    return [shim[0], shim[1], ch]
+
+
+def lower_producer(res: TileResources, fifo: ObjectFifo):
+    """Lower the producer end; returns its :class:`TileEndpoint` (None for a DDR producer)."""
+    if isinstance(fifo.producer, DdrEndpoint):
+        near_col = fifo.consumers[0][0][0]
+        fifo.src = _ddr_channel(res, fifo.producer, "mm2s", near_col)
+        return None
+    tile, depth = fifo.producer
+    ep = _slot_endpoint(res, fifo, tile, depth, "p")
+    fifo.src = _slot_channel(res, ep, "mm2s")
+    return ep
+
+
+def lower_consumers(res: TileResources, fifo: ObjectFifo) -> dict:
+    """Lower the consumer ends and the route; returns ``{tile: TileEndpoint}`` of core consumers."""
+    endpoints, dsts = {}, []
+    for cons in fifo.consumers:
+        if isinstance(cons, DdrEndpoint):
+            dsts.append(_ddr_channel(res, cons, "s2mm", fifo.src[0]))
+        else:
+            tile, depth = cons
+            ep = _slot_endpoint(res, fifo, tile, depth, "c")
+            endpoints[tuple(tile)] = ep
+            dsts.append(_slot_channel(res, ep, "s2mm"))
+    path = []
+    for d in dsts:
+        path += [p for p in _route_path(fifo.src[:2], d[:2]) if p not in path]
+    res.program.routes.append(Route(src=fifo.src, dsts=dsts, path=path))
+    return endpoints
+
+
+def acquire(ep: TileEndpoint, as_producer: bool) -> Instr:
+    """The core waits for an empty slot (producer) or a filled one (consumer)."""
+    return Instr(op="acquire", lock=LockOp(ep.free if as_producer else ep.full, 1))
+
+
+def release(ep: TileEndpoint, as_producer: bool) -> Instr:
+    return Instr(op="release", lock=LockOp(ep.full if as_producer else ep.free, 1))

@@ -1,0 +1,177 @@
+"""Lowering: a chain of scheduled dense layers -> one AIE program.
+
+Input: the layers of one offloaded subgraph (:mod:`tvm_aie.codegen.layers`) and, for each, the tile
+layout read back from its scheduled TensorIR (:func:`tvm_aie.schedules.dense.tile_layout`). Output:
+a :class:`~tvm_aie.codegen.program.Program` in which
+
+* every tile (p, c) of a layer keeps its weight block ``W[c*Kc:(c+1)*Kc, p*Nc:(p+1)*Nc]`` resident
+  in its data memory (loaded at configuration, as AIE4ML does);
+* rows stream through in blocks of ``tm``: the K slice ``c`` of each block is broadcast to the
+  ``n_par`` tiles of cascade stage ``c``; partial sums flow down each cascade chain and the chain's
+  last tile adds the bias, requantises and emits its ``[tm, Nc]`` output block;
+* output block ``p`` of layer i is exactly K slice ``p`` of layer i+1 (the plan pins
+  ``cascade[i+1] = n_par[i]``), so it goes tile to tile on one broadcast route and intermediate
+  tensors never leave the array; the first layer reads DDR and the last writes DDR through shims.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import fifo as fifos
+from .place import first_compute_row, place_layers
+from .program import Cascade, Core, DdrTensor, Instr, KernelCall, Program, TileSpec
+from .resources import TileResources
+
+INPUT, OUTPUT = "input", "output"
+
+
+def _pad(a: np.ndarray, shape) -> np.ndarray:
+    out = np.zeros(shape, dtype=a.dtype)
+    out[tuple(slice(0, s) for s in a.shape)] = a
+    return out
+
+
+def _lcm(a: int, b: int) -> int:
+    return a * b // np.gcd(a, b)
+
+
+def _core_loop(iterations: int, unroll: int, step) -> list:
+    """``iterations`` of ``step(i)``, as a loop over groups of ``unroll`` (ping-pong) and a tail."""
+    body = [ins for i in range(unroll) for ins in step(i)]
+    instrs = [Instr(op="loop", count=iterations // unroll, body=body)] if iterations >= unroll else []
+    for i in range(iterations - iterations % unroll, iterations):
+        instrs += step(i)
+    return instrs
+
+
+class _DenseChainLowering:
+    """Builds the program layer by layer; one instance per offloaded subgraph."""
+
+    def __init__(self, name: str, layers: list, layouts: list, device):
+        self.layers, self.layouts, self.device = layers, layouts, device
+        self.program = Program(name=name, device=device.name)
+        self.res = TileResources(self.program, device, first_compute_row(device))
+        self.placement = place_layers(
+            [(layer.name, lay.n_par, lay.cascade) for layer, lay in zip(layers, layouts)], device)
+
+    def run(self) -> Program:
+        first, last = self.layouts[0], self.layouts[-1]
+        x = DdrTensor(INPUT, [first.m_pad, first.k_pad], self.layers[0].in_dtype, "input",
+                      valid_shape=[self.layers[0].m, self.layers[0].k])
+        y = DdrTensor(OUTPUT, [last.m_pad, last.n_pad], self.layers[-1].out_dtype, "output",
+                      valid_shape=[self.layers[-1].m, self.layers[-1].n])
+        self.program.ddr += [x, y]
+        # K slices of the first layer come from DDR, one shim MM2S pattern per cascade stage.
+        inputs = [fifos.DdrEndpoint(INPUT, c * first.kc, [first.m_pad // first.tm, first.tm, first.kc],
+                                    [first.tm * first.k_pad, first.k_pad, 1])
+                  for c in range(first.cascade)]
+        for i, (layer, lay) in enumerate(zip(self.layers, self.layouts)):
+            inputs = self._lower_layer(i, layer, lay, inputs)
+        self._finish()
+        return self.program
+
+    def _lower_layer(self, i: int, layer, lay, inputs: list) -> list:
+        """Lower layer ``i`` whose K-slice sources are ``inputs``; return its output block sources."""
+        tiles = self.placement[i]
+        is_last = i == len(self.layers) - 1
+        a_eps = {}
+        for c, src in enumerate(inputs):
+            consumers = [(tiles[p][c], 2 if lay.double_buffer_a else 1) for p in range(lay.n_par)]
+            if isinstance(src, fifos.DdrEndpoint):
+                src = fifos.ObjectFifo(f"{layer.name}.a{c}", (lay.tm, lay.kc), layer.in_dtype, src)
+                src.consumers = consumers
+                fifos.lower_producer(self.res, src)
+            else:  # the previous layer's output object FIFO, its producer already lowered
+                src.consumers = consumers
+            a_eps.update(fifos.lower_consumers(self.res, src))
+        outputs = []
+        for p in range(lay.n_par):
+            last_tile = tiles[p][lay.cascade - 1]
+            fifo = fifos.ObjectFifo(f"{layer.name}.c{p}", (lay.tm, lay.nc), layer.out_dtype,
+                                    (last_tile, 2 if lay.double_buffer_c else 1))
+            # The producer end lives on this layer's tile; the consumer ends are lowered with the
+            # next layer, which knows its tiles and depths (or here, for DDR).
+            c_ep = fifos.lower_producer(self.res, fifo)
+            if is_last:
+                fifo.consumers = [fifos.DdrEndpoint(
+                    OUTPUT, p * lay.nc, [lay.m_pad // lay.tm, lay.tm, lay.nc],
+                    [lay.tm * lay.n_pad, lay.n_pad, 1])]
+                fifos.lower_consumers(self.res, fifo)
+            else:
+                outputs.append(fifo)
+            for c in range(lay.cascade):
+                self._lower_tile(layer, lay, p, c, tiles, a_eps[tuple(tiles[p][c])],
+                                 c_ep if c == lay.cascade - 1 else None)
+        return outputs
+
+    def _lower_tile(self, layer, lay, p: int, c: int, tiles, a_ep, c_ep) -> None:
+        tile = tiles[p][c]
+        tag = f"{layer.name}.p{p}c{c}"
+        w_pad = _pad(layer.weight, (lay.k_pad, lay.n_pad))
+        w_block = np.ascontiguousarray(w_pad[c * lay.kc:(c + 1) * lay.kc, p * lay.nc:(p + 1) * lay.nc])
+        self.program.constants[f"{tag}.w"] = w_block
+        bufs = {"b": self.res.buffer(f"{tag}.w", tile, w_block.shape, str(w_block.dtype),
+                                     initial=f"{tag}.w").name}
+        if c_ep is not None:
+            for key, arr in self._epilogue_params(layer, lay, p).items():
+                self.program.constants[f"{tag}.{key}"] = arr
+                bufs[key] = self.res.buffer(f"{tag}.{key}", tile, arr.shape, str(arr.dtype),
+                                            initial=f"{tag}.{key}").name
+        else:
+            self.program.cascades.append(Cascade(src=list(tile), dst=list(tiles[p][c + 1])))
+        params = {"precision": layer.precision, "m": lay.tm, "k": lay.kc, "n": lay.nc,
+                  "a_offset": 0, "cascade_in": c > 0, "cascade_out": c_ep is None,
+                  "relu": bool(layer.relu), "out_zp": int(layer.out_zp or 0),
+                  "out_dtype": layer.out_dtype}
+
+        def step(i):
+            call = KernelCall("matmul", {**bufs, "a": a_ep.slot(i)}, params)
+            if c_ep is not None:
+                call.buffers["c"] = c_ep.slot(i)
+                return [fifos.acquire(a_ep, False), fifos.acquire(c_ep, True),
+                        Instr(op="call", call=call),
+                        fifos.release(a_ep, False), fifos.release(c_ep, True)]
+            return [fifos.acquire(a_ep, False), Instr(op="call", call=call),
+                    fifos.release(a_ep, False)]
+
+        unroll = _lcm(a_ep.depth, c_ep.depth if c_ep else 1)
+        self.program.cores.append(Core(tile=list(tile),
+                                       body=_core_loop(lay.m_pad // lay.tm, unroll, step)))
+
+    @staticmethod
+    def _epilogue_params(layer, lay, p: int) -> dict:
+        """Per-column bias and requantisation constants of output block ``p``."""
+        cols = slice(p * lay.nc, (p + 1) * lay.nc)
+        acc_dtype = "int32" if layer.precision == "int8" else "float32"
+        bias = layer.bias if layer.bias is not None else np.zeros(layer.n, acc_dtype)
+        params = {"bias": _pad(bias.astype(acc_dtype), (lay.n_pad,))[cols]}
+        if layer.precision == "int8":
+            # Padded columns get a harmless multiplier: their outputs are never read.
+            params["mult"] = _pad(np.asarray(layer.mult, np.int32), (lay.n_pad,))[cols]
+            shift = np.asarray(layer.shift, np.int32)
+            params["shift"] = np.concatenate([shift, np.full(lay.n_pad - layer.n, 31, np.int32)]
+                                             )[cols].astype(np.int8)
+        return params
+
+    def _finish(self) -> None:
+        used = {tuple(b.tile) for b in self.program.buffers}
+        used |= {tuple(d.tile) for d in self.program.dmas}
+        self.program.tiles = [TileSpec(c, r, self.res.kind((c, r))) for c, r in sorted(used)]
+        macs = sum(lay.m_pad * lay.k_pad * lay.n_pad for lay in self.layouts)
+        self.program.meta = {
+            "precision": self.layers[0].precision,
+            "macs": int(sum(layer.m * layer.k * layer.n for layer in self.layers)),
+            "padded_macs": int(macs),
+            "layers": [{"name": layer.name, "m": layer.m, "k": layer.k, "n": layer.n,
+                        "precision": layer.precision, "relu": bool(layer.relu),
+                        "config": lay.config, "tiles": [list(t) for row in tiles for t in row]}
+                       for layer, lay, tiles in zip(self.layers, self.layouts, self.placement)],
+            "onchip_intermediates": [f"{layer.name} -> {nxt.name}"
+                                     for layer, nxt in zip(self.layers, self.layers[1:])],
+        }
+
+
+def lower_dense_chain(name: str, layers: list, layouts: list, device) -> Program:
+    """One AIE program for a chain of dense layers (see the module docstring for the design)."""
+    return _DenseChainLowering(name, layers, layouts, device).run()

@@ -1,0 +1,68 @@
+"""The Relax pass that hands partitioned functions to ``relax.ext.aie`` and calls them on the array.
+
+Like TVM's ``RunCodegen``, but the result is data, not a runtime module: each function with
+``Codegen="aie"`` becomes an AIE program (uint8 constant) and its call in ``main`` becomes
+``call_dps_packed("aie.run", program, args...)``. A function ``aie_programs`` returning the manifest
+and every program is added, so the report can be made from any executable, saved and loaded again.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+MANIFEST_FUNC = "aie_programs"
+
+
+@mutator
+class _CallRewriter(PyExprMutator):
+    def __init__(self, mod, programs: dict):
+        super().__init__(mod)
+        self.programs = programs
+
+    def visit_call_(self, call):  # pylint: disable=arguments-renamed
+        call = super().visit_call_(call)
+        if isinstance(call.op, relax.GlobalVar) and call.op.name_hint in self.programs:
+            const = self.programs[call.op.name_hint]
+            return relax.call_dps_packed("aie.run", [const, *call.args], call.ty)
+        return call
+
+
+def _is_aie(func) -> bool:
+    return isinstance(func, relax.Function) and func.attrs is not None and \
+        func.attrs.get("Codegen") == "aie"
+
+
+def offload_to_aie(device_name: str, model_macs: int) -> tvm.transform.Pass:
+    """Compile every ``Codegen="aie"`` function and call it through ``aie.run``."""
+
+    @tvm.transform.module_pass(opt_level=0, name="OffloadToAIE")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        codegen = tvm.get_global_func("relax.ext.aie")
+        programs = {gv.name_hint: relax.const(codegen(func, gv.name_hint, device_name))
+                    for gv, func in mod.functions.items() if _is_aie(func)}
+        rewriter = _CallRewriter(mod, programs)
+        for gv, func in mod.functions.items():
+            if isinstance(func, relax.Function) and not _is_aie(func):
+                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+        mod = rewriter.builder_.get()
+        for name in programs:
+            mod = _without(mod, name)
+        manifest = {"device": device_name, "model_macs": int(model_macs),
+                    "programs": sorted(programs)}
+        blob = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+        body = relax.Tuple([relax.const(blob)] + [programs[n] for n in sorted(programs)])
+        mod[MANIFEST_FUNC] = relax.Function([], body, ret_ty=body.ty, is_pure=True).with_attr(
+            "global_symbol", MANIFEST_FUNC)
+        return mod
+
+    return _pass
+
+
+def _without(mod: tvm.IRModule, name: str) -> tvm.IRModule:
+    funcs = {gv: f for gv, f in mod.functions.items() if gv.name_hint != name}
+    return tvm.IRModule(funcs, attrs=mod.attrs)

@@ -1,0 +1,65 @@
+"""The ``aie`` Relax pipeline and :func:`build`, the front door of tvm-aie.
+
+Pipeline: count the model's MACs (for the report) → partition the subgraphs the array runs →
+compile each to an AIE program and call it through ``aie.run`` → TVM's default CPU build pipeline
+for everything else. The device comes from the target (``model`` attribute of the ``aie`` tags).
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from .codegen import relax_ext  # noqa: F401  registers relax.ext.aie
+from .codegen.layers import count_macs
+from .offload import offload_to_aie
+from .partition import partition_for_aie
+from .target import device_of_target
+
+
+def offload(mod: tvm.IRModule, device_name: str) -> tvm.IRModule:
+    """Partition and compile the offloaded subgraphs; the result still needs the CPU pipeline."""
+    macs = count_macs(mod)
+    return offload_to_aie(device_name, macs)(partition_for_aie(mod))
+
+
+def aie_pipeline(device: str | None = None) -> tvm.transform.Pass:
+    """Partition → AIE codegen → the default CPU pipeline. ``device`` overrides the target's."""
+
+    @tvm.transform.module_pass(opt_level=0, name="AIEPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        dev = device_of_target(device or tvm.target.Target.current(allow_none=True))
+        return relax.get_pipeline("default")(offload(mod, dev.name))
+
+    return _pipeline
+
+
+def register_pipeline() -> None:
+    """Make ``tvm.compile(..., relax_pipeline="aie")`` work (registration raises if repeated)."""
+    from tvm.relax.pipeline import PIPELINE_MAP  # pylint: disable=import-outside-toplevel
+
+    if "aie" not in PIPELINE_MAP:
+        relax.register_pipeline("aie")(aie_pipeline)
+
+
+def build(mod: tvm.IRModule, target="aie", params: dict | None = None):
+    """Compile a Relax module for an AIE target (the shape of the old ``relay.build``).
+
+    ``params`` (name -> array) are bound into ``main`` first, so weights become constants the
+    partitioner can offload. Returns a Relax VM executable; offloaded subgraphs run on the bundled
+    simulator when called.
+    """
+    target = tvm.target.Target(target) if isinstance(target, str) else target
+    device = device_of_target(target)  # an unknown device fails here, listing the known ones
+    if params:
+        mod = relax.transform.BindParams("main", params)(mod)
+    with target:
+        lowered = offload(mod, device.name)
+    return compile_lowered(lowered, target)
+
+
+def compile_lowered(lowered: tvm.IRModule, target) -> tvm.runtime.Executable:
+    """Build an offloaded module for the host; it keeps ``lowered`` so it can be saved as data."""
+    ex = tvm.compile(lowered, target=target, relax_pipeline="default")
+    ex.aie_lowered, ex.aie_target = lowered, target
+    return ex
