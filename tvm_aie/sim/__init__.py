@@ -1,0 +1,12 @@
+"""The bundled AIE array simulator: runs an AIE program (:mod:`tvm_aie.codegen.program`) for one
+inference, bit-exactly (``mode="functional"``) or counting cycles only (``mode="timing"``), and
+reports cycles, stalls, bytes moved and MAC efficiency. It reads only the program and the device
+catalog."""
+
+from .array import MAX_CYCLES, simulate
+from .engine import CycleLimitError, DeadlockError, SimulationError
+from .kernels import KERNELS, matmul_cycles
+from .report import SimReport, SimResult
+
+__all__ = ["simulate", "SimReport", "SimResult", "DeadlockError", "CycleLimitError",
+           "SimulationError", "KERNELS", "matmul_cycles", "MAX_CYCLES"]

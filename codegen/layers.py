@@ -1,0 +1,176 @@
+"""Reading a partitioned Relax function into plain layer descriptions (no TVM objects inside).
+
+This is the only module that knows what the composites made by :mod:`tvm_aie.partition` look like.
+A function with ``Codegen="aie"`` (after ``MergeCompositeFunctions``) binds one local function per
+layer (attribute ``Composite="aie.dense_*"``) and calls them in dataflow order; each composite is
+``matmul(x, permute_dims?(W))``, optionally ``+ b`` and ``relu``, and in int8 wrapped in the
+``dequantize ... quantize`` of onnxruntime's QDQ format.
+
+For int8 layers this also fixes the integer arithmetic the array does (see :mod:`tvm_aie.quant`):
+the kernel multiplies the raw int8 input, so the input zero point is folded into the int32 bias
+(``bias -= zp_in * colsum(W)``), and ``s_in * s_w[n] / s_out`` becomes a multiplier and shift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import relax
+
+from ..partition import const_value
+from ..quant import quantize_multiplier
+
+
+@dataclass
+class DenseLayer:
+    """``y = act(x @ weight + bias)``, in fp32 or int8 (then requantised to the output's int8)."""
+
+    name: str
+    precision: str  # "int8" | "float32"
+    m: int
+    k: int
+    n: int
+    weight: np.ndarray  # [k, n], int8 or float32
+    bias: np.ndarray | None  # [n]: int32 with the input zero point folded in, or float32
+    relu: bool
+    input: int | str  # index of the function parameter, or name of the layer that feeds it
+    in_scale: float | None = None
+    in_zp: int | None = None
+    w_scale: np.ndarray | None = None  # [n] float32
+    out_scale: float | None = None
+    out_zp: int | None = None
+    mult: np.ndarray | None = None  # [n] int64, in [2^30, 2^31)
+    shift: np.ndarray | None = None  # [n] int64
+
+    @property
+    def in_dtype(self) -> str:
+        return self.precision
+
+    @property
+    def out_dtype(self) -> str:
+        return self.precision
+
+
+@dataclass
+class Param:
+    name: str
+    shape: tuple
+    dtype: str
+
+
+@dataclass
+class LayerGraph:
+    """The layers of one offloaded function, in dataflow order, and which one gives its result."""
+
+    params: list[Param]
+    layers: list[DenseLayer]
+    output: str
+
+
+def _scalar(expr) -> float:
+    return const_value(expr).reshape(()).item()
+
+
+def _read_composite(func: relax.Function, name: str, m: int, source) -> DenseLayer:
+    bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+    calls = {v.op.name: v for v in bound.values() if isinstance(v, relax.Call)}
+
+    def value(expr):
+        return bound.get(expr, expr)
+
+    matmul = calls["relax.matmul"]
+    lhs, rhs = value(matmul.args[0]), value(matmul.args[1])
+    transposed = isinstance(rhs, relax.Call) and rhs.op.name == "relax.permute_dims"
+    if transposed:
+        rhs = value(rhs.args[0])
+    int8 = isinstance(rhs, relax.Call)  # dequantize(W_int8, scale, zp)
+    weight = const_value(rhs.args[0] if int8 else rhs)
+    weight = np.ascontiguousarray(weight.T if transposed else weight)
+    k, n = weight.shape
+    bias = None
+    if "relax.add" in calls:
+        add = calls["relax.add"]
+        bias = value(add.args[1] if value(add.args[0]).same_as(matmul) else add.args[0])
+    layer = DenseLayer(name, "int8" if int8 else "float32", m, k, n, weight, None,
+                       "relax.nn.relu" in calls, source)
+    if not int8:
+        layer.bias = None if bias is None else const_value(bias).reshape(n).astype(np.float32)
+        return layer
+    quant = calls["relax.quantize"]
+    layer.in_scale, layer.in_zp = _scalar(lhs.args[1]), int(_scalar(lhs.args[2]))
+    layer.out_scale, layer.out_zp = _scalar(quant.args[1]), int(_scalar(quant.args[2]))
+    layer.w_scale = np.broadcast_to(const_value(rhs.args[1]).reshape(-1), (n,)).astype(np.float32)
+    acc_scale = np.float64(layer.in_scale) * layer.w_scale.astype(np.float64)
+    layer.mult, layer.shift = quantize_multiplier(acc_scale / layer.out_scale)
+    layer.bias = _int_bias(bias, acc_scale, weight, layer.in_zp)
+    return layer
+
+
+def _int_bias(bias, acc_scale: np.ndarray, weight: np.ndarray, in_zp: int) -> np.ndarray | None:
+    """The int32 bias at the accumulator's scale, with ``-zp_in * colsum(W)`` folded in."""
+    n = acc_scale.shape[0]
+    b = np.zeros(n, np.int64)
+    if isinstance(bias, relax.Call):  # dequantize(b_int32, s_b, zp_b), as onnxruntime writes it
+        b_int = const_value(bias.args[0]).reshape(n).astype(np.int64) - \
+            const_value(bias.args[2]).astype(np.int64)
+        s_b = np.broadcast_to(const_value(bias.args[1]).astype(np.float64).reshape(-1), (n,))
+        b = b_int if np.allclose(s_b, acc_scale, rtol=1e-6) else np.round(b_int * s_b / acc_scale)
+    elif bias is not None:
+        b = np.round(const_value(bias).reshape(n).astype(np.float64) / acc_scale)
+    if bias is None and in_zp == 0:
+        return None
+    b = b.astype(np.int64) - in_zp * weight.astype(np.int64).sum(axis=0)
+    if np.any(np.abs(b) >= 2**31):
+        raise ValueError("int8 dense: bias does not fit in int32 at the accumulator's scale")
+    return b.astype(np.int32)
+
+
+def read_layer_graph(func: relax.Function) -> LayerGraph:
+    """The layers of a ``Codegen="aie"`` function, with where each one's input comes from."""
+    params = [Param(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
+              for p in func.params]
+    source = {p: i for i, p in enumerate(func.params)}
+    composites, layers = {}, []
+    for binding in (b for block in func.body.blocks for b in block.bindings):
+        val = binding.value
+        if isinstance(val, relax.Function):
+            composites[binding.var] = val
+        elif isinstance(val, relax.Call) and val.op in composites:
+            x = val.args[0]
+            name = f"dense{len(layers)}"
+            layers.append(_read_composite(composites[val.op], name, int(x.ty.shape[0]), source[x]))
+            source[binding.var] = name
+        else:
+            raise ValueError(f"unexpected binding in an aie function: {binding.var.name} = {val}")
+    return LayerGraph(params, layers, source[func.body.body])
+
+
+def read_layers(func: relax.Function) -> list[DenseLayer]:
+    """The layers of a ``Codegen="aie"`` function; it must be a chain (what the lowering builds)."""
+    graph = read_layer_graph(func)
+    expected = 0
+    for layer in graph.layers:
+        if layer.input != expected:
+            raise ValueError(f"aie function is not a chain: {layer.name} reads {layer.input!r}")
+        expected = layer.name
+    if graph.output != expected:
+        raise ValueError(f"aie function is not a chain: its result is {graph.output!r}")
+    return graph.layers
+
+
+def count_macs(mod) -> int:
+    """Multiply-accumulates of every matmul with static shapes in ``mod``, offloaded or not."""
+    total = 0
+
+    def visit(expr):
+        nonlocal total
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) == "relax.matmul":
+            shapes = [expr.args[0].ty.shape, expr.ty.shape]
+            if all(isinstance(d, int) or hasattr(d, "value") for s in shapes for d in s):
+                total += int(np.prod([int(d) for d in expr.ty.shape])) * int(shapes[0][-1])
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return total

@@ -1,0 +1,165 @@
+"""Relax patterns for what the AIE array runs, and :func:`partition_for_aie`.
+
+The array runs dense layers ``y = act(x @ W + b)`` with a constant weight, in fp32 or in int8 as
+onnxruntime's QDQ quantiser writes them (as TVM's ONNX importer gives them)::
+
+    dequantize(x_int8) -> matmul(., permute_dims?(dequantize(W_int8)))
+        -> add(., dequantize(b_int32))? -> relu? -> quantize -> int8
+
+so an offloaded int8 region takes and returns int8 tensors, and consecutive layers hand int8 to each
+other on the array. ONNX ``Gemm(transB=1)`` imports with ``permute_dims`` on the weight, ``MatMul``
+without, so both are matched. Each check rejects what the codegen cannot do (the layer then stays on
+the CPU, with the reason logged): non-constant weights, symbolic shapes, other than 2-D
+``[M,K] x [K,N]``, dtypes other than float32/int8, weight zero points other than 0, per-channel
+scales on another axis than N, requantisation scales outside the multiplier-and-shift range, and
+intermediates used outside the layer.
+
+Do not run ``FoldConstant`` before partitioning: it folds ``dequantize(W_int8)`` into a float
+constant and the int8 layer becomes an fp32 one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
+from tvm.relax.backend.utils import has_leaking_intermediate_variables
+from tvm.relax.dpl.pattern import is_const, is_op, wildcard
+from tvm.relax.transform import PatternCheckContext
+
+from .quant import quantize_multiplier
+
+log = logging.getLogger("tvm_aie")
+
+# Why each matmul (by its bound variable's name) was rejected, for the log after partitioning.
+_rejected: dict[str, str] = {}
+
+
+def const_value(expr) -> np.ndarray:
+    """The value of a Relax constant (TVM 0.27 imports them as ``GenericConst``)."""
+    return expr.value.numpy()
+
+
+def _dq(data):
+    return is_op("relax.dequantize")(data, is_const(), is_const())
+
+
+def _dense_pattern(int8: bool, bias: bool, relu: bool):
+    """One dense layer; ``int8`` gives its QDQ form. Returns (pattern, annotations)."""
+    x, w = wildcard(), is_const()
+    ann = {"x": x, "w": w}
+    lhs, rhs = x, w
+    if int8:
+        lhs, rhs = ann["lhs"], ann["rhs"] = _dq(x), _dq(w)
+    matmul = is_op("relax.matmul")(lhs, rhs | is_op("relax.permute_dims")(rhs))
+    out = ann["matmul"] = matmul
+    if bias:
+        b = is_const()
+        ann["b"] = b
+        out = is_op("relax.add")(out, (_dq(b) | b) if int8 else b)
+    if relu:
+        out = is_op("relax.nn.relu")(out)
+    if int8:
+        out = is_op("relax.quantize")(out, is_const(), is_const())
+    ann["root"] = out
+    return out, ann
+
+
+def _static_2d(ty) -> bool:
+    return len(ty.shape) == 2 and all(isinstance(d, tvm.tirx.IntImm | int) for d in ty.shape)
+
+
+def _reason(ctx: PatternCheckContext) -> str | None:
+    """Why the matched layer cannot run on the array, or None if it can."""
+    if has_leaking_intermediate_variables(ctx):
+        return "an intermediate of the layer is used outside it"
+    x, w, mm = ctx.annotated_expr["x"], ctx.annotated_expr["w"], ctx.annotated_expr["matmul"]
+    if not (_static_2d(x.ty) and _static_2d(w.ty)):
+        return f"needs static 2-D shapes, got input {x.ty.shape} and weight {w.ty.shape}"
+    w_op = ctx.matched_bindings.get(mm.args[1], mm.args[1])
+    transposed = isinstance(w_op, relax.Call) and w_op.op.name == "relax.permute_dims"
+    if transposed and w_op.attrs.axes is not None and [int(a) for a in w_op.attrs.axes] != [1, 0]:
+        return "weight permutation is not a transpose"
+    int8 = "lhs" in ctx.annotated_expr
+    want = "int8" if int8 else "float32"
+    if x.ty.dtype != want or w.ty.dtype != want or mm.ty.dtype != "float32":
+        return f"dtypes {x.ty.dtype} x {w.ty.dtype} -> {mm.ty.dtype} (supported: {want})"
+    n = int(mm.ty.shape[1])
+    b = ctx.annotated_expr.get("b")
+    if b is not None and const_value(b).size != n:
+        return f"bias of shape {b.ty.shape} is not one value per output channel"
+    if not int8:
+        return None if b is None or b.ty.dtype == "float32" else f"bias dtype {b.ty.dtype}"
+    lhs, rhs, root = (ctx.annotated_expr[k] for k in ("lhs", "rhs", "root"))
+    if root.attrs.out_dtype != "int8":
+        return f"output quantised to {root.attrs.out_dtype}"
+    for name, call in (("input", lhs), ("output", root)):
+        if const_value(call.args[1]).size != 1 or const_value(call.args[2]).size != 1:
+            return f"{name} quantisation is not per tensor"
+    w_scale, w_zp = const_value(rhs.args[1]), const_value(rhs.args[2])
+    if np.any(w_zp != 0):
+        return "weight zero point is not 0"
+    n_axis = 0 if transposed else 1  # N is axis 0 of a weight stored transposed
+    if w_scale.size != 1 and (w_scale.size != n or int(rhs.attrs.axis) % 2 != n_axis):
+        return "weight scales are not per tensor or per output channel"
+    try:  # the requantisation scale must be a multiplier and shift the array can apply
+        quantize_multiplier(const_value(lhs.args[1]).astype(np.float64) * w_scale /
+                            const_value(root.args[1]))
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _check_dense(ctx: PatternCheckContext) -> bool:
+    reason = _reason(ctx)
+    if reason is not None:
+        var = ctx.value_to_bound_var.get(ctx.annotated_expr["matmul"])
+        if var is not None:
+            _rejected.setdefault(var.name, reason)
+    return reason is None
+
+
+def _patterns():
+    """All dense variants, shortest first (later registered = tried first)."""
+    out = []
+    for int8 in (False, True):
+        for bias in (False, True):
+            for relu in (False, True):
+                name = "aie.dense_" + ("int8" if int8 else "fp32") + ("_bias" if bias else "") + \
+                    ("_relu" if relu else "")
+                out.append((name, *_dense_pattern(int8, bias, relu), _check_dense))
+    return sorted(out, key=lambda p: p[0].count("_"))
+
+
+register_patterns(_patterns())
+
+
+def _log_cpu_ops(mod: tvm.IRModule) -> None:
+    """One log line per operator ``main`` still runs on the CPU, saying why."""
+    for binding in (b for block in mod["main"].body.blocks for b in block.bindings):
+        call = binding.value
+        if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
+            continue
+        op = call.op.name
+        if op == "relax.matmul":
+            why = _rejected.get(binding.var.name, "not part of a supported dense pattern")
+        else:
+            why = "no AIE pattern for this operator on its own"
+        log.info("aie: %s = %s stays on the CPU: %s", binding.var.name, op, why)
+
+
+def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
+    """Group what the array runs into functions with ``Codegen="aie"``, the rest stays on the CPU.
+
+    Consecutive offloaded layers merge into one function, so their intermediates stay on the array.
+    """
+    _rejected.clear()
+    patterns = get_patterns_with_prefix("aie")
+    mod = relax.transform.FuseOpsByPattern(patterns, bind_constants=True,
+                                           annotate_codegen=False)(mod)
+    mod = relax.transform.MergeCompositeFunctions()(mod)
+    _log_cpu_ops(mod)
+    return mod

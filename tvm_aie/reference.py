@@ -1,0 +1,79 @@
+"""The integer CPU reference: the model through TVM on the CPU, with the array's arithmetic.
+
+The model is partitioned exactly as for the array; each offloaded function is then rebuilt from its
+layers (:mod:`tvm_aie.codegen.layers`) as plain Relax: int8 layers as the integer ops the array
+runs (:mod:`tvm_aie.quant`: int32 accumulation of raw int8 operands, int32 bias with the input zero
+point folded in, int64 multiply by the multiplier, round half up by adding ``2^(shift-1)``, right
+shift, output zero point, clip, int8), fp32 layers as matmul + bias + relu. Everything else is the
+model's own Relax. The simulator's int8 output is therefore comparable bit for bit, while the
+reference is checked against numpy and onnxruntime independently of the array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .codegen.layers import DenseLayer, LayerGraph, read_layer_graph
+from .partition import partition_for_aie
+from .quant import QMAX, QMIN
+
+
+def _const(a, dtype) -> relax.Expr:
+    return relax.const(np.asarray(a, dtype=dtype), dtype)
+
+
+def _int8_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
+    acc = bb.emit(relax.op.matmul(x, _const(layer.weight, "int8"), out_dtype="int32"))
+    if layer.bias is not None:
+        acc = bb.emit(relax.op.add(acc, _const(layer.bias, "int32")))
+    acc = bb.emit(relax.op.astype(acc, "int64"))
+    acc = bb.emit(relax.op.add(relax.op.multiply(acc, _const(layer.mult, "int64")),
+                               _const(np.int64(1) << (layer.shift - 1), "int64")))
+    y = bb.emit(relax.op.add(relax.op.right_shift(acc, _const(layer.shift, "int64")),
+                             _const(layer.out_zp, "int64")))
+    lo = max(QMIN["int8"], layer.out_zp) if layer.relu else QMIN["int8"]
+    y = bb.emit(relax.op.minimum(relax.op.maximum(y, _const(lo, "int64")),
+                                 _const(QMAX["int8"], "int64")))
+    return bb.emit(relax.op.astype(y, "int8"))
+
+
+def _fp32_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
+    y = bb.emit(relax.op.matmul(x, _const(layer.weight, "float32")))
+    if layer.bias is not None:
+        y = bb.emit(relax.op.add(y, _const(layer.bias, "float32")))
+    return bb.emit(relax.op.nn.relu(y)) if layer.relu else y
+
+
+def reference_function(graph: LayerGraph) -> relax.Function:
+    """A plain Relax function computing the layers of an offloaded function as the array does."""
+    bb = relax.BlockBuilder()
+    params = [relax.Var(p.name, relax.TensorType(p.shape, p.dtype)) for p in graph.params]
+    with bb.function("reference", params, private=True):
+        with bb.dataflow():
+            values = {}
+            for layer in graph.layers:
+                x = params[layer.input] if isinstance(layer.input, int) else values[layer.input]
+                dense = _int8_dense if layer.precision == "int8" else _fp32_dense
+                values[layer.name] = dense(bb, x, layer)
+            out = bb.emit_output(values[graph.output])
+        bb.emit_func_output(out)
+    return bb.get()["reference"]
+
+
+def reference_module(mod: tvm.IRModule, params: dict | None = None) -> tvm.IRModule:
+    """``mod`` partitioned for the array, each offloaded function replaced by its reference."""
+    if params:
+        mod = relax.transform.BindParams("main", params)(mod)
+    mod = partition_for_aie(mod)
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function) and func.attrs is not None and \
+                func.attrs.get("Codegen") == "aie":
+            mod[gv] = reference_function(read_layer_graph(func))
+    return mod
+
+
+def build_reference(mod: tvm.IRModule, params: dict | None = None):
+    """The reference as a Relax VM executable for the host CPU (target ``llvm``)."""
+    return tvm.compile(reference_module(mod, params), target="llvm")

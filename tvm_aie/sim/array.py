@@ -1,0 +1,281 @@
+"""The array: an AIE program turned into agents on the event engine, checked, run and reported.
+
+Loading checks everything the program states against itself and the device catalog (buffers in
+memory and not overlapping, BD patterns inside their buffers, channels and BDs within the tile's
+DMA, every channel on one route, kernels on their own tile's buffers), so a malformed program fails
+with a ValueError naming the culprit instead of misbehaving later. Running has two modes that take
+the same cycles: ``functional`` moves bytes and computes, ``timing`` only counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..target import get_device
+from .cascade import CascadeLink
+from .dma import (STREAM_SWITCH_LATENCY, Port, Route, Transfer, channel_agent, chain_is_cyclic,
+                  pattern_bounds, pattern_elements, port_name)
+from .engine import Engine
+from .kernels import KERNELS
+from .locks import LOCK_MAX, Lock
+from .memory import Memories, tile_key
+from .report import SimReport, SimResult
+
+MODES = ("functional", "timing")
+# Guard against programs that never end (e.g. DMAs feeding each other forever): far beyond any
+# single inference the codegen makes, short enough to fail in seconds to minutes.
+MAX_CYCLES = 100_000_000
+
+
+def simulate(program, inputs: dict | None = None, mode: str = "functional",
+             max_cycles: int = MAX_CYCLES) -> SimResult:
+    """Run one inference of ``program``; ``inputs`` maps DDR input names to arrays (functional)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    sim = _Array(program, get_device(program.device), mode == "functional", max_cycles)
+    if sim.memories.functional:
+        sim.memories.load(program, inputs)
+    return sim.run()
+
+
+class _Array:
+    def __init__(self, program, device, functional: bool, max_cycles: int):
+        self.program, self.device = program, device
+        self.engine = Engine(max_cycles)
+        self.memories = Memories(program, device, functional)
+        self.locks = self._locks()
+        self.transfers: dict = {}  # channel name -> {BD id: Transfer factory}
+        self.ports, self.cyclic = self._channels()
+        self._routes()
+        self.links_out, self.links_in = self._cascades()
+        self.cores = self._cores()
+
+    # ---- loading ----
+    def _locks(self) -> dict:
+        locks = {}
+        for lk in self.program.locks:
+            if lk.name in locks:
+                raise ValueError(f"lock {lk.name} is defined twice")
+            locks[lk.name] = Lock(lk.name, tile_key(lk.tile), lk.init,
+                                  LOCK_MAX[self.device.lock_kind])
+        return locks
+
+    def _lock(self, name: str, where: str) -> Lock:
+        if name not in self.locks:
+            raise ValueError(f"{where}: unknown lock {name}")
+        return self.locks[name]
+
+    def _dma_table(self, kind: str) -> dict:
+        return {"shim": self.device.shim_dma, "memtile": self.device.memtile,
+                "compute": self.device.tile_dma}[kind]
+
+    def _channels(self) -> tuple[dict, set]:
+        ports, cyclic = {}, set()
+        for ch in self.program.dmas:
+            name = port_name(ch.tile, ch.direction, ch.channel)
+            if name in ports:
+                raise ValueError(f"DMA channel {name} is defined twice")
+            if tile_key(ch.tile) not in self.memories.kinds:
+                raise ValueError(f"DMA channel {name}: tile is not among the program's tiles")
+            kind = self.memories.kind(ch.tile)
+            table = self._dma_table(kind)
+            if ch.direction not in ("mm2s", "s2mm") or not 0 <= ch.channel < table[ch.direction]:
+                raise ValueError(f"DMA channel {name}: a {kind} tile has "
+                                 f"{table.get(ch.direction, 0)} {ch.direction} channels")
+            if len(ch.bds) > table["bds"]:
+                raise ValueError(f"DMA channel {name}: {len(ch.bds)} BDs, a {kind} tile has "
+                                 f"{table['bds']}")
+            ids = {bd.id for bd in ch.bds}
+            if len(ids) != len(ch.bds) or ch.start_bd not in ids or any(
+                    bd.next is not None and bd.next not in ids for bd in ch.bds):
+                raise ValueError(f"DMA channel {name}: BD ids {sorted(ids)} repeat or its chain "
+                                 f"(start {ch.start_bd}) names a missing BD")
+            for bd in ch.bds:
+                for op in (bd.acquire, bd.release):
+                    if op is not None:
+                        self._lock(op.lock, f"DMA channel {name} BD {bd.id}")
+            ports[name] = Port(name, ch)
+            self.transfers[name] = {bd.id: self._transfer_factory(ch, bd, ports[name])
+                                    for bd in ch.bds}
+            if chain_is_cyclic(ch):
+                cyclic.add(name)
+        return ports, cyclic
+
+    def _bd_target(self, ch, bd, where: str):
+        """(byte array or None, byte offset of element 0, dtype, element count) a BD addresses."""
+        if self.memories.kind(ch.tile) == "shim":
+            ddr = {t.name: t for t in self.program.ddr}
+            if bd.buffer not in ddr:
+                raise ValueError(f"{where}: {bd.buffer} is not a DDR tensor")
+            t = ddr[bd.buffer]
+            mem = self.memories.ddr_bytes.get(t.name)
+            return mem, 0, t.dtype, int(np.prod(t.shape))
+        bufs = {b.name: b for b in self.program.buffers}
+        if bd.buffer not in bufs:
+            raise ValueError(f"{where}: unknown buffer {bd.buffer}")
+        b = bufs[bd.buffer]
+        if tile_key(b.tile) != tile_key(ch.tile):
+            raise ValueError(f"{where}: buffer {b.name} is on tile {tile_key(b.tile)}, not the "
+                             f"DMA's tile")
+        mem = self.memories.tile_bytes.get(tile_key(b.tile))
+        return mem, b.offset, b.dtype, int(np.prod(b.shape))
+
+    def _transfer_factory(self, ch, bd, port: Port):
+        where = f"DMA channel {port.name} BD {bd.id}"
+        mem, base, dtype, count = self._bd_target(ch, bd, where)
+        kind = self.memories.kind(ch.tile)
+        dims = self._dma_table(kind).get("dims")
+        if len(bd.sizes) != len(bd.strides) or not bd.sizes or min(bd.sizes) < 1:
+            raise ValueError(f"{where}: sizes {bd.sizes} and strides {bd.strides} do not make a "
+                             f"non-empty pattern")
+        if dims is not None and len(bd.sizes) > dims:
+            raise ValueError(f"{where}: {len(bd.sizes)}-D pattern, a {kind} DMA has {dims}-D")
+        lo, hi = pattern_bounds(bd.offset, bd.sizes, bd.strides)
+        if lo < 0 or hi >= count:
+            raise ValueError(f"{where}: pattern reaches elements [{lo}, {hi}] of {bd.buffer}, "
+                             f"which has {count}")
+        isz = np.dtype(dtype).itemsize
+        nbytes = bd.elements * isz
+        if mem is None:
+            return lambda: Transfer(port, nbytes, None, None)
+        elems = pattern_elements(bd.offset, bd.sizes, bd.strides)
+        byte_index = (base + elems[:, None] * isz + np.arange(isz)).reshape(-1)
+        return lambda: Transfer(port, nbytes, mem, byte_index)
+
+    def _rate(self, port: Port) -> int:
+        kind = self.memories.kind(port.channel.tile)
+        rate = self.device.stream_bytes_per_cycle
+        if kind == "shim":
+            rate = min(rate, self.device.shim_dma["bytes_per_cycle"])
+        elif kind == "memtile":
+            rate = min(rate, self.device.memtile["bytes_per_cycle_per_channel"])
+        return rate
+
+    def _routes(self) -> None:
+        for r in self.program.routes:
+            src = port_name(r.src[:2], "mm2s", r.src[2])
+            dsts = [port_name(d[:2], "s2mm", d[2]) for d in r.dsts]
+            for name in [src, *dsts]:
+                if name not in self.ports:
+                    raise ValueError(f"route {src} -> {dsts}: no DMA channel {name}")
+                if self.ports[name].route is not None:
+                    raise ValueError(f"DMA channel {name} is on two routes")
+            # Switches crossed with X-then-Y routing: the source's, one per hop, the destination's.
+            switches = max(abs(d[0] - r.src[0]) + abs(d[1] - r.src[1]) + 1 for d in r.dsts)
+            ends = [self.ports[n] for n in [src, *dsts]]
+            Route(self.engine, ends[0], ends[1:], min(self._rate(p) for p in ends),
+                  switches * STREAM_SWITCH_LATENCY, self.memories.functional)
+        for name, port in self.ports.items():
+            if port.route is None:
+                raise ValueError(f"DMA channel {name} is on no route")
+
+    def _cascades(self) -> tuple[dict, dict]:
+        out, inn = {}, {}
+        for c in self.program.cascades:
+            src, dst = tile_key(c.src), tile_key(c.dst)
+            if src in out or dst in inn:
+                raise ValueError(f"cascade {src}->{dst}: a tile has one cascade out and one in")
+            out[src] = inn[dst] = CascadeLink(self.engine, src, dst)
+        return out, inn
+
+    def _cores(self) -> dict:
+        cores = {}
+        bufs = {b.name: b for b in self.program.buffers}
+        for core in self.program.cores:
+            key = tile_key(core.tile)
+            if key in cores:
+                raise ValueError(f"tile {key} has two cores")
+            if self.memories.kinds.get(key) != "compute":
+                raise ValueError(f"core on tile {key}, which is not a compute tile of the program")
+            cores[key] = self._compile(core.body, core.tile, bufs)
+        return cores
+
+    def _compile(self, body: list, tile, bufs: dict) -> list:
+        """Instrs -> tuples with locks and kernels resolved, so running does no look-ups."""
+        where = f"core {tile_key(tile)}"
+        out = []
+        for ins in body:
+            if ins.op in ("acquire", "release"):
+                out.append((ins.op, self._lock(ins.lock.lock, where), ins.lock.value))
+            elif ins.op == "loop":
+                out.append(("loop", int(ins.count), self._compile(ins.body, tile, bufs)))
+            elif ins.op == "call":
+                out.append(("call", self._kernel(ins.call, tile, bufs)))
+            else:
+                raise ValueError(f"{where}: unknown instruction {ins.op!r}")
+        return out
+
+    def _kernel(self, call, tile, bufs: dict):
+        where = f"core {tile_key(tile)} kernel {call.kernel}"
+        if call.kernel not in KERNELS:
+            raise ValueError(f"{where}: unknown kernel (have {sorted(KERNELS)})")
+        resolved = {}
+        for role, name in call.buffers.items():
+            if name not in bufs:
+                raise ValueError(f"{where}: unknown buffer {name} for {role}")
+            if tile_key(bufs[name].tile) != tile_key(tile):
+                raise ValueError(f"{where}: buffer {name} is on tile {tile_key(bufs[name].tile)}; "
+                                 f"kernels compute on their own tile's memory only")
+            resolved[role] = bufs[name]
+        key = tile_key(tile)
+        return KERNELS[call.kernel](call, tile, resolved, self.device, self.links_in.get(key),
+                                    self.links_out.get(key))
+
+    # ---- running ----
+    def _core_agent(self, body: list, name: str, stats: dict):
+        mem = self.memories if self.memories.functional else None
+        for ins in body:
+            op = ins[0]
+            if op == "acquire":
+                yield ins[1].acquire(ins[2])
+            elif op == "release":
+                ins[1].release(self.engine, ins[2], name)
+            elif op == "loop":
+                for _ in range(ins[1]):
+                    yield from self._core_agent(ins[2], name, stats)
+            else:
+                stats["macs"] += ins[1].macs
+                yield from ins[1].run(mem)
+
+    def run(self) -> SimResult:
+        core_agents = {}
+        for key, body in self.cores.items():
+            stats = {"macs": 0}
+            agent = self.engine.spawn(f"core {key}", self._core_agent(body, f"core {key}", stats),
+                                      required=True)
+            core_agents[key] = (agent, stats)
+        for name, port in self.ports.items():
+            agent = channel_agent(port.channel, port, self.locks, self.engine, self.transfers[name])
+            self.engine.spawn(f"DMA {name}", agent, required=name not in self.cyclic)
+        cycles = self.engine.run()
+        return SimResult(outputs=self._outputs(), report=self._report(cycles, core_agents))
+
+    def _outputs(self) -> dict:
+        if not self.memories.functional:
+            return {}
+        return {t.name: self.memories.ddr_view(t.name).copy() for t in self.program.outputs()}
+
+    @staticmethod
+    def _kernel_precision(body: list):
+        """The precision of a core's first kernel call, or None if it calls none."""
+        for ins in body:
+            if ins[0] == "call":
+                return ins[1].precision
+            if ins[0] == "loop" and (p := _Array._kernel_precision(ins[2])):
+                return p
+        return None
+
+    def _report(self, cycles: int, core_agents: dict) -> SimReport:
+        per_tile, peak = {}, 0
+        for key, (agent, stats) in core_agents.items():
+            per_tile[key] = {"busy": agent.busy, "stall": agent.stall,
+                             "stall_on": dict(agent.stall_on), "macs": stats["macs"]}
+            precision = (self._kernel_precision(self.cores[key])
+                         or self.program.meta.get("precision"))
+            if precision is not None:
+                peak += self.device.peak_macs_per_cycle(precision)
+        moved = {name: p.bytes for name, p in self.ports.items()}
+        moved["total"] = sum(p.bytes for name, p in self.ports.items() if ":s2mm" in name)
+        return SimReport(cycles=cycles, tiles_used=len(core_agents),
+                         macs=sum(s["macs"] for _, s in core_agents.values()),
+                         peak_macs_per_cycle=peak, per_tile=per_tile, bytes_moved=moved)

@@ -1,0 +1,145 @@
+"""DMA channels, their buffer-descriptor chains, and the stream routes between them.
+
+A DMA channel is an agent that walks its BD chain: per BD it acquires the BD's lock, moves the BD's
+bytes through its stream port, and releases the BD's lock. A route joins one MM2S port to one or
+more S2MM ports (several = broadcast). Bytes cross it in chunks: a chunk is as large as the smallest
+remainder among the BDs the ports are on, and it starts only when every port has a BD whose lock is
+held, which is the stream's back-pressure. A chunk of B bytes takes ``ceil(B / rate)`` cycles, the
+rate being the stream width limited by the DMAs at either end, plus the latency of the stream
+switches it crosses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .engine import Wait
+from .memory import tile_key
+
+# Cycles per stream switch a route crosses: a 2-cycle slave port plus a 2-cycle master port
+# (AM020 and AM009, "Stream Switch Buffering and Latency"). The catalog has no field for it yet.
+STREAM_SWITCH_LATENCY = 4
+
+
+def port_name(tile, direction: str, channel: int) -> str:
+    return f"{tile_key(tile)}:{direction}{channel}"
+
+
+def pattern_elements(offset: int, sizes: list, strides: list) -> np.ndarray:
+    """Element indices an n-D BD visits, outermost dimension first."""
+    idx = np.full([1] * len(sizes), offset, dtype=np.int64)
+    for d, (size, stride) in enumerate(zip(sizes, strides)):
+        shape = [1] * len(sizes)
+        shape[d] = size
+        idx = idx + (np.arange(size, dtype=np.int64) * stride).reshape(shape)
+    return idx.reshape(-1)
+
+
+def pattern_bounds(offset: int, sizes: list, strides: list) -> tuple[int, int]:
+    """Smallest and largest element index the pattern touches (without enumerating it)."""
+    lo = hi = offset
+    for size, stride in zip(sizes, strides):
+        reach = (size - 1) * stride
+        lo, hi = lo + min(0, reach), hi + max(0, reach)
+    return lo, hi
+
+
+class Port:
+    """One DMA channel's end of a route; ``current`` is the BD transfer it is on, if any."""
+
+    def __init__(self, name: str, channel):
+        self.name, self.channel = name, channel
+        self.current: Transfer | None = None
+        self.route: Route | None = None
+        self.bytes = 0
+
+
+class Transfer(Wait):
+    """One BD's bytes crossing the port; the channel blocks on it until the last byte moved."""
+
+    def __init__(self, port: Port, nbytes: int, memory, byte_index):
+        self.port, self.remaining, self.memory, self.byte_index = port, nbytes, memory, byte_index
+        self.name = f"stream {port.name}"
+        self.pos = 0
+        self.agent = None
+
+    def take(self, agent):
+        self.agent = agent
+        self.port.current = self
+        self.port.route.try_move()
+        return False, None
+
+    def read(self, nbytes: int) -> np.ndarray:
+        return self.memory[self.byte_index[self.pos:self.pos + nbytes]]
+
+    def write(self, data: np.ndarray) -> None:
+        self.memory[self.byte_index[self.pos:self.pos + len(data)]] = data
+
+    def describe(self) -> str:
+        route = self.port.route
+        idle = [p.name for p in [route.src, *route.dsts] if p.current is None]
+        return f"stream transfer on {self.port.name}, {self.remaining} B left; " \
+               f"no BD ready on {', '.join(idle)}"
+
+
+class Route:
+    def __init__(self, engine, src: Port, dsts: list, rate: int, latency: int, functional: bool):
+        self.engine, self.src, self.dsts = engine, src, dsts
+        self.rate, self.latency, self.functional = rate, latency, functional
+        self.in_flight = False
+        for p in [src, *dsts]:
+            p.route = self
+
+    def try_move(self) -> None:
+        if self.in_flight or self.src.current is None or any(d.current is None for d in self.dsts):
+            return
+        nbytes = min(p.current.remaining for p in [self.src, *self.dsts])
+        self.in_flight = True
+        self.engine.at(self.engine.now + math.ceil(nbytes / self.rate) + self.latency,
+                       self._arrive, nbytes)
+
+    def _arrive(self, nbytes: int) -> None:
+        if self.functional:
+            data = self.src.current.read(nbytes)
+            for d in self.dsts:
+                d.current.write(data)
+        for p in [self.src, *self.dsts]:
+            t = p.current
+            p.bytes += nbytes
+            t.pos += nbytes
+            t.remaining -= nbytes
+            if t.remaining == 0:
+                p.current = None
+                self.engine.wake(t.agent)
+        self.in_flight = False
+        self.try_move()
+
+
+def chain_is_cyclic(channel) -> bool:
+    """Whether the BD chain from ``start_bd`` comes back to a BD it already ran."""
+    nxt = {bd.id: bd.next for bd in channel.bds}
+    seen, bd = set(), channel.start_bd
+    while bd is not None:
+        if bd in seen:
+            return True
+        seen.add(bd)
+        bd = nxt[bd]
+    return False
+
+
+def channel_agent(channel, port: Port, locks: dict, engine, transfers: dict):
+    """The generator of one DMA channel; ``transfers[bd.id]`` builds that BD's :class:`Transfer`."""
+    bds = {bd.id: bd for bd in channel.bds}
+    # A cyclic chain never reaches a ``None`` next, so it runs until the program ends.
+    for _ in range(1 if chain_is_cyclic(channel) else channel.repeat):
+        bd_id = channel.start_bd
+        while bd_id is not None:
+            bd = bds[bd_id]
+            if bd.acquire is not None:
+                yield locks[bd.acquire.lock].acquire(bd.acquire.value)
+            yield transfers[bd.id]()
+            if bd.release is not None:
+                locks[bd.release.lock].release(engine, bd.release.value, port.name)
+            bd_id = bd.next

@@ -1,0 +1,120 @@
+"""The discrete-event engine: agents (cores, DMA channels) as generators on one event heap.
+
+An agent is a generator that yields what it needs next: an ``int`` (be busy for that many cycles)
+or a :class:`Wait` (block until a resource grants it, e.g. a lock value or a cascade block). Events
+are ordered by ``(time, sequence number)``, so a run is deterministic. The engine knows how many
+agents must finish for the run to be complete; agents that run forever (cyclic DMA chains) do not
+count, so a program ends when the required ones are done even if cyclic chains still wait.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+
+class SimulationError(RuntimeError):
+    """The program misbehaves while running (e.g. a lock released past its maximum)."""
+
+
+class DeadlockError(SimulationError):
+    """No event is pending but the program has not finished: every agent left waits on another."""
+
+
+class CycleLimitError(SimulationError):
+    """The run went past its cycle limit without finishing."""
+
+
+class Wait:
+    """Something an agent can block on. ``take`` grants it now if possible (returns (ok, value));
+    otherwise the resource keeps the agent and calls :meth:`Engine.wake` when it grants it."""
+
+    name = ""
+
+    def take(self, agent) -> tuple[bool, object]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """What is awaited and why it is not there, for deadlock messages."""
+        raise NotImplementedError
+
+
+class Agent:
+    """One generator plus the bookkeeping the report needs: busy and stall cycles."""
+
+    def __init__(self, name: str, gen, required: bool):
+        self.name, self.gen, self.required = name, gen, required
+        self.busy = 0
+        self.stall = 0
+        self.stall_on: dict = {}
+        self.waiting: Wait | None = None
+        self.wait_since = 0
+        self.finished = False
+
+
+class Engine:
+    def __init__(self, max_cycles: int):
+        self.now = 0
+        self.max_cycles = max_cycles
+        self._heap: list = []
+        self._seq = 0
+        self.agents: list = []
+        self._required_left = 0
+
+    def at(self, time: int, fn, arg=None) -> None:
+        """Call ``fn(arg)`` at ``time``."""
+        heapq.heappush(self._heap, (time, self._seq, fn, arg))
+        self._seq += 1
+
+    def spawn(self, name: str, gen, required: bool) -> Agent:
+        agent = Agent(name, gen, required)
+        self.agents.append(agent)
+        self._required_left += required
+        self.at(0, self._step, (agent, None))
+        return agent
+
+    def wake(self, agent: Agent, value=None) -> None:
+        """A resource grants what ``agent`` waited for; it resumes now with ``value``."""
+        waited = self.now - agent.wait_since
+        agent.stall += waited
+        key = agent.waiting.name
+        agent.stall_on[key] = agent.stall_on.get(key, 0) + waited
+        agent.waiting = None
+        self.at(self.now, self._step, (agent, value))
+
+    def _step(self, arg) -> None:
+        agent, value = arg
+        while True:
+            try:
+                req = agent.gen.send(value)
+            except StopIteration:
+                agent.finished = True
+                self._required_left -= agent.required
+                return
+            if isinstance(req, int):
+                agent.busy += req
+                self.at(self.now + req, self._step, (agent, None))
+                return
+            ok, value = req.take(agent)
+            if not ok:
+                agent.waiting, agent.wait_since = req, self.now
+                return
+
+    def run(self) -> int:
+        """Run until every required agent has finished; returns that time in cycles."""
+        while self._required_left:
+            if not self._heap:
+                raise DeadlockError("deadlock at cycle %d; blocked:\n%s"
+                                    % (self.now, self.blocked_report()))
+            time, _, fn, arg = heapq.heappop(self._heap)
+            if time > self.max_cycles:
+                raise CycleLimitError(
+                    f"no end after {self.max_cycles:,} cycles (raise max_cycles if the program is "
+                    f"really that long); waiting:\n{self.blocked_report()}")
+            self.now = time
+            fn(arg)
+        return self.now
+
+    def blocked_report(self) -> str:
+        lines = [f"  {a.name}: waits on {a.waiting.describe()}" for a in self.agents
+                 if a.waiting is not None and not a.finished]
+        return "\n".join(lines) or "  (nothing)"

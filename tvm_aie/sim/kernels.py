@@ -1,0 +1,165 @@
+"""Kernels: what a core computes in one call, and how many cycles the call takes.
+
+Each kernel has a functional model (numpy on the tile's own buffers, bit-exact with the integer
+reference through :mod:`tvm_aie.quant`) and a cycle model next to it. Kernels are looked up by the
+name a :class:`KernelCall` gives, in :data:`KERNELS`; a new operator family adds its class there.
+A kernel may only touch buffers in its own tile's memory: that is the core's data memory as the
+codegen laid it out, and reaching further would hide a missing DMA.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..quant import QMAX, requantize
+from .memory import tile_key
+
+# ---- matmul cycle-model constants (kernel software, not architecture: they live with the kernel)
+# Fixed cost of one call: lock handshakes, pointer and loop set-up. aie4ml passes/estimate.py
+# attributes ~30 of the 53 cycles of a 16x16x16 int8 dense call to it.
+CALL_OVERHEAD = 30
+# The kernel computes a 2x2 group of mmul intrinsics per inner-loop iteration (Vitis tutorial XD100
+# "AIE-ML Programming and Optimization", optimised kernel; mlir-aie's matmul kernels do the same),
+# so one A tile is reused across two B tiles and vice versa.
+GROUP = 2
+# Software-pipeline fill/drain of the K loop per 2x2 output group. Calibrated: XD100's 1121 cycles
+# for 64x64x64 int8 leave (1121 - 1024 - 30) / 32 groups = 2.1; aie4ml's 53 cycles for 16x16x16
+# leave (53 - 16 - 30) / 2 = 3.5; 3 keeps both within 3%.
+GROUP_OVERHEAD = 3
+ACC_BITS = 32  # accumulator lanes of the int8 and float32 paths (the contract's acc dtype)
+
+
+def matmul_cycles(device, precision: str, m: int, k: int, n: int, out_dtype: str,
+                  cascade: bool) -> int:
+    """Cycles of one ``[m, k] @ [k, n]`` call on one core.
+
+    cycles = CALL_OVERHEAD + groups * GROUP_OVERHEAD + max(mac, load) + store + cascade, where
+
+    * mac = padded MACs / macs_per_cycle[precision], the MACs padded to the intrinsic shape
+      (catalog ``mmul_shapes``) since the datapath always computes whole intrinsics (AM020);
+    * load = bytes the inner loop loads / vector_load_bytes_per_cycle (2 x 256-bit loads): the
+      UG1079 "Kernel Coding Bounds" rule, max(MACs / MAC rate, bytes / (2 x 32 B));
+    * store = exposed stores of 32-bit outputs (int32, float32): without the shift-round-saturate
+      store (VST.SRS) that narrows int8/int16 results inside the MAC loop, the accumulators go out
+      at vector_store_bytes_per_cycle after the loop (XD100: 1121 cycles with int16 output, 1750
+      with int32);
+    * cascade = the part of moving the [m, n] accumulator block over the cascade at cascade_bits
+      per cycle that the MAC loop does not hide (the block leaves group by group while the next
+      group computes).
+    """
+    mm, mk, mn = device.mmul_shape(precision)
+    mp, kp, np_ = (math.ceil(m / mm) * mm, math.ceil(k / mk) * mk, math.ceil(n / mn) * mn)
+    mac = math.ceil(mp * kp * np_ / device.peak_macs_per_cycle(precision))
+    groups = math.ceil(m / (GROUP * mm)) * math.ceil(n / (GROUP * mn))
+    in_bytes = 1 if precision == "int8" else 4
+    loaded = groups * kp * GROUP * (mm + mn) * in_bytes  # GROUP A tiles + GROUP B tiles per K step
+    load = math.ceil(loaded / device.vector_load_bytes_per_cycle)
+    body = max(mac, load)
+    store = 0
+    if out_dtype in ("int32", "float32") and not cascade:
+        store = math.ceil(m * n * 4 / device.vector_store_bytes_per_cycle)
+    casc = 0
+    if cascade:
+        casc = max(0, math.ceil(m * n * ACC_BITS / device.cascade_bits) - body)
+    return CALL_OVERHEAD + groups * GROUP_OVERHEAD + body + store + casc
+
+
+class MatMul:
+    """``c = epilogue(a[:, a_offset:a_offset+k] @ b (+ cascade in) (+ bias))``.
+
+    int8: exact int32 accumulation; the epilogue is :func:`tvm_aie.quant.requantize` for int8/int16
+    output, or the accumulator itself for int32 (ReLU as max 0). float32: float32 arithmetic. With
+    ``cascade_out`` the accumulator goes to the next core instead (no epilogue, no ``c``).
+    """
+
+    name = "matmul"
+    IN = {"int8": "int8", "float32": "float32"}
+
+    def __init__(self, call, tile, buffers: dict, device, link_in, link_out):
+        p = call.params
+        self.precision = p.get("precision", "int8")
+        if self.precision not in self.IN:
+            raise ValueError(f"matmul on tile {tile_key(tile)}: precision {self.precision} "
+                             f"not supported (have {sorted(self.IN)})")
+        self.m, self.k, self.n = int(p["m"]), int(p["k"]), int(p["n"])
+        self.a_offset = int(p.get("a_offset", 0))
+        self.cascade_in, self.cascade_out = bool(p.get("cascade_in")), bool(p.get("cascade_out"))
+        self.relu, self.out_zp = bool(p.get("relu")), int(p.get("out_zp", 0))
+        self.out_dtype = p.get("out_dtype", "int8" if self.precision == "int8" else "float32")
+        self.buffers = {role: b.name for role, b in buffers.items()}
+        self.link_in, self.link_out = link_in, link_out
+        self._check(tile, buffers)
+        self.macs = self.m * self.k * self.n
+        self.cycles = matmul_cycles(device, self.precision, self.m, self.k, self.n,
+                                    self.out_dtype, self.cascade_in or self.cascade_out)
+
+    def _check(self, tile, buffers: dict) -> None:
+        where = f"matmul on tile {tile_key(tile)}"
+        need = {"a", "b"} | (set() if self.cascade_out else {"c"})
+        if self.precision == "int8" and self.out_dtype in QMAX and not self.cascade_out:
+            need |= {"mult", "shift"}
+        if missing := need - set(buffers):
+            raise ValueError(f"{where}: missing buffers {sorted(missing)}")
+        a, b = buffers["a"], buffers["b"]
+        if len(a.shape) != 2 or a.shape[0] != self.m or a.shape[1] < self.a_offset + self.k:
+            raise ValueError(f"{where}: a {a.name} {a.shape} does not hold [{self.m}, "
+                             f"{self.a_offset}+{self.k}]")
+        if list(b.shape) != [self.k, self.n]:
+            raise ValueError(f"{where}: b {b.name} is {b.shape}, not [{self.k}, {self.n}]")
+        for buf in (a, b):
+            if buf.dtype != self.IN[self.precision]:
+                raise ValueError(f"{where}: {buf.name} is {buf.dtype}, "
+                                 f"not {self.IN[self.precision]}")
+        if "c" in buffers:
+            c = buffers["c"]
+            if list(c.shape) != [self.m, self.n] or c.dtype != self.out_dtype:
+                raise ValueError(f"{where}: c {c.name} is {c.shape} {c.dtype}, not "
+                                 f"[{self.m}, {self.n}] {self.out_dtype}")
+        for role in ("bias", "mult", "shift"):
+            if role in buffers and int(np.prod(buffers[role].shape)) != self.n:
+                raise ValueError(f"{where}: {role} {buffers[role].name} has "
+                                 f"{buffers[role].shape}, not [{self.n}]")
+        if self.cascade_in and self.link_in is None:
+            raise ValueError(f"{where}: cascade_in but no cascade link ends at this tile")
+        if self.cascade_out and self.link_out is None:
+            raise ValueError(f"{where}: cascade_out but no cascade link starts at this tile")
+
+    def run(self, memories):
+        """The call as an agent step: compute, then exchange with the cascade, then store."""
+        yield self.cycles
+        acc = self._accumulate(memories) if memories is not None else None
+        if self.cascade_in:
+            block = yield self.link_in.pop()
+            if acc is not None:
+                acc = acc + block
+        if self.cascade_out:
+            yield self.link_out.push(acc)
+        elif acc is not None:
+            memories.buffer_view(self.buffers["c"])[...] = self._epilogue(memories, acc)
+
+    def _accumulate(self, memories) -> np.ndarray:
+        view = memories.buffer_view
+        a = view(self.buffers["a"])[:, self.a_offset:self.a_offset + self.k]
+        b = view(self.buffers["b"])
+        if self.precision == "float32":
+            return a @ b
+        # float64 products of int8 are exact and sums stay exact below 2^53; BLAS keeps it fast.
+        # int32 accumulator lanes: later additions (cascade, bias) wrap as the hardware's do.
+        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64).astype(np.int32)
+
+    def _epilogue(self, memories, acc) -> np.ndarray:
+        view = memories.buffer_view
+        if "bias" in self.buffers:
+            acc = acc + view(self.buffers["bias"]).reshape(-1)
+        if self.precision == "int8" and self.out_dtype in QMAX:
+            return requantize(acc, view(self.buffers["mult"]).reshape(-1),
+                              view(self.buffers["shift"]).reshape(-1), self.out_zp, self.relu,
+                              self.out_dtype)
+        if self.relu:
+            acc = np.maximum(acc, 0)
+        return acc.astype(self.out_dtype)
+
+
+KERNELS = {MatMul.name: MatMul}
