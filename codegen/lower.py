@@ -16,6 +16,8 @@ a :class:`~tvm_aie.codegen.program.Program` in which
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import fifo as fifos
@@ -30,10 +32,6 @@ def _pad(a: np.ndarray, shape) -> np.ndarray:
     out = np.zeros(shape, dtype=a.dtype)
     out[tuple(slice(0, s) for s in a.shape)] = a
     return out
-
-
-def _lcm(a: int, b: int) -> int:
-    return a * b // np.gcd(a, b)
 
 
 def _core_loop(iterations: int, unroll: int, step) -> list:
@@ -135,7 +133,7 @@ class _DenseChainLowering:
             return [fifos.acquire(a_ep, False), Instr(op="call", call=call),
                     fifos.release(a_ep, False)]
 
-        unroll = _lcm(a_ep.depth, c_ep.depth if c_ep else 1)
+        unroll = math.lcm(a_ep.depth, c_ep.depth if c_ep else 1)
         self.program.cores.append(Core(tile=list(tile),
                                        body=_core_loop(lay.m_pad // lay.tm, unroll, step)))
 

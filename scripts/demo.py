@@ -15,7 +15,6 @@ import sys
 import time
 
 import numpy as np
-import onnxruntime as ort
 import tvm
 from tvm.relax.frontend.onnx import from_onnx
 
@@ -38,7 +37,7 @@ def check_model(name: str, quant, device: str, batch: int) -> dict:
     ex = tvm_aie.build(from_onnx(model, keep_params_in_input=False), target=device)
     compile_s = time.perf_counter() - t0
     y = run_vm(ex, x)
-    onnx_ref = ort.InferenceSession(model.SerializeToString()).run(None, {model.graph.input[0].name: x})[0]
+    onnx_ref = zoo.run_onnxruntime(model, x)
     if quant == "int8":
         ref = run_vm(build_reference(from_onnx(model, keep_params_in_input=False)), x)
         exact = np.array_equal(y, ref)
