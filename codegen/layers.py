@@ -141,6 +141,8 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
             name = f"dense{len(layers)}"
             layers.append(_read_composite(composites[val.op], name, int(x.ty.shape[0]), source[x]))
             source[binding.var] = name
+        elif isinstance(val, relax.Var) and val in source:  # an alias, e.g. the output of a dataflow
+            source[binding.var] = source[val]
         else:
             raise ValueError(f"unexpected binding in an aie function: {binding.var.name} = {val}")
     return LayerGraph(params, layers, source[func.body.body])

@@ -21,17 +21,26 @@ def _row_block(m: int, device, precision: str) -> int:
     return min(-(-m // mm) * mm, 4 * mm)
 
 
-def _legal(workload, device, tm: int, n_par: int, cascade: int):
-    """The legal config with these parts, double-buffered where memory allows (None if none)."""
+def _legal(workload, device, tm: int, n_par: int, cascade: int, errors: list):
+    """The legal config with these parts, double-buffered where memory allows (None if none;
+    the rejection of the single-buffered one is appended to ``errors``)."""
     for dba, dbc in ((True, True), (True, False), (False, True), (False, False)):
         cfg = DenseConfig(tm=tm, n_par=n_par, cascade=cascade, double_buffer_a=dba,
                           double_buffer_c=dbc)
         try:
             check(workload, cfg, device)
             return cfg
-        except TilingError:
-            continue
+        except TilingError as err:
+            last = err
+    errors.append((n_par * cascade, last))
     return None
+
+
+def _closest_miss(errors: list) -> str:
+    """Why the candidate that came closest failed: a memory overflow on the most tiles that are
+    still placeable, else the first rejection; this names the buffer that does not fit."""
+    memory = [(tiles, e) for tiles, e in errors if e.reason == "memory"]
+    return str(max(memory, key=lambda te: te[0])[1] if memory else errors[0][1])
 
 
 def plan_chain(workloads: list, device, pinned: dict | None = None) -> list:
@@ -45,14 +54,14 @@ def plan_chain(workloads: list, device, pinned: dict | None = None) -> list:
     # states: n_par of the last planned layer -> (cost, configs so far)
     states = {None: ((0, 0), [])}
     for i, wl in enumerate(workloads):
-        nxt = {}
+        nxt, errors = {}, []
         for prev_par, (cost, cfgs) in states.items():
             if i in pinned:
                 options = [pinned[i]] if prev_par in (None, pinned[i].cascade) else []
             else:
                 cascades = [prev_par] if prev_par is not None else range(1, MAX_PARTS + 1)
                 options = [cfg for cas in cascades for par in range(1, MAX_PARTS + 1)
-                           if (cfg := _legal(wl, device, tm, par, cas)) is not None]
+                           if (cfg := _legal(wl, device, tm, par, cas, errors)) is not None]
             for cfg in options:
                 tiles = cfg.n_par * cfg.cascade
                 work = wl.k * wl.n // tiles
@@ -60,9 +69,9 @@ def plan_chain(workloads: list, device, pinned: dict | None = None) -> list:
                 if cfg.n_par not in nxt or new < nxt[cfg.n_par][0]:
                     nxt[cfg.n_par] = (new, cfgs + [cfg])
         if not nxt:
-            raise TilingError(
-                f"no legal configuration for layer {i} ({wl.m}x{wl.k}x{wl.n} {wl.precision}) "
-                f"on {device.name} that takes the previous layer's output blocks "
-                f"(cascade fixed to its n_par, tm={tm})")
+            chained = " that takes the previous layer's output blocks" if i else ""
+            why = f"; closest: {_closest_miss(errors)}" if errors else ""
+            raise TilingError(f"layer {i} ({wl}) has no legal configuration on {device.name}"
+                              f"{chained}{why}", "memory")
         states = nxt
     return min(states.values())[1]

@@ -40,6 +40,7 @@ ANN_CONFIG, ANN_MMUL, ANN_BUFFER, ANN_DEPTH = "aie.dense_config", "aie.mmul", "a
 ANN_ROWS, ANN_PAR, ANN_CASCADE = "aie.row_blocks", "aie.parallel", "aie.cascade"
 
 
+@tvm_ffi.register_error  # keeps its type when raised inside a TVM pass (relax.ext.aie)
 class TilingError(ValueError):
     """A configuration the device cannot run; ``reason`` is a short key that :func:`space` counts."""
 

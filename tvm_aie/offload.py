@@ -43,8 +43,10 @@ def offload_to_aie(device_name: str, model_macs: int) -> tvm.transform.Pass:
     @tvm.transform.module_pass(opt_level=0, name="OffloadToAIE")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         codegen = tvm.get_global_func("relax.ext.aie")
-        programs = {gv.name_hint: relax.const(codegen(func, gv.name_hint, device_name))
-                    for gv, func in mod.functions.items() if _is_aie(func)}
+        # Short, stable names (the fused names list every op) in the order the functions appear.
+        aie_funcs = [(gv, func) for gv, func in mod.functions.items() if _is_aie(func)]
+        programs = {gv.name_hint: relax.const(codegen(func, f"aie_{i}", device_name))
+                    for i, (gv, func) in enumerate(aie_funcs)}
         rewriter = _CallRewriter(mod, programs)
         for gv, func in mod.functions.items():
             if isinstance(func, relax.Function) and not _is_aie(func):
@@ -53,9 +55,9 @@ def offload_to_aie(device_name: str, model_macs: int) -> tvm.transform.Pass:
         for name in programs:
             mod = _without(mod, name)
         manifest = {"device": device_name, "model_macs": int(model_macs),
-                    "programs": sorted(programs)}
+                    "programs": [f"aie_{i}" for i in range(len(aie_funcs))]}
         blob = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
-        body = relax.Tuple([relax.const(blob)] + [programs[n] for n in sorted(programs)])
+        body = relax.Tuple([relax.const(blob)] + [programs[gv.name_hint] for gv, _ in aie_funcs])
         mod[MANIFEST_FUNC] = relax.Function([], body, ret_ty=body.ty, is_pure=True).with_attr(
             "global_symbol", MANIFEST_FUNC)
         return mod

@@ -73,31 +73,47 @@ class Report:
                 cfg = layer["config"]
                 lines.append(f"  {layer['name']:<26}{layer['m']}x{layer['k']}x{layer['n']} "
                              f"{layer['precision']}  tm={cfg['tm']} n_par={cfg['n_par']} "
-                             f"cascade={cfg['cascade']}")
+                             f"cascade={cfg['cascade']}  kernel {layer['kernel_cycles_per_block']:,}"
+                             f" cycles/block")
             for edge in s.onchip_intermediates:
                 lines.append(f"  on-chip: {edge}")
         return "\n".join(lines)
 
 
-def report(ex) -> Report:
-    """The :class:`Report` of an executable built by :func:`tvm_aie.build`."""
+def _layer_rows(program, per_tile: dict) -> list:
+    """Each layer of the program's meta with its kernel cycles per row block (the slowest tile's
+    busy cycles over the blocks it computed): the figure kernel benchmarks publish."""
+    rows = []
+    for layer in program.meta["layers"]:
+        blocks = -(-layer["m"] // layer["config"]["tm"])
+        busy = max(per_tile.get(f"{c},{r}", {}).get("busy", 0) for c, r in layer["tiles"])
+        rows.append({**layer, "kernel_cycles_per_block": busy // blocks})
+    return rows
+
+
+def subgraph_report(name: str, program) -> SubgraphReport:
+    """Run one AIE program in timing mode (same cycles as functional, no inputs needed)."""
     from .sim import simulate  # pylint: disable=import-outside-toplevel
 
+    dev = get_device(program.device)
+    sim = simulate(program, None, mode="timing").report
+    macs = program.meta["macs"]
+    return SubgraphReport(
+        name=name, layers=_layer_rows(program, sim.per_tile), tiles=sim.tiles_used,
+        cycles=sim.cycles, latency_ns=sim.cycles / dev.clock_hz * 1e9, macs=macs,
+        macs_per_cycle=macs / sim.cycles, peak_macs_per_cycle=sim.peak_macs_per_cycle,
+        efficiency=macs / sim.cycles / sim.peak_macs_per_cycle,
+        onchip_intermediates=program.meta["onchip_intermediates"],
+        bytes_moved=sim.bytes_moved["total"], per_tile=sim.per_tile)
+
+
+def report(ex) -> Report:
+    """The :class:`Report` of an executable built by :func:`tvm_aie.build`."""
     vm = relax.VirtualMachine(ex, tvm.cpu())
     items = vm[MANIFEST_FUNC]()
     manifest = json.loads(items[0].numpy().tobytes().decode())
     dev = get_device(manifest["device"])
-    subgraphs = []
-    for name, blob in zip(manifest["programs"], list(items)[1:]):
-        program = load_program(blob)
-        sim = simulate(program, None, mode="timing").report
-        subgraphs.append(SubgraphReport(
-            name=name, layers=program.meta["layers"], tiles=sim.tiles_used, cycles=sim.cycles,
-            latency_ns=sim.cycles / dev.clock_hz * 1e9, macs=program.meta["macs"],
-            macs_per_cycle=program.meta["macs"] / sim.cycles,
-            peak_macs_per_cycle=sim.peak_macs_per_cycle,
-            efficiency=program.meta["macs"] / sim.cycles / sim.peak_macs_per_cycle,
-            onchip_intermediates=program.meta["onchip_intermediates"],
-            bytes_moved=sim.bytes_moved["total"], per_tile=sim.per_tile))
+    subgraphs = [subgraph_report(name, load_program(blob))
+                 for name, blob in zip(manifest["programs"], list(items)[1:])]
     return Report(device=dev.name, clock_hz=dev.clock_hz, model_macs=manifest["model_macs"],
                   offloaded_macs=sum(s.macs for s in subgraphs), subgraphs=subgraphs)
