@@ -1,18 +1,34 @@
 """The bundled models, generated from code so the package needs no downloads and no model files.
 
+Dense networks (input ``x`` [batch, features]):
+
 * ``jet_mlp``: the hls4ml jet-tagging MLP (16-64-32-32-5, ReLU after each hidden layer), written
   as ONNX ``Gemm(transB=1)`` the way the Keras/hls4ml exporters write it;
 * ``jet_mlp_matmul``: the same network as ``MatMul`` + ``Add`` (PyTorch-style export), so both
   import forms of a dense layer are covered;
+* ``autoencoder``: the MLPerf Tiny anomaly-detection autoencoder shape, 128-64-32-8-32-64-128
+  with ReLU;
 * ``mlp_1024``: 16-1024-1024-8 with ReLU; its 1024x1024 int8 weight (1 MiB) is larger than a
   tile's 64 KB data memory, so it has to be split over many tiles;
 * ``mlp_sin``: dense, ``Sin``, dense: the array does not run ``Sin``, so it splits the model into
   two offloaded regions with the CPU in between.
 
-Weights are seeded random (He-scaled); the batch dimension is fixed (a string makes it symbolic,
-which the partitioner must refuse). ``quant="int8"`` makes the QDQ model with onnxruntime's static
-quantiser (int8 activations and weights, weights per channel or per tensor) calibrated on seeded
-random inputs. :func:`run_onnxruntime` runs a model as written, for comparisons.
+Others:
+
+* ``lenet``: LeNet-5 on [batch, 1, 28, 28]: (conv 5x5, ReLU, max-pool 2) x2, then 256-120-84-10;
+* ``mobilenet_block``: a MobileNetV2 inverted residual on [batch, 16, 16, 16]: pointwise conv to
+  32 channels, batch-norm, ReLU6, depthwise 3x3, batch-norm, ReLU6, pointwise back to 16,
+  batch-norm, residual add;
+* ``transformer``: a post-norm transformer encoder layer on [batch, 16, 64] (4 heads, FFN 128 with
+  exact GELU), as ``torch.nn.TransformerEncoderLayer(64, 4, 128, activation="gelu")`` computes it.
+
+Weights are seeded random (He-scaled) and made once by :func:`weights`; the ONNX graphs here and
+the PyTorch modules in :mod:`tvm_aie.zoo_torch` are both built from them, so the two frontends see
+the same model. The batch dimension is fixed unless it is a string (e.g. ``"N"``), which makes it
+symbolic. ``quant="int8"`` makes the QDQ model with onnxruntime's static quantiser (int8
+activations and weights, weights per channel or per tensor) calibrated on seeded random inputs,
+from the fp32 model with batch-norm folded into the convolutions as exporters and onnxruntime's
+pre-processing do. :func:`run_onnxruntime` runs a model as written, for comparisons.
 """
 
 from __future__ import annotations
@@ -25,66 +41,210 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-# name -> (layer widths, the op between the first two layers or None, dense form)
-_MODELS = {
+# dense networks: name -> (layer widths, the op between the first two layers or None, dense form)
+_MLPS = {
     "jet_mlp": ([16, 64, 32, 32, 5], None, "gemm"),
     "jet_mlp_matmul": ([16, 64, 32, 32, 5], None, "matmul"),
+    "autoencoder": ([128, 64, 32, 8, 32, 64, 128], None, "matmul"),
     "mlp_1024": ([16, 1024, 1024, 8], None, "gemm"),
     "mlp_sin": ([16, 32, 8], "Sin", "gemm"),
 }
+# the other models: name -> input shape without the batch dimension
+_SHAPES = {"lenet": (1, 28, 28), "mobilenet_block": (16, 16, 16), "transformer": (16, 64)}
+# transformer sizes: heads, FFN width; batch-norm epsilon; layer-norm epsilon
+HEADS, FFN, BN_EPS, LN_EPS = 4, 128, 1e-5, 1e-5
 INPUT = "x"
 OUTPUT = "y"
 
 
 def names() -> list[str]:
     """The names :func:`onnx_model` accepts."""
-    return list(_MODELS)
+    return [*_MLPS, *_SHAPES]
 
 
-def _dense(nodes, inits, rng, i, x, k, n, form):
-    """One dense layer ``x @ W + b`` in ONNX form ``form``; returns its output name."""
-    w = (rng.standard_normal((k, n)) * np.sqrt(2.0 / k)).astype(np.float32)
-    b = (rng.standard_normal(n) * 0.1).astype(np.float32)
-    y = f"dense{i}"
-    inits.append(numpy_helper.from_array(b, f"b{i}"))
-    if form == "gemm":
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(w.T), f"w{i}"))
-        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [y], transB=1, name=y))
-    else:
-        inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"mm{i}"], name=f"mm{i}"))
-        nodes.append(helper.make_node("Add", [f"mm{i}", f"b{i}"], [y], name=y))
-    return y
+def input_shape(name: str, batch: int | str = 1) -> tuple:
+    """The shape of model ``name``'s input ``x``."""
+    return (batch, _MLPS[name][0][0]) if name in _MLPS else (batch, *_SHAPES[name])
 
 
-def float_model(name: str, batch: int | str = 1) -> onnx.ModelProto:
-    """The fp32 ONNX model ``name`` with input ``x`` [batch, in] and output ``y`` [batch, out]."""
-    widths, middle, form = _MODELS[name]
+def _he(rng, shape, fan_in):
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+
+def _bias(rng, n):
+    return (rng.standard_normal(n) * 0.1).astype(np.float32)
+
+
+def _bn(rng, c):
+    """Batch-norm parameters (scale, shift, running mean, running variance) of ``c`` channels."""
+    return [(1 + 0.1 * rng.standard_normal(c)).astype(np.float32), _bias(rng, c),
+            _bias(rng, c), rng.uniform(0.5, 1.5, c).astype(np.float32)]
+
+
+def weights(name: str) -> dict[str, np.ndarray]:
+    """The seeded weights of model ``name``. Dense weights are [in, out] (``x @ w``); convolution
+    weights are [out, in/groups, kh, kw] as in ONNX and PyTorch."""
     rng = np.random.default_rng(sum(map(ord, name)))
-    nodes, inits, x = [], [], INPUT
-    last = len(widths) - 2
-    for i, (k, n) in enumerate(zip(widths, widths[1:])):
-        x = _dense(nodes, inits, rng, i, x, k, n, form)
+    w = {}
+    if name in _MLPS:
+        widths = _MLPS[name][0]
+        for i, (k, n) in enumerate(zip(widths, widths[1:])):
+            w[f"w{i}"], w[f"b{i}"] = _he(rng, (k, n), k), _bias(rng, n)
+    elif name == "lenet":
+        w["c0.w"], w["c0.b"] = _he(rng, (6, 1, 5, 5), 25), _bias(rng, 6)
+        w["c1.w"], w["c1.b"] = _he(rng, (16, 6, 5, 5), 150), _bias(rng, 16)
+        for i, (k, n) in enumerate([(256, 120), (120, 84), (84, 10)]):
+            w[f"w{i}"], w[f"b{i}"] = _he(rng, (k, n), k), _bias(rng, n)
+    elif name == "mobilenet_block":
+        for i, (cout, cin, kernel) in enumerate([(32, 16, 1), (32, 1, 3), (16, 32, 1)]):
+            w[f"c{i}.w"] = _he(rng, (cout, cin, kernel, kernel), cin * kernel * kernel)
+            w[f"bn{i}.scale"], w[f"bn{i}.shift"], w[f"bn{i}.mean"], w[f"bn{i}.var"] = _bn(rng, cout)
+    elif name == "transformer":
+        d = _SHAPES[name][1]
+        for p in ("q", "k", "v", "o"):
+            w[f"{p}.w"], w[f"{p}.b"] = _he(rng, (d, d), d), _bias(rng, d)
+        w["ff0.w"], w["ff0.b"] = _he(rng, (d, FFN), d), _bias(rng, FFN)
+        w["ff1.w"], w["ff1.b"] = _he(rng, (FFN, d), FFN), _bias(rng, d)
+        for i in (0, 1):
+            w[f"ln{i}.scale"] = (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)
+            w[f"ln{i}.shift"] = _bias(rng, d)
+    else:
+        raise KeyError(f"unknown model {name!r}; bundled: {', '.join(names())}")
+    return w
+
+
+def fold_batchnorm(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``w`` with each convolution ``c{i}`` followed by batch-norm ``bn{i}`` folded into the
+    convolution's weight and bias (the inference form exporters write)."""
+    w = dict(w)
+    for i in range(len([k for k in w if k.endswith(".var")])):
+        scale = w.pop(f"bn{i}.scale") / np.sqrt(w.pop(f"bn{i}.var") + BN_EPS)
+        w[f"c{i}.b"] = (w.pop(f"bn{i}.shift") - w.pop(f"bn{i}.mean") * scale).astype(np.float32)
+        w[f"c{i}.w"] = (w[f"c{i}.w"] * scale[:, None, None, None]).astype(np.float32)
+    return w
+
+
+class _Graph:
+    """A small ONNX graph builder: nodes get unique names, constants become initializers."""
+
+    def __init__(self):
+        self.nodes, self.inits = [], []
+
+    def const(self, name, value):
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type, inputs, **attrs):
+        out = f"{op_type.lower()}{len(self.nodes)}"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+    def dense(self, x, w, b, i, form="matmul"):
+        """``x @ w + b``: ONNX ``Gemm(transB=1)`` (weight stored [out, in]) or ``MatMul`` + ``Add``."""
+        if form == "gemm":
+            return self.op("Gemm", [x, self.const(f"w{i}", np.ascontiguousarray(w.T)),
+                                    self.const(f"b{i}", b)], transB=1)
+        mm = self.op("MatMul", [x, self.const(f"w{i}", w)])
+        return self.op("Add", [mm, self.const(f"b{i}", b)])
+
+
+def _mlp(g, w, name):
+    widths, middle, form = _MLPS[name]
+    x, last = INPUT, len(widths) - 2
+    for i in range(last + 1):
+        x = g.dense(x, w[f"w{i}"], w[f"b{i}"], i, form)
         if i == 0 and middle:
-            nodes.append(helper.make_node(middle, [x], [f"{middle.lower()}{i}"], name=middle))
-            x = f"{middle.lower()}{i}"
+            x = g.op(middle, [x])
         elif i < last and not middle:
-            nodes.append(helper.make_node("Relu", [x], [f"relu{i}"], name=f"relu{i}"))
-            x = f"relu{i}"
-    nodes[-1].output[0] = OUTPUT
+            x = g.op("Relu", [x])
+    return x
+
+
+def _lenet(g, w, name):
+    x = INPUT
+    for i in (0, 1):
+        x = g.op("Conv", [x, g.const(f"c{i}.w", w[f"c{i}.w"]), g.const(f"c{i}.b", w[f"c{i}.b"])],
+                 kernel_shape=[5, 5])
+        x = g.op("MaxPool", [g.op("Relu", [x])], kernel_shape=[2, 2], strides=[2, 2])
+    x = g.op("Flatten", [x], axis=1)
+    for i in (0, 1, 2):
+        x = g.dense(x, w[f"w{i}"], w[f"b{i}"], i, "gemm")
+        x = g.op("Relu", [x]) if i < 2 else x
+    return x
+
+
+def _mobilenet_block(g, w, name):
+    """Batch-norm as ``BatchNormalization`` nodes, unless ``w`` has it folded (conv biases)."""
+    x, lo, hi = INPUT, g.const("zero", np.float32(0)), g.const("six", np.float32(6))
+    for i, group in enumerate([1, 32, 1]):
+        kernel = w[f"c{i}.w"].shape[-1]
+        bias = [g.const(f"c{i}.b", w[f"c{i}.b"])] if f"c{i}.b" in w else []
+        x = g.op("Conv", [x, g.const(f"c{i}.w", w[f"c{i}.w"]), *bias],
+                 kernel_shape=[kernel] * 2, pads=[kernel // 2] * 4, group=group)
+        if not bias:
+            x = g.op("BatchNormalization", [x] + [g.const(f"bn{i}.{p}", w[f"bn{i}.{p}"])
+                                                  for p in ("scale", "shift", "mean", "var")],
+                     epsilon=BN_EPS)
+        x = g.op("Clip", [x, lo, hi]) if i < 2 else x
+    return g.op("Add", [x, INPUT])
+
+
+def _transformer(g, w, name):
+    seq, d = _SHAPES[name]
+    hd = d // HEADS
+    split = g.const("split_heads", np.array([-1, seq, HEADS, hd], np.int64))
+    merge = g.const("merge_heads", np.array([-1, seq, d], np.int64))
+    heads = {}
+    for p, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
+        y = g.dense(INPUT, w[f"{p}.w"], w[f"{p}.b"], p)
+        heads[p] = g.op("Transpose", [g.op("Reshape", [y, split])], perm=perm)
+    scores = g.op("Mul", [g.op("MatMul", [heads["q"], heads["k"]]),
+                          g.const("inv_sqrt_hd", np.float32(1 / np.sqrt(hd)))])
+    ctx = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), heads["v"]])
+    ctx = g.op("Reshape", [g.op("Transpose", [ctx], perm=[0, 2, 1, 3]), merge])
+    h = g.op("Add", [INPUT, g.dense(ctx, w["o.w"], w["o.b"], "o")])
+    h = g.op("LayerNormalization", [h, g.const("ln0.scale", w["ln0.scale"]),
+                                    g.const("ln0.shift", w["ln0.shift"])], axis=-1, epsilon=LN_EPS)
+    f = g.op("Gelu", [g.dense(h, w["ff0.w"], w["ff0.b"], "ff0")])
+    f = g.op("Add", [h, g.dense(f, w["ff1.w"], w["ff1.b"], "ff1")])
+    return g.op("LayerNormalization", [f, g.const("ln1.scale", w["ln1.scale"]),
+                                       g.const("ln1.shift", w["ln1.shift"])],
+                axis=-1, epsilon=LN_EPS)
+
+
+_BUILDERS = {"lenet": _lenet, "mobilenet_block": _mobilenet_block, "transformer": _transformer}
+
+
+def output_shape(name: str, batch: int | str = 1) -> tuple:
+    """The shape of model ``name``'s output ``y``."""
+    if name in _MLPS:
+        return (batch, _MLPS[name][0][-1])
+    return (batch, 10) if name == "lenet" else input_shape(name, batch)
+
+
+def float_model(name: str, batch: int | str = 1, fold_bn: bool = False) -> onnx.ModelProto:
+    """The fp32 ONNX model ``name`` with input ``x`` and output ``y``; ``fold_bn`` writes
+    batch-norm folded into the convolutions."""
+    w, g = weights(name), _Graph()
+    _BUILDERS.get(name, _mlp)(g, fold_batchnorm(w) if fold_bn else w, name)
+    g.nodes[-1].output[0] = g.nodes[-1].name = OUTPUT
     graph = helper.make_graph(
-        nodes, name, [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [batch, widths[0]])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [batch, widths[-1]])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
+        g.nodes, name,
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, input_shape(name, batch))],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, output_shape(name, batch))],
+        g.inits)
+    # Gelu is an ONNX operator from opset 20; the other models keep the opset they were written in
+    opset = 20 if name == "transformer" else 17
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8 if opset == 17 else 9
+    onnx.checker.check_model(model, full_check=True)
     return model
 
 
 def sample_input(name: str, batch: int = 1, seed: int = 0) -> np.ndarray:
-    """A seeded float32 input [batch, in] for model ``name``."""
-    k = _MODELS[name][0][0]
-    return np.random.default_rng(seed).standard_normal((batch, k)).astype(np.float32)
+    """A seeded float32 input for model ``name`` (standard normal)."""
+    shape = input_shape(name, batch)
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 class _Calibration:
@@ -130,14 +290,13 @@ def onnx_model(name: str, quant: str | None = None, per_channel: bool = True,
     ``per_channel`` chooses per-output-channel or per-tensor weight scales; a string ``batch``
     (e.g. ``"N"``) makes the batch dimension symbolic.
     """
-    if name not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; bundled: {', '.join(_MODELS)}")
-    model = float_model(name, batch)
+    if name not in names():
+        raise KeyError(f"unknown model {name!r}; bundled: {', '.join(names())}")
     if quant is None:
-        return model
+        return float_model(name, batch)
     if quant != "int8":
         raise ValueError(f"quant must be None or 'int8', got {quant!r}")
-    return quantize(model, name, per_channel, batch)
+    return quantize(float_model(name, batch, fold_bn=True), name, per_channel, batch)
 
 
 def output_scale(model: onnx.ModelProto) -> float:
