@@ -1,0 +1,90 @@
+"""Measuring candidates on the simulator (timing mode), one by one or in parallel.
+
+A candidate is built exactly as ``tvm_aie.build`` builds it: schedule the layer's TensorIR with the
+config, read the tile layout back from the scheduled TIR, lower to an AIE program, then simulate one
+inference counting cycles. The layer's weights are seeded random (timing does not depend on values).
+
+Parallelism is any :class:`concurrent.futures.Executor`: a local process pool by default, or a Dask
+``distributed`` client's executor (``client.get_executor()``) for a cluster. The work shipped is a
+top-level function on plain dicts, so it pickles everywhere; results come back in submission order,
+so a seeded run writes the same database whatever the executor.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import time
+
+import numpy as np
+
+from ..codegen.layers import DenseLayer
+from ..codegen.lower import lower_dense_chain
+from ..schedules import dense
+from ..target import get_device
+
+
+def _layer(name: str, wl: dense.DenseWorkload, seed: int = 0) -> DenseLayer:
+    """A layer of this workload with seeded random weights (and unit requantisation in int8)."""
+    rng = np.random.default_rng(seed)
+    if wl.precision == "int8":
+        return DenseLayer(name, "int8", wl.m, wl.k, wl.n,
+                          rng.integers(-128, 128, (wl.k, wl.n), dtype=np.int8), None, False, 0,
+                          mult=np.full(wl.n, 2**30, np.int64), shift=np.full(wl.n, 8, np.int64),
+                          out_zp=0)
+    return DenseLayer(name, "float32", wl.m, wl.k, wl.n,
+                      rng.standard_normal((wl.k, wl.n)).astype(np.float32), None, False, 0)
+
+
+def chain_program(workloads: list, configs: list, device, name: str = "chain"):
+    """The AIE program of a chain of dense layers with these configs (via the scheduled TIR)."""
+    layers, layouts = [], []
+    for i, (wl, cfg) in enumerate(zip(workloads, configs)):
+        layer = _layer(f"dense{i}", wl, seed=i)
+        layer.input = f"dense{i - 1}" if i else 0
+        layers.append(layer)
+        layouts.append(dense.tile_layout(dense.schedule(dense.dense_prim_func(wl), wl, cfg,
+                                                        device).mod))
+    return lower_dense_chain(name, layers, layouts, device)
+
+
+def simulate_cycles(program) -> int:
+    """Cycles of one inference of ``program`` on the simulator in timing mode."""
+    from ..sim import simulate  # pylint: disable=import-outside-toplevel
+
+    return int(simulate(program, None, mode="timing").report.cycles)
+
+
+def measure(workload: dict, config: dict, device: str) -> dict:
+    """Measure one candidate; plain dicts in and out (what executors ship).
+
+    Returns ``{"cycles", "error", "seconds"}``; a candidate that fails to build or simulate is a
+    result with ``error`` set, not an exception, so one bad point does not stop a run.
+    """
+    t0 = time.perf_counter()
+    wl, cfg = dense.DenseWorkload(**workload), dense.DenseConfig.from_dict(config)
+    try:
+        cycles, error = simulate_cycles(chain_program([wl], [cfg], get_device(device))), None
+    except Exception as e:  # pylint: disable=broad-except  # reported in the record
+        cycles, error = None, f"{type(e).__name__}: {e}"
+    return {"cycles": cycles, "error": error, "seconds": round(time.perf_counter() - t0, 4)}
+
+
+def default_executor(workers: int | None = None) -> cf.Executor:
+    """A local process pool (``workers`` default: the CPUs this process may use).
+
+    Workers are spawned, not forked: the parent may hold TVM and XGBoost (OpenMP) threads.
+    """
+    return cf.ProcessPoolExecutor(max_workers=workers or len(os.sched_getaffinity(0)),
+                                  mp_context=multiprocessing.get_context("spawn"))
+
+
+def measure_batch(task, configs: list, executor: cf.Executor | None = None) -> list[dict]:
+    """Measure ``configs`` of ``task``, in parallel when an executor is given, in input order."""
+    wl = dict(task.workload.__dict__)
+    args = [(wl, cfg.to_dict(), task.device) for cfg in configs]
+    if executor is None:
+        return [measure(*a) for a in args]
+    futures = [executor.submit(measure, *a) for a in args]
+    return [f.result() for f in futures]

@@ -1,0 +1,131 @@
+"""Search one task's space: an XGBoost cost model choosing what to measure next, or random search.
+
+Each round measures a batch. The XGBoost tuner fits a gradient-boosted regressor of log cycles on
+:mod:`~tvm_aie.tune.features` of everything measured so far, ranks every unmeasured legal config,
+and measures the best-ranked ones plus a few random ones (exploration, so a wrong model cannot
+trap the search). Until it has one batch of results it measures at random, starting with the
+default heuristic's config (so a tuned task is never slower than the default). Random search draws
+the same space uniformly without replacement, for comparison.
+
+Everything measured goes to the database as it arrives, and a run starts from what the database
+already holds for the task: a killed run resumes where it stopped. The random generator of round
+``r`` is seeded from ``(seed, measurements so far)`` and XGBoost runs single-threaded with the seed,
+so the same seed gives the same database and the same result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..schedules.dense import DenseConfig
+from ..target import get_device
+from .features import feature_matrix
+from .measure import measure_batch
+
+TUNERS = ("xgb", "random")
+EXPLORE = 0.25  # share of each XGBoost batch drawn at random
+
+
+@dataclass
+class TuneResult:
+    """What one task's search found; ``curve[i]`` is the best cycles after ``i + 1`` trials."""
+
+    task: object
+    best: DenseConfig | None
+    best_cycles: int | None
+    trials: int
+    space_size: int
+    rejected: dict
+    curve: list = field(default_factory=list)
+
+
+def _key(cfg: DenseConfig) -> tuple:
+    return (cfg.tm, cfg.n_par, cfg.cascade, cfg.double_buffer_a, cfg.double_buffer_c)
+
+
+def _fit_predict(x_train, y_train, x_all, seed: int) -> np.ndarray:
+    import xgboost as xgb  # pylint: disable=import-outside-toplevel
+
+    params = {"max_depth": 6, "eta": 0.2, "objective": "reg:squarederror", "nthread": 1,
+              "seed": seed, "subsample": 1.0, "min_child_weight": 1}
+    booster = xgb.train(params, xgb.DMatrix(x_train, label=y_train), num_boost_round=60)
+    return booster.predict(xgb.DMatrix(x_all))
+
+
+def _next_batch(tuner, configs, feats, measured: dict, size: int, rng, seed: int, default):
+    """Indices of the next configs to measure (see the module docstring for the policy)."""
+    todo = [i for i, c in enumerate(configs) if _key(c) not in measured]
+    if not todo:
+        return []
+    size = min(size, len(todo))
+    first = []
+    if not measured and tuner == "xgb" and default is not None:
+        first = [i for i in todo if configs[i] == default][:1]
+        todo = [i for i in todo if i not in first]
+    ok = {k: v for k, v in measured.items() if v is not None}
+    if tuner == "random" or len(ok) < size:
+        return first + [todo[i] for i in rng.choice(len(todo), size - len(first), replace=False)]
+    worst = math.log(max(ok.values())) + 1.0  # failed candidates: worse than anything seen
+    idx = {_key(c): i for i, c in enumerate(configs)}
+    rows = [idx[k] for k in measured if k in idx]
+    y = np.array([math.log(measured[_key(configs[i])]) if measured[_key(configs[i])] else worst
+                  for i in rows])
+    pred = _fit_predict(feats[rows], y, feats[todo], seed)
+    n_explore = int(round(size * EXPLORE))
+    order = [todo[i] for i in np.argsort(pred, kind="stable")]
+    chosen = order[:size - n_explore]
+    rest = order[size - n_explore:]
+    if n_explore and rest:
+        chosen += [rest[i] for i in rng.choice(len(rest), min(n_explore, len(rest)), replace=False)]
+    return chosen
+
+
+def tune_task(task, db, trials: int, *, tuner: str = "xgb", seed: int = 0, batch: int = 16,
+              executor=None, measure=None, progress=None) -> TuneResult:
+    """Measure up to ``trials`` configs of ``task`` (counting those already in ``db``).
+
+    ``measure(task, configs) -> [result dict]`` defaults to the simulator through ``executor``;
+    ``progress(new_trials, best_cycles)`` is called after every batch.
+    """
+    if tuner not in TUNERS:
+        raise ValueError(f"tuner must be one of {TUNERS}, not {tuner!r}")
+    measure = measure or (lambda t, cfgs: measure_batch(t, cfgs, executor))
+    space = task.space()
+    configs = space.configs
+    feats = feature_matrix(task.workload, configs, get_device(task.device))
+    default = task.default_config()
+    measured, curve = {}, []
+    for rec in db.measurements(task.key):
+        measured[_key(DenseConfig.from_dict(rec["config"]))] = rec["cycles"]
+        curve.append(_best(curve, rec["cycles"]))
+    while len(measured) < trials:
+        rng = np.random.default_rng([seed, len(measured)])
+        picks = _next_batch(tuner, configs, feats, measured, min(batch, trials - len(measured)),
+                            rng, seed, default)
+        if not picks:
+            break  # the whole space is measured
+        results = measure(task, [configs[i] for i in picks])
+        for i, res in zip(picks, results):
+            cfg = configs[i]
+            db.append({"kind": "measure", "task": task.key, "device": task.device,
+                       "workload": dict(task.workload.__dict__), "config": cfg.to_dict(),
+                       "cycles": res["cycles"], "error": res.get("error"),
+                       "tiles": cfg.n_par * cfg.cascade, "tuner": tuner, "seed": seed,
+                       "trial": len(measured)})
+            measured[_key(cfg)] = res["cycles"]
+            curve.append(_best(curve, res["cycles"]))
+        if progress:
+            progress(len(picks), curve[-1] if curve else None)
+    found = db.best(task.key)
+    return TuneResult(task, found[0] if found else None, found[1] if found else None,
+                      len(measured), len(configs), space.rejected, curve)
+
+
+def _best(curve: list, cycles) -> int | None:
+    prev = curve[-1] if curve else None
+    if cycles is None:
+        return prev
+    return cycles if prev is None else min(prev, cycles)
