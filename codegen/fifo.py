@@ -3,8 +3,9 @@
 An object FIFO carries a stream of equally shaped objects (here: blocks of rows of a tensor) from
 one producer to one or more consumers. An endpoint on a compute tile owns ``depth`` slots in its
 data memory with a "free" and a "full" semaphore; depth 2 is ping-pong double buffering, so the DMA
-fills one slot while the core works on the other. An endpoint on a shim tile is a DDR tensor walked
-by one n-D buffer descriptor. Between the endpoints is one circuit-switched stream route; several
+fills one slot while the core works on the other. AIE (AIE1) locks are single bits, so there each
+slot gets its own free/full pair; slots are used in order, so the handshake is the same. An
+endpoint on a shim tile is a DDR tensor walked by one n-D buffer descriptor. Between the endpoints is one circuit-switched stream route; several
 consumers make it a broadcast (the idea of mlir-aie's IRON ``ObjectFifo``, written for this program
 format).
 """
@@ -23,11 +24,17 @@ class TileEndpoint:
 
     tile: tuple
     slots: list  # Buffer names, used in order
-    free: str  # lock counting empty slots
-    full: str  # lock counting filled slots
+    frees: list  # locks counting empty slots: one for all slots, or one per slot (boolean locks)
+    fulls: list  # locks counting filled slots, likewise
 
     def slot(self, i: int) -> str:
         return self.slots[i % len(self.slots)]
+
+    def free(self, i: int) -> str:
+        return self.frees[i % len(self.frees)]
+
+    def full(self, i: int) -> str:
+        return self.fulls[i % len(self.fulls)]
 
     @property
     def depth(self) -> int:
@@ -67,9 +74,14 @@ def _route_path(src, dst) -> list:
 def _slot_endpoint(res: TileResources, fifo: ObjectFifo, tile, depth: int, side: str):
     slots = [res.buffer(f"{fifo.name}.{side}{tile[0]}_{tile[1]}.{s}", tile, fifo.shape, fifo.dtype)
              for s in range(depth)]
-    free = res.lock(f"{fifo.name}.{side}{tile[0]}_{tile[1]}.free", tile, init=depth)
-    full = res.lock(f"{fifo.name}.{side}{tile[0]}_{tile[1]}.full", tile, init=0)
-    return TileEndpoint(tuple(tile), [b.name for b in slots], free.name, full.name)
+    tag = f"{fifo.name}.{side}{tile[0]}_{tile[1]}"
+    if res.device.lock_max_value >= depth:
+        frees = [res.lock(f"{tag}.free", tile, init=depth).name]
+        fulls = [res.lock(f"{tag}.full", tile, init=0).name]
+    else:
+        frees = [res.lock(f"{tag}.free{s}", tile, init=1).name for s in range(depth)]
+        fulls = [res.lock(f"{tag}.full{s}", tile, init=0).name for s in range(depth)]
+    return TileEndpoint(tuple(tile), [b.name for b in slots], frees, fulls)
 
 
 def _slot_channel(res: TileResources, ep: TileEndpoint, direction: str) -> list:
@@ -82,7 +94,7 @@ def _slot_channel(res: TileResources, ep: TileEndpoint, direction: str) -> list:
     for d in shape:
         elems *= d
     bds = [BufferDescriptor(id=s, buffer=name, offset=0, sizes=[elems], strides=[1],
-                            acquire=LockOp(wait, 1), release=LockOp(post, 1),
+                            acquire=LockOp(wait(s), 1), release=LockOp(post(s), 1),
                             next=(s + 1) % ep.depth)
            for s, name in enumerate(ep.slots)]
     res.program.dmas.append(DmaChannel(tile=list(ep.tile), direction=direction, channel=ch, bds=bds))
@@ -128,10 +140,10 @@ def lower_consumers(res: TileResources, fifo: ObjectFifo) -> dict:
     return endpoints
 
 
-def acquire(ep: TileEndpoint, as_producer: bool) -> Instr:
-    """The core waits for an empty slot (producer) or a filled one (consumer)."""
-    return Instr(op="acquire", lock=LockOp(ep.free if as_producer else ep.full, 1))
+def acquire(ep: TileEndpoint, as_producer: bool, i: int) -> Instr:
+    """The core waits for slot ``i`` to be empty (producer) or filled (consumer)."""
+    return Instr(op="acquire", lock=LockOp(ep.free(i) if as_producer else ep.full(i), 1))
 
 
-def release(ep: TileEndpoint, as_producer: bool) -> Instr:
-    return Instr(op="release", lock=LockOp(ep.full if as_producer else ep.free, 1))
+def release(ep: TileEndpoint, as_producer: bool, i: int) -> Instr:
+    return Instr(op="release", lock=LockOp(ep.full(i) if as_producer else ep.free(i), 1))

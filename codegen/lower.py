@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from . import fifo as fifos
-from .place import first_compute_row, place_layers
+from .place import place_layers
 from .program import Cascade, Core, DdrTensor, Instr, KernelCall, Program, TileSpec
 from .resources import TileResources
 
@@ -49,7 +49,7 @@ class _DenseChainLowering:
     def __init__(self, name: str, layers: list, layouts: list, device):
         self.layers, self.layouts, self.device = layers, layouts, device
         self.program = Program(name=name, device=device.name)
-        self.res = TileResources(self.program, device, first_compute_row(device))
+        self.res = TileResources(self.program, device, device.first_compute_row)
         self.placement = place_layers(
             [(layer.name, lay.n_par, lay.cascade) for layer, lay in zip(layers, layouts)], device)
 
@@ -127,11 +127,11 @@ class _DenseChainLowering:
             call = KernelCall("matmul", {**bufs, "a": a_ep.slot(i)}, params)
             if c_ep is not None:
                 call.buffers["c"] = c_ep.slot(i)
-                return [fifos.acquire(a_ep, False), fifos.acquire(c_ep, True),
+                return [fifos.acquire(a_ep, False, i), fifos.acquire(c_ep, True, i),
                         Instr(op="call", call=call),
-                        fifos.release(a_ep, False), fifos.release(c_ep, True)]
-            return [fifos.acquire(a_ep, False), Instr(op="call", call=call),
-                    fifos.release(a_ep, False)]
+                        fifos.release(a_ep, False, i), fifos.release(c_ep, True, i)]
+            return [fifos.acquire(a_ep, False, i), Instr(op="call", call=call),
+                    fifos.release(a_ep, False, i)]
 
         unroll = math.lcm(a_ep.depth, c_ep.depth if c_ep else 1)
         self.program.cores.append(Core(tile=list(tile),

@@ -74,4 +74,4 @@ def plan_chain(workloads: list, device, pinned: dict | None = None) -> list:
             raise TilingError(f"layer {i} ({wl}) has no legal configuration on {device.name}"
                               f"{chained}{why}", "memory")
         states = nxt
-    return min(states.values())[1]
+    return min(states.values(), key=lambda state: state[0])[1]

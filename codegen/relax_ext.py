@@ -32,7 +32,7 @@ def compile_function(func, name: str, device, pinned: dict | None = None):
     configs = plan_chain(workloads, device, pinned)
     layouts = []
     for layer, wl, cfg in zip(layers, workloads, configs):
-        sch = dense.schedule(dense.dense_prim_func(wl), wl, cfg)
+        sch = dense.schedule(dense.dense_prim_func(wl), wl, cfg, device)
         layouts.append(dense.tile_layout(sch.mod))
         log.info("aie: %s %s -> %s", name, layer.name, cfg)
     return lower_dense_chain(name, layers, layouts, device)

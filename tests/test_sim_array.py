@@ -13,10 +13,10 @@ from tvm_aie.codegen.program import (Buffer, BufferDescriptor, Cascade, Core, Dd
                                      TileSpec)
 from tvm_aie.quant import requantize
 from tvm_aie.sim import CycleLimitError, DeadlockError, SimulationError, simulate
-from tvm_aie.sim.dma import STREAM_SWITCH_LATENCY
 from tvm_aie.target import get_device
 
 DEV = get_device("ve2802")
+STREAM_SWITCH_LATENCY = DEV.stream_switch_latency_cycles
 SHIM, T0, T1 = (0, 0), (0, 3), (1, 3)
 BASE = DEV.stack_bytes  # first byte a compute tile's buffers may use
 

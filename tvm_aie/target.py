@@ -43,6 +43,8 @@ class Device:
     stack_bytes: int
     locks_per_tile: int
     lock_kind: str
+    lock_max_value: int
+    stream_switch_latency_cycles: int
     core_stream_ports: dict
     stream_bytes_per_cycle: int
     cascade_bits: int
@@ -78,6 +80,27 @@ class Device:
         if precision not in self.mmul_shapes:
             raise ValueError(f"{self.name} has no mmul intrinsic for {precision}")
         return tuple(self.mmul_shapes[precision])
+
+    @property
+    def first_compute_row(self) -> int:
+        """Row 0 is the shim (array interface) row, then the memory-tile rows, then compute rows."""
+        return 1 + self.memtile_rows
+
+    def cascade_direction(self, row: int) -> tuple[str, ...]:
+        """Directions a cascade may leave a compute tile of ``row`` in (``cascade_directions``).
+
+        AIE's cascade is one snake through the array: eastwards on even compute rows, westwards on
+        odd ones (the wrap to the next row at the array's edge is not used by the codegen).
+        """
+        if "snake" in self.cascade_directions:
+            return ("east",) if (row - self.first_compute_row) % 2 == 0 else ("west",)
+        return self.cascade_directions
+
+    def cascade_allowed(self, src, dst) -> bool:
+        """Whether a cascade may link compute tile ``src`` to its neighbour ``dst`` ((col, row))."""
+        step = {(1, 0): "east", (-1, 0): "west", (0, -1): "south", (0, 1): "north"}.get(
+            (dst[0] - src[0], dst[1] - src[1]))
+        return step in self.cascade_direction(src[1])
 
     def source_of(self, fact: str) -> str:
         """The public document a fact was taken from."""

@@ -2,7 +2,8 @@
 
 Loading checks everything the program states against itself and the device catalog (buffers in
 memory and not overlapping, BD patterns inside their buffers, channels and BDs within the tile's
-DMA, every channel on one route, kernels on their own tile's buffers), so a malformed program fails
+DMA, every channel on a route and every MM2S channel on one, cascades between neighbours in the
+device's cascade direction, kernels on their own tile's buffers), so a malformed program fails
 with a ValueError naming the culprit instead of misbehaving later. Running has two modes that take
 the same cycles: ``functional`` moves bytes and computes, ``timing`` only counts.
 """
@@ -13,11 +14,11 @@ import numpy as np
 
 from ..target import get_device
 from .cascade import CascadeLink
-from .dma import (STREAM_SWITCH_LATENCY, Port, Route, Transfer, channel_agent, chain_is_cyclic,
-                  pattern_bounds, pattern_elements, port_name)
+from .dma import (Port, Route, Transfer, channel_agent, chain_is_cyclic, pattern_bounds,
+                  pattern_elements, port_name)
 from .engine import Engine
 from .kernels import KERNELS
-from .locks import LOCK_MAX, Lock
+from .locks import Lock
 from .memory import Memories, tile_key
 from .report import SimReport, SimResult
 
@@ -57,7 +58,7 @@ class _Array:
             if lk.name in locks:
                 raise ValueError(f"lock {lk.name} is defined twice")
             locks[lk.name] = Lock(lk.name, tile_key(lk.tile), lk.init,
-                                  LOCK_MAX[self.device.lock_kind])
+                                  self.device.lock_max_value)
         return locks
 
     def _lock(self, name: str, where: str) -> Lock:
@@ -158,15 +159,15 @@ class _Array:
             for name in [src, *dsts]:
                 if name not in self.ports:
                     raise ValueError(f"route {src} -> {dsts}: no DMA channel {name}")
-                if self.ports[name].route is not None:
-                    raise ValueError(f"DMA channel {name} is on two routes")
+            if self.ports[src].routes:  # S2MM ports may merge several routes, MM2S ports not
+                raise ValueError(f"DMA channel {src} is the source of two routes")
             # Switches crossed with X-then-Y routing: the source's, one per hop, the destination's.
             switches = max(abs(d[0] - r.src[0]) + abs(d[1] - r.src[1]) + 1 for d in r.dsts)
             ends = [self.ports[n] for n in [src, *dsts]]
             Route(self.engine, ends[0], ends[1:], min(self._rate(p) for p in ends),
-                  switches * STREAM_SWITCH_LATENCY, self.memories.functional)
+                  switches * self.device.stream_switch_latency_cycles, self.memories.functional)
         for name, port in self.ports.items():
-            if port.route is None:
+            if not port.routes:
                 raise ValueError(f"DMA channel {name} is on no route")
 
     def _cascades(self) -> tuple[dict, dict]:
@@ -175,6 +176,10 @@ class _Array:
             src, dst = tile_key(c.src), tile_key(c.dst)
             if src in out or dst in inn:
                 raise ValueError(f"cascade {src}->{dst}: a tile has one cascade out and one in")
+            if not self.device.cascade_allowed(c.src, c.dst):
+                raise ValueError(f"cascade {src}->{dst}: not between neighbours in a direction the "
+                                 f"cascade of row {c.src[1]} takes on {self.device.name} "
+                                 f"({', '.join(self.device.cascade_direction(c.src[1]))})")
             out[src] = inn[dst] = CascadeLink(self.engine, src, dst)
         return out, inn
 

@@ -7,6 +7,10 @@ remainder among the BDs the ports are on, and it starts only when every port has
 held, which is the stream's back-pressure. A chunk of B bytes takes ``ceil(B / rate)`` cycles, the
 rate being the stream width limited by the DMAs at either end, plus the latency of the stream
 switches it crosses.
+
+Several routes may end at one S2MM port: a packet-switched merge. The port takes one chunk at a
+time, so the streams serialise on it; when a chunk has arrived the other routes into the port go
+first (round-robin arbitration), and the bytes land in the port's BDs in arrival order.
 """
 
 from __future__ import annotations
@@ -17,11 +21,6 @@ import numpy as np
 
 from .engine import Wait
 from .memory import tile_key
-
-# Cycles per stream switch a route crosses: a 2-cycle slave port plus a 2-cycle master port
-# (AM020 and AM009, "Stream Switch Buffering and Latency"). The catalog has no field for it yet.
-STREAM_SWITCH_LATENCY = 4
-
 
 def port_name(tile, direction: str, channel: int) -> str:
     return f"{tile_key(tile)}:{direction}{channel}"
@@ -47,13 +46,24 @@ def pattern_bounds(offset: int, sizes: list, strides: list) -> tuple[int, int]:
 
 
 class Port:
-    """One DMA channel's end of a route; ``current`` is the BD transfer it is on, if any."""
+    """One DMA channel's end of its routes; ``current`` is the BD transfer it is on, if any.
+
+    An MM2S port is the source of one route; an S2MM port is a destination of one or more (a merge).
+    ``busy`` is set while a chunk crosses the port.
+    """
 
     def __init__(self, name: str, channel):
         self.name, self.channel = name, channel
         self.current: Transfer | None = None
-        self.route: Route | None = None
+        self.routes: list = []
+        self.busy = False
         self.bytes = 0
+
+    def try_routes(self, last=None) -> None:
+        """Let the routes into this port start a chunk; ``last`` (just served) goes last."""
+        order = [r for r in self.routes if r is not last] + ([last] if last in self.routes else [])
+        for route in order:
+            route.try_move()
 
 
 class Transfer(Wait):
@@ -68,7 +78,7 @@ class Transfer(Wait):
     def take(self, agent):
         self.agent = agent
         self.port.current = self
-        self.port.route.try_move()
+        self.port.try_routes()
         return False, None
 
     def read(self, nbytes: int) -> np.ndarray:
@@ -78,8 +88,8 @@ class Transfer(Wait):
         self.memory[self.byte_index[self.pos:self.pos + len(data)]] = data
 
     def describe(self) -> str:
-        route = self.port.route
-        idle = [p.name for p in [route.src, *route.dsts] if p.current is None]
+        ends = {p.name: p for r in self.port.routes for p in [r.src, *r.dsts]}
+        idle = [name for name, p in ends.items() if p.current is None]
         return f"stream transfer on {self.port.name}, {self.remaining} B left; " \
                f"no BD ready on {', '.join(idle)}"
 
@@ -90,13 +100,16 @@ class Route:
         self.rate, self.latency, self.functional = rate, latency, functional
         self.in_flight = False
         for p in [src, *dsts]:
-            p.route = self
+            p.routes.append(self)
 
     def try_move(self) -> None:
-        if self.in_flight or self.src.current is None or any(d.current is None for d in self.dsts):
+        if self.in_flight or self.src.current is None or any(
+                d.current is None or d.busy for d in self.dsts):
             return
         nbytes = min(p.current.remaining for p in [self.src, *self.dsts])
         self.in_flight = True
+        for d in self.dsts:
+            d.busy = True
         self.engine.at(self.engine.now + math.ceil(nbytes / self.rate) + self.latency,
                        self._arrive, nbytes)
 
@@ -114,7 +127,11 @@ class Route:
                 p.current = None
                 self.engine.wake(t.agent)
         self.in_flight = False
+        for d in self.dsts:
+            d.busy = False
         self.try_move()
+        for d in self.dsts:
+            d.try_routes(last=self)
 
 
 def chain_is_cyclic(channel) -> bool:

@@ -1,17 +1,13 @@
 """Semaphore locks: the only synchronisation between cores and DMAs on AIE-ML.
 
-``acquire(v)`` waits until the value is >= v and subtracts v; ``release(v)`` adds v. The lock
-state is a 6-bit counter on AIE-ML and AIE-MLv2 (AM020, AM027 "Lock"), a single bit on AIE (AM009),
-so releasing past that maximum is a program error, not something to saturate silently.
+``acquire(v)`` waits until the value is >= v and subtracts v; ``release(v)`` adds v. The largest
+value is the catalog's ``lock_max_value`` (a 6-bit counter on AIE-ML and AIE-MLv2, a single bit on
+AIE), so releasing past it is a program error, not something to saturate silently.
 """
 
 from __future__ import annotations
 
 from .engine import SimulationError, Wait
-
-# Largest lock value by the catalog's lock_kind: 6-bit semaphore state (AM020 "AIE-ML lock"),
-# boolean lock (AM009). The catalog states only the kind, so the width is spelled out here.
-LOCK_MAX = {"semaphore": 63, "boolean": 1}
 
 
 class Lock:
