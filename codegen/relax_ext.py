@@ -7,6 +7,8 @@ chain to an AIE program, returned serialised (uint8) so the executable can carry
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 
 import numpy as np
@@ -19,6 +21,18 @@ from .lower import lower_dense_chain
 from .plan import plan_chain
 
 log = logging.getLogger("tvm_aie")
+# pick(workloads, device) -> {layer index: DenseConfig}, set by build(..., tuning_db=...)
+_TUNED = contextvars.ContextVar("tvm_aie_tuned", default=None)
+
+
+@contextlib.contextmanager
+def tuned_configs(pick):
+    """Within the block, ``relax.ext.aie`` pins the configs ``pick`` returns for each chain."""
+    token = _TUNED.set(pick)
+    try:
+        yield
+    finally:
+        _TUNED.reset(token)
 
 
 def workload_of(layer) -> dense.DenseWorkload:
@@ -41,5 +55,7 @@ def compile_function(func, name: str, device, pinned: dict | None = None):
 @tvm.register_global_func("relax.ext.aie", override=True)
 def aie_codegen(func, name: str, device_name: str):
     """Partitioned function -> its AIE program as a uint8 tensor."""
-    program = compile_function(func, str(name), get_device(str(device_name)))
+    device, pick = get_device(str(device_name)), _TUNED.get()
+    pinned = pick([workload_of(layer) for layer in read_layers(func)], device) if pick else None
+    program = compile_function(func, str(name), device, pinned)
     return tvm.runtime.tensor(np.frombuffer(program.to_bytes(), dtype=np.uint8))

@@ -7,6 +7,8 @@ for everything else. The device comes from the target (``model`` attribute of th
 
 from __future__ import annotations
 
+import contextlib
+
 import tvm
 from tvm import relax
 
@@ -14,7 +16,7 @@ from .codegen import relax_ext  # noqa: F401  registers relax.ext.aie
 from .codegen.layers import count_macs
 from .offload import offload_to_aie
 from .partition import partition_for_aie
-from .target import device_of_target
+from .target import device_of_target, get_device
 
 
 def offload(mod: tvm.IRModule, device_name: str) -> tvm.IRModule:
@@ -42,18 +44,29 @@ def register_pipeline() -> None:
         relax.register_pipeline("aie")(aie_pipeline)
 
 
-def build(mod: tvm.IRModule, target="aie", params: dict | None = None):
+def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db=None):
     """Compile a Relax module for an AIE target (the shape of the old ``relay.build``).
 
     ``params`` (name -> array) are bound into ``main`` first, so weights become constants the
-    partitioner can offload. Returns a Relax VM executable; offloaded subgraphs run on the bundled
-    simulator when called.
+    partitioner can offload. ``tuning_db``: path of a ``tvm-aie tune`` database whose best configs
+    replace the default heuristic (see :mod:`tvm_aie.tune.apply`). Returns a Relax VM executable;
+    offloaded subgraphs run on the bundled simulator when called.
     """
-    target = tvm.target.Target(target) if isinstance(target, str) else target
-    device = device_of_target(target)  # an unknown device fails here, listing the known ones
+    if isinstance(target, str):
+        tag = target.split()[0] if target.strip() else target
+        if tag.startswith(("aie", "npu")):
+            get_device(tag)  # an unknown device fails here, listing the known ones
+        target = tvm.target.Target(target)
+    device = device_of_target(target)
     if params:
         mod = relax.transform.BindParams("main", params)(mod)
-    with target:
+    if tuning_db is not None:
+        from .tune.apply import TunedConfigs  # pylint: disable=import-outside-toplevel
+
+        tuned = relax_ext.tuned_configs(TunedConfigs(tuning_db))
+    else:
+        tuned = contextlib.nullcontext()
+    with target, tuned:
         lowered = offload(mod, device.name)
     return compile_lowered(lowered, target)
 

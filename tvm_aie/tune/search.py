@@ -55,19 +55,21 @@ def _fit_predict(x_train, y_train, x_all, seed: int) -> np.ndarray:
     return booster.predict(xgb.DMatrix(x_all))
 
 
-def _next_batch(tuner, configs, feats, measured: dict, size: int, rng, seed: int, default):
+def _next_batch(tuner, configs, feats, measured: dict, size: int, rng, seed: int, first: list,
+                warmup: int):
     """Indices of the next configs to measure (see the module docstring for the policy)."""
     todo = [i for i, c in enumerate(configs) if _key(c) not in measured]
     if not todo:
         return []
     size = min(size, len(todo))
-    first = []
-    if not measured and tuner == "xgb" and default is not None:
-        first = [i for i in todo if configs[i] == default][:1]
-        todo = [i for i in todo if i not in first]
+    first = [i for i in todo if configs[i] in first][:size] if tuner == "xgb" else []
+    todo = [i for i in todo if i not in first]
+    size -= len(first)
     ok = {k: v for k, v in measured.items() if v is not None}
-    if tuner == "random" or len(ok) < size:
-        return first + [todo[i] for i in rng.choice(len(todo), size - len(first), replace=False)]
+    if not size or not todo:
+        return first
+    if tuner == "random" or len(ok) < warmup:
+        return first + [todo[i] for i in rng.choice(len(todo), size, replace=False)]
     worst = math.log(max(ok.values())) + 1.0  # failed candidates: worse than anything seen
     idx = {_key(c): i for i, c in enumerate(configs)}
     rows = [idx[k] for k in measured if k in idx]
@@ -76,19 +78,19 @@ def _next_batch(tuner, configs, feats, measured: dict, size: int, rng, seed: int
     pred = _fit_predict(feats[rows], y, feats[todo], seed)
     n_explore = int(round(size * EXPLORE))
     order = [todo[i] for i in np.argsort(pred, kind="stable")]
-    chosen = order[:size - n_explore]
-    rest = order[size - n_explore:]
+    chosen, rest = order[:size - n_explore], order[size - n_explore:]
     if n_explore and rest:
         chosen += [rest[i] for i in rng.choice(len(rest), min(n_explore, len(rest)), replace=False)]
-    return chosen
+    return first + chosen
 
 
 def tune_task(task, db, trials: int, *, tuner: str = "xgb", seed: int = 0, batch: int = 16,
-              executor=None, measure=None, progress=None) -> TuneResult:
+              executor=None, measure=None, progress=None, first: tuple = ()) -> TuneResult:
     """Measure up to ``trials`` configs of ``task`` (counting those already in ``db``).
 
     ``measure(task, configs) -> [result dict]`` defaults to the simulator through ``executor``;
-    ``progress(new_trials, best_cycles)`` is called after every batch.
+    ``progress(new_trials, best_cycles)`` is called after every batch. The XGBoost tuner measures
+    the task's default config and ``first`` (e.g. the default chain plan's configs) before all else.
     """
     if tuner not in TUNERS:
         raise ValueError(f"tuner must be one of {TUNERS}, not {tuner!r}")
@@ -96,7 +98,7 @@ def tune_task(task, db, trials: int, *, tuner: str = "xgb", seed: int = 0, batch
     space = task.space()
     configs = space.configs
     feats = feature_matrix(task.workload, configs, get_device(task.device))
-    default = task.default_config()
+    first = [task.default_config(), *first]
     measured, curve = {}, []
     for rec in db.measurements(task.key):
         measured[_key(DenseConfig.from_dict(rec["config"]))] = rec["cycles"]
@@ -104,7 +106,7 @@ def tune_task(task, db, trials: int, *, tuner: str = "xgb", seed: int = 0, batch
     while len(measured) < trials:
         rng = np.random.default_rng([seed, len(measured)])
         picks = _next_batch(tuner, configs, feats, measured, min(batch, trials - len(measured)),
-                            rng, seed, default)
+                            rng, seed, first, batch)
         if not picks:
             break  # the whole space is measured
         results = measure(task, [configs[i] for i in picks])

@@ -1,0 +1,80 @@
+"""Tuning a whole model: every task's search, then the graph-level choice per offloaded chain.
+
+This is what ``tvm-aie tune`` runs. Trials are shared evenly between tasks (like MetaSchedule's
+global trial budget). Each task's search starts with the configs the default plan would use, so the
+graph level always has at least the default design to fall back on; each chain's chosen design is
+simulated whole next to the default plan and recorded in the database only as the better of the
+two, so a tuned build is never slower than the default one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ..codegen.plan import plan_chain
+from ..schedules.dense import DenseConfig
+from ..target import get_device
+from .database import Database
+from .graph import allocate, confirm
+from .search import tune_task
+from .task import Task, extract_tasks, offloaded_chains
+
+log = logging.getLogger("tvm_aie.tune")
+
+
+@dataclass
+class ModelTuneResult:
+    tasks: list  # TuneResult per task
+    designs: list = field(default_factory=list)  # the design record written per chain
+
+
+def tune_model(mod, device, db: Database, trials: int, *, tuner: str = "xgb", seed: int = 0,
+               batch: int = 16, goal: str = "latency", executor=None, progress=None,
+               on_task=None) -> ModelTuneResult:
+    """Tune every task of ``mod`` (``trials`` in all), then choose and confirm each chain's design.
+
+    ``progress(new_trials, best_cycles)`` as in :func:`~tvm_aie.tune.search.tune_task`;
+    ``on_task(task)`` is called when a task's search starts.
+    """
+    device = device if hasattr(device, "mmul_shape") else get_device(device)
+    chains = offloaded_chains(mod)
+    tasks = extract_tasks(mod, device)
+    planned: dict = {}  # the default plan's config of each workload, measured first
+    for workloads in chains.values():
+        for wl, cfg in zip(workloads, plan_chain(workloads, device)):
+            planned.setdefault(wl, []).append(cfg)
+    per_task = -(-trials // max(1, len(tasks)))
+    results = []
+    for task in tasks:
+        if on_task:
+            on_task(task)
+        results.append(tune_task(task, db, per_task, tuner=tuner, seed=seed, batch=batch,
+                                 executor=executor, progress=progress,
+                                 first=tuple(planned.get(task.workload, ()))))
+    out = ModelTuneResult(results)
+    for name, workloads in chains.items():
+        out.designs.append(choose_design(name, workloads, device, db, goal))
+    return out
+
+
+def choose_design(name: str, workloads: list, device, db: Database, goal: str) -> dict:
+    """Allocate the chain over its tasks' measurements, confirm by simulation, record the winner."""
+    keys = [Task(wl, device.name).key for wl in workloads]
+    candidates = [[(DenseConfig.from_dict(r["config"]), r["cycles"]) for r in db.measurements(k)
+                   if r["cycles"] is not None] for k in keys]
+    alloc = allocate(candidates, device, goal) if all(candidates) else None
+    configs = alloc.configs if alloc else plan_chain(workloads, device)
+    sim = confirm(workloads, configs, device)
+    tuned = sim["cycles"] < sim["default_cycles"]
+    if not tuned:
+        log.info("%s: the tuned design (%d cycles) is not faster than the default plan (%d); "
+                 "keeping the default", name, sim["cycles"], sim["default_cycles"])
+    record = {"kind": "design", "device": device.name, "tasks": keys, "goal": goal,
+              "function": name, "tuned": tuned,
+              "configs": [c.to_dict() for c in (configs if tuned else sim["default_configs"])],
+              "cycles": sim["cycles"] if tuned else sim["default_cycles"],
+              "default_cycles": sim["default_cycles"],
+              "predicted": alloc.objective if alloc else None}
+    db.append(record)
+    return record
