@@ -100,7 +100,7 @@ def test_64x64x64_int8_kernel_is_within_15_percent_of_published_1121_cycles():
     program = compile_function(func, "aie_0", get_device("aie-ml/vek280"),
                                pinned={0: DenseConfig(tm=64, n_par=1, cascade=1)})
     layer, = subgraph_report("aie_0", program).layers
-    assert layer["tiles"] == [[0, 2]] and layer["config"]["tm"] == 64
+    assert len(layer["tiles"]) == 1 and layer["config"]["tm"] == 64
     assert abs(layer["kernel_cycles_per_block"] - 1121) / 1121 <= 0.15
 
 

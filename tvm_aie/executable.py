@@ -27,7 +27,7 @@ def save(ex, path: str) -> None:
     """Write an executable from :func:`tvm_aie.build` to ``path`` (an ``.npz``)."""
     if not hasattr(ex, "aie_lowered"):
         raise ValueError("only executables built by tvm_aie.build can be saved as data")
-    header = {"format": FORMAT, "target": ex.aie_target.export()}
+    header = {"format": FORMAT, "target": str(ex.aie_target)}
     with open(path, "wb") as f:
         np.savez(f, header=np.frombuffer(json.dumps(header).encode(), np.uint8),
                  module=np.frombuffer(tvm.ir.save_json(ex.aie_lowered).encode(), np.uint8))
