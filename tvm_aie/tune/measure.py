@@ -13,6 +13,7 @@ so a seeded run writes the same database whatever the executor.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
 import time
@@ -71,13 +72,32 @@ def measure(workload: dict, config: dict, device: str) -> dict:
     return {"cycles": cycles, "error": error, "seconds": round(time.perf_counter() - t0, 4)}
 
 
-def default_executor(workers: int | None = None) -> cf.Executor:
-    """A local process pool (``workers`` default: the CPUs this process may use).
+@contextlib.contextmanager
+def executor(workers: int | None = None, dask: str | None = None):
+    """The executor measurements run on, shut down on exit; None means in this process.
 
-    Workers are spawned, not forked: the parent may hold TVM and XGBoost (OpenMP) threads.
+    Default: a local process pool of ``workers`` (the CPUs this process may use), spawned, not
+    forked, as the parent may hold TVM and XGBoost (OpenMP) threads; ``workers=1``: no pool.
+    ``dask``: a Dask ``distributed`` scheduler address, or ``"local"`` for a local cluster in this
+    process (threads), whose client's ``get_executor()`` is the executor.
     """
-    return cf.ProcessPoolExecutor(max_workers=workers or len(os.sched_getaffinity(0)),
-                                  mp_context=multiprocessing.get_context("spawn"))
+    if dask:
+        from distributed import Client, LocalCluster  # pylint: disable=import-outside-toplevel
+
+        cluster = LocalCluster(processes=False, n_workers=1, threads_per_worker=workers or 2,
+                               dashboard_address=None) if dask == "local" else None
+        with Client(cluster or dask) as client:
+            yield client.get_executor()
+        if cluster is not None:
+            cluster.close()
+        return
+    workers = workers or len(os.sched_getaffinity(0))
+    if workers == 1:
+        yield None
+        return
+    with cf.ProcessPoolExecutor(max_workers=workers,
+                                mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
 
 
 def measure_batch(task, configs: list, executor: cf.Executor | None = None) -> list[dict]:

@@ -36,6 +36,7 @@ class TuneResult:
     task: object
     best: DenseConfig | None
     best_cycles: int | None
+    default_cycles: int | None  # the default heuristic's config, if measured
     trials: int
     space_size: int
     rejected: dict
@@ -98,7 +99,8 @@ def tune_task(task, db, trials: int, *, tuner: str = "xgb", seed: int = 0, batch
     space = task.space()
     configs = space.configs
     feats = feature_matrix(task.workload, configs, get_device(task.device))
-    first = [task.default_config(), *first]
+    default = task.default_config()
+    first = [default, *first]
     measured, curve = {}, []
     for rec in db.measurements(task.key):
         measured[_key(DenseConfig.from_dict(rec["config"]))] = rec["cycles"]
@@ -123,7 +125,7 @@ def tune_task(task, db, trials: int, *, tuner: str = "xgb", seed: int = 0, batch
             progress(len(picks), curve[-1] if curve else None)
     found = db.best(task.key)
     return TuneResult(task, found[0] if found else None, found[1] if found else None,
-                      len(measured), len(configs), space.rejected, curve)
+                      measured.get(_key(default)), len(measured), len(configs), space.rejected, curve)
 
 
 def _best(curve: list, cycles) -> int | None:

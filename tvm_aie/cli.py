@@ -1,0 +1,220 @@
+"""``tvm-aie``: compile, run, tune and report from the shell.
+
+    tvm-aie compile model.onnx --device aie-ml/vek280 [--tuning-db tune/database.jsonl] -o m.npz
+    tvm-aie run m.npz [--input x.npy] [-o y.npy]
+    tvm-aie tune model.onnx --device aie-ml/vek280 --trials 500 --work-dir tune/
+    tvm-aie report m.npz | tune/
+
+A model is an ONNX file, or ``zoo:NAME[:int8]`` for a bundled one. Each subcommand is one ``cmd_*``
+function and one subparser, so new ones (e.g. a simulator ``trace``) slot in beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+DB_NAME = "database.jsonl"
+
+
+def load_model(spec: str, batch: int = 1):
+    """An ONNX path or ``zoo:NAME[:int8]`` -> Relax module."""
+    from .frontend import load_onnx  # pylint: disable=import-outside-toplevel
+
+    if spec.startswith("zoo:"):
+        from . import zoo  # pylint: disable=import-outside-toplevel
+
+        name, _, quant = spec[4:].partition(":")
+        return load_onnx(zoo.onnx_model(name, quant=quant or None, batch=batch))
+    return load_onnx(spec)
+
+
+def _db_path(path: str) -> pathlib.Path:
+    p = pathlib.Path(path)
+    return p / DB_NAME if p.is_dir() or not p.suffix else p
+
+
+def cmd_compile(args) -> int:
+    import tvm_aie  # pylint: disable=import-outside-toplevel
+
+    db = _db_path(args.tuning_db) if args.tuning_db else None
+    ex = tvm_aie.build(load_model(args.model, args.batch), target=args.device, tuning_db=db)
+    tvm_aie.save(ex, args.output)
+    print(tvm_aie.report(ex))
+    print(f"saved {args.output}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import tvm  # pylint: disable=import-outside-toplevel
+    import tvm_aie  # pylint: disable=import-outside-toplevel
+
+    if args.model.endswith(".npz"):
+        ex = tvm_aie.load(args.model)
+    else:
+        ex = tvm_aie.build(load_model(args.model, args.batch), target=args.device)
+    if args.input:
+        x = np.load(args.input, allow_pickle=False)
+    else:  # seeded random input of main's (static) shape
+        (param,) = ex.aie_lowered["main"].params
+        shape = [int(d) for d in param.ty.shape]
+        x = np.random.default_rng(0).standard_normal(shape).astype(str(param.ty.dtype))
+    y = tvm.relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    if args.output:
+        np.save(args.output, y)
+    print(f"output {y.shape} {y.dtype}: {np.array2string(y.ravel()[:8], precision=4)}"
+          f"{' ...' if y.size > 8 else ''}")
+    print(tvm_aie.report(ex))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    # pylint: disable=import-outside-toplevel
+    import tvm
+    from tqdm import tqdm
+
+    from .target import device_of_target
+    from .tune import Database, executor, extract_tasks, tune_model
+
+    device = device_of_target(tvm.target.Target(args.device))
+    mod = load_model(args.model, args.batch)
+    tasks = extract_tasks(mod, device)
+    db = Database(_db_path(args.work_dir))
+    per_task = -(-args.trials // max(1, len(tasks)))
+    total = sum(min(per_task, len(t.space().configs)) for t in tasks)
+    done = sum(min(per_task, len(db.measurements(t.key))) for t in tasks)
+    print(f"{len(tasks)} tasks on {device.name}; {per_task} trials each; database {db.path}"
+          + (f" (resuming: {done} done)" if done else ""))
+    bar = tqdm(total=total, initial=done, unit="trial", file=sys.stderr,
+               disable=args.quiet)
+
+    def on_task(task):
+        bar.set_description(str(task))
+
+    def progress(n, cycles):
+        bar.update(n)
+        bar.set_postfix(best_cycles=cycles)
+
+    t0 = time.perf_counter()
+    with executor(args.workers, args.dask) as ex:
+        res = tune_model(mod, device, db, args.trials, tuner=args.tuner, seed=args.seed,
+                         batch=args.batch_size, goal=args.goal, executor=ex, progress=progress,
+                         on_task=on_task)
+    bar.close()
+    print(task_table(res.tasks))
+    print(design_table(res.designs))
+    print(f"tuned in {time.perf_counter() - t0:.1f} s; build with: tvm-aie compile {args.model} "
+          f"--device {args.device} --tuning-db {db.path}")
+    if args.plot:
+        from .tune.plot import tuning_curves  # pylint: disable=import-outside-toplevel
+
+        tuning_curves({str(r.task): {args.tuner: r.curve} for r in res.tasks}, args.plot)
+        print(f"tuning curves: {args.plot}")
+    return 0
+
+
+def task_table(results: list) -> str:
+    rows = [f"{'task':<28}{'space':>7}{'rejected':>10}{'trials':>8}{'default':>10}{'best':>10}"
+            f"{'speedup':>9}  best config"]
+    for r in results:
+        default = r.default_cycles
+        speed = f"{default / r.best_cycles:.2f}x" if default and r.best_cycles else "-"
+        rows.append(f"{str(r.task):<28}{r.space_size:>7}{sum(r.rejected.values()):>10}"
+                    f"{r.trials:>8}{default or '-':>10}{r.best_cycles or '-':>10}{speed:>9}  "
+                    f"{r.best or '-'}")
+    return "\n".join(rows)
+
+
+def design_table(designs: list) -> str:
+    rows = [f"{'chain':<12}{'layers':>7}{'default cyc':>13}{'tuned cyc':>11}  applied"]
+    for i, d in enumerate(designs):
+        rows.append(f"{'chain' + str(i):<12}{len(d['tasks']):>7}{d['default_cycles']:>13}"
+                    f"{d['cycles']:>11}  {'tuned' if d['tuned'] else 'default (tuned not faster)'}")
+    return "\n".join(rows)
+
+
+def cmd_report(args) -> int:
+    path = pathlib.Path(args.path)
+    if path.suffix == ".npz":
+        import tvm_aie  # pylint: disable=import-outside-toplevel
+
+        print(tvm_aie.report(tvm_aie.load(str(path))))
+        return 0
+    from .tune import Database  # pylint: disable=import-outside-toplevel
+
+    db = Database(_db_path(args.path))
+    tasks: dict = {}
+    for r in db.records:
+        if r["kind"] == "measure":
+            tasks.setdefault(r["task"], []).append(r)
+    print(f"{'task':<36}{'trials':>8}{'failed':>8}{'best':>10}  best config")
+    for key, recs in tasks.items():
+        best = db.best(key)
+        failed = sum(r["cycles"] is None for r in recs)
+        print(f"{key:<36}{len(recs):>8}{failed:>8}{best[1] if best else '-':>10}  "
+              f"{best[0] if best else '-'}")
+    designs = [r for r in db.records if r["kind"] == "design"]
+    if designs:
+        print(design_table(designs))
+    return 0
+
+
+def _model_args(p, device=True):
+    p.add_argument("model", help="ONNX file or zoo:NAME[:int8]")
+    if device:
+        p.add_argument("--device", default="aie", help="target tag, e.g. aie-ml/vek280")
+    p.add_argument("--batch", type=int, default=1, help="batch of a zoo model")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tvm-aie", description=__doc__.splitlines()[0])
+    ap.add_argument("-v", "--verbose", action="store_true", help="log what the compiler decides")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("compile", help="build a model and save the executable (.npz)")
+    _model_args(p)
+    p.add_argument("--tuning-db", help="database (or work dir) from tvm-aie tune")
+    p.add_argument("-o", "--output", default="model.npz")
+    p.set_defaults(func=cmd_compile)
+    p = sub.add_parser("run", help="run a saved executable or a model on the simulator")
+    _model_args(p)
+    p.add_argument("--input", help=".npy input (default: seeded random)")
+    p.add_argument("-o", "--output", help="save the output as .npy")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("tune", help="tune a model's AIE schedules on the simulator")
+    _model_args(p)
+    p.add_argument("--trials", type=int, default=500, help="measurements in all (split by task)")
+    p.add_argument("--work-dir", default="tune", help="holds database.jsonl (resumed if present)")
+    p.add_argument("--tuner", choices=("xgb", "random"), default="xgb")
+    p.add_argument("--goal", choices=("latency", "throughput"), default="latency")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16, help="candidates measured per round")
+    p.add_argument("--workers", type=int, help="measurement processes (default: CPUs; 1: none)")
+    p.add_argument("--dask", help="Dask scheduler address, or 'local' for a local cluster")
+    p.add_argument("--plot", help="write the tuning curves to this PNG")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_tune)
+    p = sub.add_parser("report", help="report of a saved executable, or of a tuning work dir")
+    p.add_argument("path", help=".npz executable, or a tuning work dir / database")
+    p.set_defaults(func=cmd_report)
+    return ap
+
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:  # the library's errors are one actionable line
+        print(f"tvm-aie {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
