@@ -7,7 +7,7 @@ target tags (``aie``, ``aie-ml/vek280``, ...), the ``aie`` Relax pipeline, ``rel
 
 from . import runtime  # noqa: F401  registers aie.run
 from .executable import load, save
-from .frontend import ModelLoadError, load_onnx
+from .frontend import ModelLoadError, load_onnx, load_torch
 from .partition import partition_for_aie
 from .pipeline import build, register_pipeline
 from .report import Report, report
@@ -16,5 +16,5 @@ from .target import Device, UnknownDeviceError, get_device, register_targets
 register_targets()
 register_pipeline()
 
-__all__ = ["build", "report", "Report", "save", "load", "load_onnx", "ModelLoadError",
+__all__ = ["build", "report", "Report", "save", "load", "load_onnx", "load_torch", "ModelLoadError",
            "partition_for_aie", "get_device", "Device", "UnknownDeviceError"]
