@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from . import fifo as fifos
-from .place import place_layers
+from .place import first_compute_row, place_layers
 from .program import Cascade, Core, DdrTensor, Instr, KernelCall, Program, TileSpec
 from .resources import TileResources
 
@@ -49,7 +49,7 @@ class _DenseChainLowering:
     def __init__(self, name: str, layers: list, layouts: list, device):
         self.layers, self.layouts, self.device = layers, layouts, device
         self.program = Program(name=name, device=device.name)
-        self.res = TileResources(self.program, device, device.first_compute_row)
+        self.res = TileResources(self.program, device, first_compute_row(device))
         self.placement = place_layers(
             [(layer.name, lay.n_par, lay.cascade) for layer, lay in zip(layers, layouts)], device)
 

@@ -14,6 +14,11 @@ class PlacementError(ValueError):
     """The layers of one program need more of the array than the device has."""
 
 
+def first_compute_row(device) -> int:
+    """Row 0 is the shim (array interface) row, then the memory-tile rows, then compute rows."""
+    return device.first_compute_row
+
+
 def _chain(col: int, row: int, cascade: int, device) -> list:
     """The tiles of one chain starting in column band ``col``, in the row's cascade direction."""
     cols = range(col, col + cascade)
@@ -23,7 +28,7 @@ def _chain(col: int, row: int, cascade: int, device) -> list:
 def place_layers(shapes: list, device, first_col: int = 0) -> list:
     """Place layers given as ``[(name, n_par, cascade)]``; return ``tiles[layer][p][c] = (col, row)``."""
     rows = device.compute_rows
-    row0 = device.first_compute_row
+    row0 = first_compute_row(device)
     col = first_col
     placement = []
     for name, n_par, cascade in shapes:
