@@ -10,6 +10,9 @@ the same cycles: ``functional`` moves bytes and computes, ``timing`` only counts
 
 from __future__ import annotations
 
+import gc
+import math
+
 import numpy as np
 
 from ..target import get_device
@@ -33,15 +36,26 @@ def simulate(program, inputs: dict | None = None, mode: str = "functional",
     """Run one inference of ``program``; ``inputs`` maps DDR input names to arrays (functional)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    sim = _Array(program, get_device(program.device), mode == "functional", max_cycles)
-    if sim.memories.functional:
-        sim.memories.load(program, inputs)
-    return sim.run()
+    # A run makes many short-lived generators, tuples and events that form no garbage cycles the
+    # run itself needs collected; the cyclic collector would otherwise rescan the whole program's
+    # objects over and over (a third of a large design's wall time).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        sim = _Array(program, get_device(program.device), mode == "functional", max_cycles)
+        if sim.memories.functional:
+            sim.memories.load(program, inputs)
+        return sim.run()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class _Array:
     def __init__(self, program, device, functional: bool, max_cycles: int):
         self.program, self.device = program, device
+        self.buffers = {b.name: b for b in program.buffers}
+        self.ddr = {t.name: t for t in program.ddr}
         self.engine = Engine(max_cycles)
         self.memories = Memories(program, device, functional)
         self.locks = self._locks()
@@ -105,21 +119,19 @@ class _Array:
     def _bd_target(self, ch, bd, where: str):
         """(byte array or None, byte offset of element 0, dtype, element count) a BD addresses."""
         if self.memories.kind(ch.tile) == "shim":
-            ddr = {t.name: t for t in self.program.ddr}
-            if bd.buffer not in ddr:
+            if bd.buffer not in self.ddr:
                 raise ValueError(f"{where}: {bd.buffer} is not a DDR tensor")
-            t = ddr[bd.buffer]
+            t = self.ddr[bd.buffer]
             mem = self.memories.ddr_bytes.get(t.name)
-            return mem, 0, t.dtype, int(np.prod(t.shape))
-        bufs = {b.name: b for b in self.program.buffers}
-        if bd.buffer not in bufs:
+            return mem, 0, t.dtype, math.prod(t.shape)
+        if bd.buffer not in self.buffers:
             raise ValueError(f"{where}: unknown buffer {bd.buffer}")
-        b = bufs[bd.buffer]
+        b = self.buffers[bd.buffer]
         if tile_key(b.tile) != tile_key(ch.tile):
             raise ValueError(f"{where}: buffer {b.name} is on tile {tile_key(b.tile)}, not the "
                              f"DMA's tile")
         mem = self.memories.tile_bytes.get(tile_key(b.tile))
-        return mem, b.offset, b.dtype, int(np.prod(b.shape))
+        return mem, b.offset, b.dtype, math.prod(b.shape)
 
     def _transfer_factory(self, ch, bd, port: Port):
         where = f"DMA channel {port.name} BD {bd.id}"
@@ -136,7 +148,7 @@ class _Array:
             raise ValueError(f"{where}: pattern reaches elements [{lo}, {hi}] of {bd.buffer}, "
                              f"which has {count}")
         isz = np.dtype(dtype).itemsize
-        nbytes = bd.elements * isz
+        nbytes = math.prod(bd.sizes) * isz
         if mem is None:
             return lambda: Transfer(port, nbytes, None, None)
         elems = pattern_elements(bd.offset, bd.sizes, bd.strides)
@@ -185,7 +197,7 @@ class _Array:
 
     def _cores(self) -> dict:
         cores = {}
-        bufs = {b.name: b for b in self.program.buffers}
+        bufs = self.buffers
         for core in self.program.cores:
             key = tile_key(core.tile)
             if key in cores:
@@ -200,12 +212,15 @@ class _Array:
         where = f"core {tile_key(tile)}"
         out = []
         for ins in body:
-            if ins.op in ("acquire", "release"):
-                out.append((ins.op, self._lock(ins.lock.lock, where), ins.lock.value))
+            if ins.op == "acquire":  # the wait object is stateless, so one serves every pass
+                out.append(("acquire", self._lock(ins.lock.lock, where).acquire(ins.lock.value)))
+            elif ins.op == "release":
+                out.append(("release", self._lock(ins.lock.lock, where), ins.lock.value))
             elif ins.op == "loop":
                 out.append(("loop", int(ins.count), self._compile(ins.body, tile, bufs)))
             elif ins.op == "call":
-                out.append(("call", self._kernel(ins.call, tile, bufs)))
+                kernel = self._kernel(ins.call, tile, bufs)
+                out.append(("call", kernel, getattr(kernel, "steps", None)))
             else:
                 raise ValueError(f"{where}: unknown instruction {ins.op!r}")
         return out
@@ -229,18 +244,23 @@ class _Array:
     # ---- running ----
     def _core_agent(self, body: list, name: str, stats: dict):
         mem = self.memories if self.memories.functional else None
+        engine = self.engine
         for ins in body:
             op = ins[0]
             if op == "acquire":
-                yield ins[1].acquire(ins[2])
+                yield ins[1]
             elif op == "release":
-                ins[1].release(self.engine, ins[2], name)
+                ins[1].release(engine, ins[2], name)
             elif op == "loop":
                 for _ in range(ins[1]):
                     yield from self._core_agent(ins[2], name, stats)
             else:
                 stats["macs"] += ins[1].macs
-                yield from ins[1].run(mem)
+                if mem is None and ins[2] is not None:
+                    for step in ins[2]:
+                        yield step
+                else:
+                    yield from ins[1].run(mem)
 
     def run(self) -> SimResult:
         core_agents = {}

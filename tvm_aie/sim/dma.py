@@ -103,9 +103,11 @@ class Route:
             p.routes.append(self)
 
     def try_move(self) -> None:
-        if self.in_flight or self.src.current is None or any(
-                d.current is None or d.busy for d in self.dsts):
+        if self.in_flight or self.src.current is None:
             return
+        for d in self.dsts:
+            if d.current is None or d.busy:
+                return
         nbytes = min(p.current.remaining for p in [self.src, *self.dsts])
         self.in_flight = True
         for d in self.dsts:
@@ -148,15 +150,19 @@ def chain_is_cyclic(channel) -> bool:
 
 def channel_agent(channel, port: Port, locks: dict, engine, transfers: dict):
     """The generator of one DMA channel; ``transfers[bd.id]`` builds that BD's :class:`Transfer`."""
-    bds = {bd.id: bd for bd in channel.bds}
+    # Per BD: (the stateless lock wait or None, the transfer factory, lock and value to release)
+    steps = {bd.id: (None if bd.acquire is None else
+                     locks[bd.acquire.lock].acquire(bd.acquire.value), transfers[bd.id],
+                     None if bd.release is None else locks[bd.release.lock],
+                     None if bd.release is None else bd.release.value, bd.next)
+             for bd in channel.bds}
     # A cyclic chain never reaches a ``None`` next, so it runs until the program ends.
     for _ in range(1 if chain_is_cyclic(channel) else channel.repeat):
         bd_id = channel.start_bd
         while bd_id is not None:
-            bd = bds[bd_id]
-            if bd.acquire is not None:
-                yield locks[bd.acquire.lock].acquire(bd.acquire.value)
-            yield transfers[bd.id]()
-            if bd.release is not None:
-                locks[bd.release.lock].release(engine, bd.release.value, port.name)
-            bd_id = bd.next
+            wait, transfer, lock, value, bd_id = steps[bd_id]
+            if wait is not None:
+                yield wait
+            yield transfer()
+            if lock is not None:
+                lock.release(engine, value, port.name)

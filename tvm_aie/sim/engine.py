@@ -2,7 +2,9 @@
 
 An agent is a generator that yields what it needs next: an ``int`` (be busy for that many cycles)
 or a :class:`Wait` (block until a resource grants it, e.g. a lock value or a cascade block). Events
-are ordered by ``(time, sequence number)``, so a run is deterministic. The engine knows how many
+are ordered by ``(time, sequence number)``, so a run is deterministic. Events for the current
+cycle (most of them: an agent woken by a lock) skip the heap and go to a FIFO that runs after the
+heap's events of that cycle, which is the same order at a fraction of the cost. The engine knows how many
 agents must finish for the run to be complete; agents that run forever (cyclic DMA chains) do not
 count, so a program ends when the required ones are done even if cyclic chains still wait.
 """
@@ -10,6 +12,7 @@ count, so a program ends when the required ones are done even if cyclic chains s
 from __future__ import annotations
 
 import heapq
+from collections import deque
 
 
 class SimulationError(RuntimeError):
@@ -56,12 +59,17 @@ class Engine:
         self.now = 0
         self.max_cycles = max_cycles
         self._heap: list = []
+        self._now_queue: deque = deque()  # (fn, arg) due at ``now``, after the heap's
         self._seq = 0
         self.agents: list = []
         self._required_left = 0
+        self._started = False
 
     def at(self, time: int, fn, arg=None) -> None:
         """Call ``fn(arg)`` at ``time``."""
+        if time == self.now and self._started:
+            self._now_queue.append((fn, arg))
+            return
         heapq.heappush(self._heap, (time, self._seq, fn, arg))
         self._seq += 1
 
@@ -101,16 +109,23 @@ class Engine:
 
     def run(self) -> int:
         """Run until every required agent has finished; returns that time in cycles."""
+        self._started = True
+        heap, queue, pop = self._heap, self._now_queue, heapq.heappop
         while self._required_left:
-            if not self._heap:
+            if heap and heap[0][0] == self.now:
+                _, _, fn, arg = pop(heap)
+            elif queue:
+                fn, arg = queue.popleft()
+            elif heap:
+                if heap[0][0] > self.max_cycles:
+                    raise CycleLimitError(
+                        f"no end after {self.max_cycles:,} cycles (raise max_cycles if the program "
+                        f"is really that long); waiting:\n{self.blocked_report()}")
+                self.now = heap[0][0]
+                continue
+            else:
                 raise DeadlockError("deadlock at cycle %d; blocked:\n%s"
                                     % (self.now, self.blocked_report()))
-            time, _, fn, arg = heapq.heappop(self._heap)
-            if time > self.max_cycles:
-                raise CycleLimitError(
-                    f"no end after {self.max_cycles:,} cycles (raise max_cycles if the program is "
-                    f"really that long); waiting:\n{self.blocked_report()}")
-            self.now = time
             fn(arg)
         return self.now
 

@@ -3,6 +3,9 @@
 Each kernel has a functional model (numpy on the tile's own buffers, bit-exact with the integer
 reference through :mod:`tvm_aie.quant`) and a cycle model next to it. Kernels are looked up by the
 name a :class:`KernelCall` gives, in :data:`KERNELS`; a new operator family adds its class there.
+A kernel object has ``run(memories)``, the generator of one call (``memories`` None in timing
+mode), and may have ``steps``: the same cycles and waits as a tuple, which timing mode replays
+without making a generator per call.
 A kernel may only touch buffers in its own tile's memory: that is the core's data memory as the
 codegen laid it out, and reaching further would hide a missing DMA.
 """
@@ -10,10 +13,12 @@ codegen laid it out, and reaching further would hide a missing DMA.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
 from ..quant import QMAX, requantize
+from ..target import get_device
 from .memory import tile_key
 
 # ---- matmul cycle-model constants (kernel software, not architecture: they live with the kernel)
@@ -35,6 +40,8 @@ def matmul_cycles(device, precision: str, m: int, k: int, n: int, out_dtype: str
                   cascade: bool) -> int:
     """Cycles of one ``[m, k] @ [k, n]`` call on one core.
 
+    (Memoised per device name: a large design has hundreds of identical calls.)
+
     cycles = CALL_OVERHEAD + groups * GROUP_OVERHEAD + max(mac, load) + store + cascade, where
 
     * mac = padded MACs / macs_per_cycle[precision], the MACs padded to the intrinsic shape
@@ -49,6 +56,13 @@ def matmul_cycles(device, precision: str, m: int, k: int, n: int, out_dtype: str
       per cycle that the MAC loop does not hide (the block leaves group by group while the next
       group computes).
     """
+    return _matmul_cycles(device.name, precision, m, k, n, out_dtype, cascade)
+
+
+@lru_cache(maxsize=4096)
+def _matmul_cycles(device_name: str, precision: str, m: int, k: int, n: int, out_dtype: str,
+                   cascade: bool) -> int:
+    device = get_device(device_name)
     mm, mk, mn = device.mmul_shape(precision)
     mp, kp, np_ = (math.ceil(m / mm) * mm, math.ceil(k / mk) * mk, math.ceil(n / mn) * mn)
     mac = math.ceil(mp * kp * np_ / device.peak_macs_per_cycle(precision))
@@ -94,6 +108,9 @@ class MatMul:
         self.macs = self.m * self.k * self.n
         self.cycles = matmul_cycles(device, self.precision, self.m, self.k, self.n,
                                     self.out_dtype, self.cascade_in or self.cascade_out)
+        # What a call yields when no data moves (timing mode): the steps of ``run`` without data.
+        self.steps = ((self.cycles,) + ((link_in.pop(),) if self.cascade_in else ())
+                      + ((link_out.push(None),) if self.cascade_out else ()))
 
     def _check(self, tile, buffers: dict) -> None:
         where = f"matmul on tile {tile_key(tile)}"
@@ -118,7 +135,7 @@ class MatMul:
                 raise ValueError(f"{where}: c {c.name} is {c.shape} {c.dtype}, not "
                                  f"[{self.m}, {self.n}] {self.out_dtype}")
         for role in ("bias", "mult", "shift"):
-            if role in buffers and int(np.prod(buffers[role].shape)) != self.n:
+            if role in buffers and math.prod(buffers[role].shape) != self.n:
                 raise ValueError(f"{where}: {role} {buffers[role].name} has "
                                  f"{buffers[role].shape}, not [{self.n}]")
         if self.cascade_in and self.link_in is None:

@@ -9,11 +9,14 @@ layout is still checked but no bytes are allocated.
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
+
 import numpy as np
 
 
 def tile_key(tile) -> str:
-    return f"{int(tile[0])},{int(tile[1])}"
+    return f"{tile[0]},{tile[1]}"
 
 
 class Memories:
@@ -53,9 +56,10 @@ class Memories:
             if kind == "shim":
                 raise ValueError(f"buffer {b.name}: shim tile {key} has no data memory")
             lo, size = self._size(kind, device)
-            if b.offset < lo or b.offset + b.nbytes > size:
+            end = b.offset + _nbytes(b.shape, b.dtype)
+            if b.offset < lo or end > size:
                 raise ValueError(
-                    f"buffer {b.name} [{b.offset}, {b.offset + b.nbytes}) lies outside the usable "
+                    f"buffer {b.name} [{b.offset}, {end}) lies outside the usable "
                     f"memory [{lo}, {size}) of {kind} tile {key}")
             if b.initial is not None:
                 init = program.constants.get(b.initial)
@@ -63,14 +67,13 @@ class Memories:
                     raise ValueError(f"buffer {b.name}: initial constant {b.initial} is "
                                      f"{'missing' if init is None else np.shape(init)}, "
                                      f"not {tuple(b.shape)}")
-            per_tile.setdefault(key, []).append(b)
-        for key, bufs in per_tile.items():
-            bufs.sort(key=lambda b: b.offset)
-            for x, y in zip(bufs, bufs[1:]):
-                if y.offset < x.offset + x.nbytes:
-                    raise ValueError(f"buffers {x.name} and {y.name} overlap on tile {key} "
-                                     f"([{x.offset}, {x.offset + x.nbytes}) and "
-                                     f"[{y.offset}, {y.offset + y.nbytes}))")
+            per_tile.setdefault(key, []).append((b.offset, end, b.name))
+        for key, spans in per_tile.items():
+            spans.sort()
+            for (x0, x1, x), (y0, y1, y) in zip(spans, spans[1:]):
+                if y0 < x1:
+                    raise ValueError(f"buffers {x} and {y} overlap on tile {key} "
+                                     f"([{x0}, {x1}) and [{y0}, {y1}))")
 
     def kind(self, tile) -> str:
         return self.kinds[tile_key(tile)]
@@ -109,7 +112,12 @@ class Memories:
 
 
 def _nbytes(shape, dtype) -> int:
-    return int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return math.prod(shape) * _itemsize(dtype)
+
+
+@lru_cache(maxsize=None)
+def _itemsize(dtype: str) -> int:
+    return np.dtype(dtype).itemsize
 
 
 def _conformed(arr, shape, dtype, what: str) -> np.ndarray:
