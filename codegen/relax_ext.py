@@ -21,7 +21,7 @@ from .lower import lower_dense_chain
 from .plan import plan_chain
 
 log = logging.getLogger("tvm_aie")
-# pick(workloads, device) -> {layer index: DenseConfig}, set by build(..., tuning_db=...)
+# pick(layers, device) -> {layer index: config}, set by build(..., tuning_db=...)
 _TUNED = contextvars.ContextVar("tvm_aie_tuned", default=None)
 
 
@@ -56,6 +56,6 @@ def compile_function(func, name: str, device, pinned: dict | None = None):
 def aie_codegen(func, name: str, device_name: str):
     """Partitioned function -> its AIE program as a uint8 tensor."""
     device, pick = get_device(str(device_name)), _TUNED.get()
-    pinned = pick([workload_of(layer) for layer in read_layers(func)], device) if pick else None
+    pinned = pick(read_layers(func), device) if pick else None
     program = compile_function(func, str(name), device, pinned)
     return tvm.runtime.tensor(np.frombuffer(program.to_bytes(), dtype=np.uint8))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 
+from ..codegen.layers import DenseLayer
 from ..codegen.plan import plan_chain
+from ..codegen.relax_ext import workload_of
 from ..schedules.dense import DenseConfig, TilingError, check
 from .database import Database
 from .task import Task
@@ -19,12 +21,17 @@ log = logging.getLogger("tvm_aie.tune")
 
 
 class TunedConfigs:
-    """``pick(workloads, device) -> {layer index: DenseConfig}`` from one database."""
+    """``pick(layers, device) -> {layer index: DenseConfig}`` from one database."""
 
     def __init__(self, path):
         self.db = Database(path)
 
-    def __call__(self, workloads: list, device) -> dict:
+    def __call__(self, layers: list, device) -> dict:
+        if not all(isinstance(layer, DenseLayer) for layer in layers):
+            log.info("aie: %s: only dense chains are tuned so far; default heuristic",
+                     ", ".join(layer.name for layer in layers))
+            return {}
+        workloads = [workload_of(layer) for layer in layers]
         keys = [Task(wl, device.name).key for wl in workloads]
         design = self.db.design(device.name, keys)
         if design is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import tvm
 from tvm import relax
 
-from ..codegen.layers import read_layers
+from ..codegen.layers import DenseLayer, read_layers
 from ..codegen.relax_ext import workload_of
 from ..partition import partition_for_aie
 from ..schedules import dense
@@ -45,12 +45,16 @@ class Task:
 
 
 def offloaded_chains(mod: tvm.IRModule) -> dict:
-    """``{function name: [DenseWorkload per layer]}`` of every subgraph the array would run."""
-    parted = partition_for_aie(mod)
-    return {gv.name_hint: [workload_of(layer) for layer in read_layers(func)]
-            for gv, func in parted.functions.items()
-            if isinstance(func, relax.Function) and func.attrs is not None
-            and func.attrs.get("Codegen") == "aie"}
+    """``{function name: [DenseWorkload per layer]}`` of every dense chain the array would run
+    (other operator families have no tuning space yet and keep their default configs)."""
+    chains = {}
+    for gv, func in partition_for_aie(mod).functions.items():
+        if isinstance(func, relax.Function) and func.attrs is not None and \
+                func.attrs.get("Codegen") == "aie":
+            layers = read_layers(func)
+            if all(isinstance(layer, DenseLayer) for layer in layers):
+                chains[gv.name_hint] = [workload_of(layer) for layer in layers]
+    return chains
 
 
 def extract_tasks(mod: tvm.IRModule, device) -> list[Task]:
