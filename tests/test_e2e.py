@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import tvm
 from onnx import TensorProto, helper
 from tvm import relax
@@ -183,3 +185,12 @@ def test_model_file_round_trip_through_onnx_load(tmp_path):
     ex = tvm_aie.build(_import(onnx.load(str(path))), target="aie", params=None)
     x = zoo.sample_input("jet_mlp", batch=1)
     assert _run(ex, x).shape == (1, 5)
+
+
+@settings(max_examples=8, deadline=None)
+@given(m=st.integers(1, 20), k=st.integers(1, 200), n=st.integers(1, 150))
+def test_int8_dense_bit_exact_over_shapes(m, k, n):
+    model = _single_dense_int8(m, k, n)
+    x = np.random.default_rng(m * k * n).integers(-128, 128, (m, k), dtype=np.int8)
+    ex = tvm_aie.build(_import(model), target="aie")
+    np.testing.assert_array_equal(_run(ex, x), _run(build_reference(_import(model)), x))
