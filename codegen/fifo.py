@@ -52,12 +52,25 @@ class DdrEndpoint:
 
 
 @dataclass
+class MemtileEndpoint:
+    """A FIFO end in a memory-tile buffer: one n-D pattern over the whole inference, with the lock
+    operations its BD does before and after moving the bytes."""
+
+    buffer: str
+    offset: int
+    sizes: list
+    strides: list
+    acquire: LockOp | None = None
+    release: LockOp | None = None
+
+
+@dataclass
 class ObjectFifo:
     name: str
     shape: tuple  # one object
     dtype: str
-    producer: object = None  # (tile, depth) for a core, or DdrEndpoint
-    consumers: list = field(default_factory=list)  # [(tile, depth)] or [DdrEndpoint]
+    producer: object = None  # (tile, depth) for a core, DdrEndpoint or MemtileEndpoint
+    consumers: list = field(default_factory=list)  # [(tile, depth)], [DdrEndpoint], [Memtile...]
     src: list | None = None  # [col, row, channel] of the MM2S channel, once the producer is lowered
 
 
@@ -110,10 +123,25 @@ def _ddr_channel(res: TileResources, ep: DdrEndpoint, direction: str, near_col: 
     return [shim[0], shim[1], ch]
 
 
+def _memtile_channel(res: TileResources, ep: MemtileEndpoint, direction: str) -> list:
+    tile = res.program.buffer(ep.buffer).tile
+    ch = res.channel(tile, direction)
+    bd = BufferDescriptor(id=0, buffer=ep.buffer, offset=ep.offset, sizes=list(ep.sizes),
+                          strides=list(ep.strides), acquire=ep.acquire, release=ep.release)
+    res.program.dmas.append(DmaChannel(tile=list(tile), direction=direction, channel=ch, bds=[bd]))
+    return [tile[0], tile[1], ch]
+
+
 def lower_producer(res: TileResources, fifo: ObjectFifo):
-    """Lower the producer end; returns its :class:`TileEndpoint` (None for a DDR producer)."""
+    """Lower the producer end; returns its :class:`TileEndpoint` (None for a DDR or memory-tile
+    producer)."""
+    if isinstance(fifo.producer, MemtileEndpoint):
+        fifo.src = _memtile_channel(res, fifo.producer, "mm2s")
+        return None
     if isinstance(fifo.producer, DdrEndpoint):
-        near_col = fifo.consumers[0][0][0]
+        cons = fifo.consumers[0]
+        near_col = res.program.buffer(cons.buffer).tile[0] if isinstance(cons, MemtileEndpoint) \
+            else cons[0][0]
         fifo.src = _ddr_channel(res, fifo.producer, "mm2s", near_col)
         return None
     tile, depth = fifo.producer
@@ -128,6 +156,8 @@ def lower_consumers(res: TileResources, fifo: ObjectFifo) -> dict:
     for cons in fifo.consumers:
         if isinstance(cons, DdrEndpoint):
             dsts.append(_ddr_channel(res, cons, "s2mm", fifo.src[0]))
+        elif isinstance(cons, MemtileEndpoint):
+            dsts.append(_memtile_channel(res, cons, "s2mm"))
         else:
             tile, depth = cons
             ep = _slot_endpoint(res, fifo, tile, depth, "c")

@@ -2,9 +2,11 @@
 
 This is the only module that knows what the composites made by :mod:`tvm_aie.partition` look like.
 A function with ``Codegen="aie"`` (after ``MergeCompositeFunctions``) binds one local function per
-layer (attribute ``Composite="aie.dense_*"``) and calls them in dataflow order; each composite is
-``matmul(x, permute_dims?(W))``, optionally ``+ b`` and ``relu``, and in int8 wrapped in the
-``dequantize ... quantize`` of onnxruntime's QDQ format.
+layer (attribute ``Composite="aie.dense_*"`` or ``"aie.conv2d_*"``) and calls them in dataflow
+order; a dense composite is ``matmul(x, permute_dims?(W))``, optionally ``+ b`` and ``relu``, a
+conv2d composite ``conv2d(x, W)``, optionally ``+ reshape(b)``, ``batch_norm`` (folded here into W
+and b), ``relu`` and a max-pool; in int8 both are wrapped in the ``dequantize ... quantize`` of
+onnxruntime's QDQ format.
 
 For int8 layers this also fixes the integer arithmetic the array does (see :mod:`tvm_aie.quant`):
 the kernel multiplies the raw int8 input, so the input zero point is folded into the int32 bias
@@ -53,6 +55,60 @@ class DenseLayer:
 
 
 @dataclass
+class ConvLayer:
+    """``y = maxpool?(act(conv2d(x, weight, stride, padding, groups) + bias))`` on one NCHW image.
+
+    int8 as :class:`DenseLayer`: raw int8 operands, int32 bias with ``-zp_in * sum(W[o])`` folded
+    in, which is exact at the borders too because the array pads the input with ``in_zp``.
+    """
+
+    name: str
+    precision: str
+    in_shape: tuple  # (C, H, W)
+    weight: np.ndarray  # [O, C/groups, KH, KW]
+    bias: np.ndarray | None  # [O]
+    stride: tuple  # (sh, sw)
+    padding: tuple  # (top, left, bottom, right)
+    groups: int
+    relu: bool
+    pool: tuple | None  # (ph, pw): non-overlapping max-pool after the activation
+    input: int | str
+    in_scale: float | None = None
+    in_zp: int | None = None
+    w_scale: np.ndarray | None = None
+    out_scale: float | None = None
+    out_zp: int | None = None
+    mult: np.ndarray | None = None
+    shift: np.ndarray | None = None
+
+    @property
+    def in_dtype(self) -> str:
+        return self.precision
+
+    @property
+    def out_dtype(self) -> str:
+        return self.precision
+
+    @property
+    def conv_shape(self) -> tuple:
+        """(O, Ho, Wo) of the convolution, before the pool."""
+        _, h, w = self.in_shape
+        (sh, sw), (pt, pl, pb, pr) = self.stride, self.padding
+        kh, kw = self.weight.shape[2:]
+        return (self.weight.shape[0], (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1)
+
+    @property
+    def out_shape(self) -> tuple:
+        o, ho, wo = self.conv_shape
+        return (o, ho // self.pool[0], wo // self.pool[1]) if self.pool else (o, ho, wo)
+
+    @property
+    def macs(self) -> int:
+        o, ho, wo = self.conv_shape
+        return o * ho * wo * int(np.prod(self.weight.shape[1:]))
+
+
+@dataclass
 class Param:
     name: str
     shape: tuple
@@ -64,7 +120,7 @@ class LayerGraph:
     """The layers of one offloaded function, in dataflow order, and which one gives its result."""
 
     params: list[Param]
-    layers: list[DenseLayer]
+    layers: list  # DenseLayer | ConvLayer
     output: str
 
 
@@ -126,6 +182,57 @@ def _int_bias(bias, acc_scale: np.ndarray, weight: np.ndarray, in_zp: int) -> np
     return b.astype(np.int32)
 
 
+def _fold_batch_norm(bn, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inference batch norm after a conv, folded into its weight and bias (fp32)."""
+    gamma, beta, mean, var = (const_value(a).astype(np.float64) for a in bn.args[1:5])
+    scale = gamma / np.sqrt(var + float(bn.attrs.epsilon))
+    w = weight.astype(np.float64) * scale.reshape(-1, 1, 1, 1)
+    return w.astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)
+
+
+def _read_conv(func: relax.Function, name: str, in_shape: tuple, source) -> ConvLayer:
+    bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+    calls = {v.op.name: v for v in bound.values()
+             if isinstance(v, relax.Call) and hasattr(v.op, "name")}
+
+    def value(expr):
+        return bound.get(expr, expr)
+
+    conv = calls["relax.nn.conv2d"]
+    lhs, rhs = value(conv.args[0]), value(conv.args[1])
+    int8 = isinstance(rhs, relax.Call)
+    weight = const_value(rhs.args[0] if int8 else rhs)
+    cout = weight.shape[0]
+    bias = None
+    if "relax.add" in calls:
+        add = calls["relax.add"]
+        bias = value(add.args[1] if value(add.args[0]).same_as(conv) else add.args[0])
+        if isinstance(bias, relax.Call) and bias.op.name == "relax.reshape":
+            bias = value(bias.args[0])
+    a = conv.attrs
+    pool = calls.get("relax.nn.max_pool2d")
+    layer = ConvLayer(name, "int8" if int8 else "float32", in_shape, weight, None,
+                      tuple(int(v) for v in a.strides), tuple(int(v) for v in a.padding),
+                      int(a.groups), "relax.nn.relu" in calls,
+                      None if pool is None else tuple(int(v) for v in pool.attrs.pool_size), source)
+    if not int8:
+        b = np.zeros(cout, np.float32) if bias is None else \
+            const_value(bias).reshape(cout).astype(np.float32)
+        if "relax.nn.batch_norm" in calls:
+            layer.weight, b = _fold_batch_norm(calls["relax.nn.batch_norm"], weight, b)
+        layer.bias = None if bias is None and "relax.nn.batch_norm" not in calls else b
+        return layer
+    quant = next(v for v in bound.values() if isinstance(v, relax.Call) and
+                 v.op.name == "relax.quantize" and value(v.args[0]).op.name != "relax.nn.max_pool2d")
+    layer.in_scale, layer.in_zp = _scalar(lhs.args[1]), int(_scalar(lhs.args[2]))
+    layer.out_scale, layer.out_zp = _scalar(quant.args[1]), int(_scalar(quant.args[2]))
+    layer.w_scale = np.broadcast_to(const_value(rhs.args[1]).reshape(-1), (cout,)).astype(np.float32)
+    acc_scale = np.float64(layer.in_scale) * layer.w_scale.astype(np.float64)
+    layer.mult, layer.shift = quantize_multiplier(acc_scale / layer.out_scale)
+    layer.bias = _int_bias(bias, acc_scale, weight.reshape(cout, -1).T, layer.in_zp)
+    return layer
+
+
 def read_layer_graph(func: relax.Function) -> LayerGraph:
     """The layers of a ``Codegen="aie"`` function, with where each one's input comes from."""
     params = [Param(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
@@ -137,9 +244,14 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
         if isinstance(val, relax.Function):
             composites[binding.var] = val
         elif isinstance(val, relax.Call) and val.op in composites:
-            x = val.args[0]
-            name = f"dense{len(layers)}"
-            layers.append(_read_composite(composites[val.op], name, int(x.ty.shape[0]), source[x]))
+            x, comp = val.args[0], composites[val.op]
+            if str(comp.attrs["Composite"]).startswith("aie.conv2d"):
+                name = f"conv{len(layers)}"
+                shape = tuple(int(d) for d in list(x.ty.shape)[1:])
+                layers.append(_read_conv(comp, name, shape, source[x]))
+            else:
+                name = f"dense{len(layers)}"
+                layers.append(_read_composite(comp, name, int(x.ty.shape[0]), source[x]))
             source[binding.var] = name
         elif isinstance(val, relax.Var) and val in source:  # an alias, e.g. the output of a dataflow
             source[binding.var] = source[val]
@@ -162,15 +274,21 @@ def read_layers(func: relax.Function) -> list[DenseLayer]:
 
 
 def count_macs(mod) -> int:
-    """Multiply-accumulates of every matmul with static shapes in ``mod``, offloaded or not."""
+    """Multiply-accumulates of every matmul and conv2d with static shapes in ``mod``, offloaded
+    or not (a conv2d's output elements times its weight's ``C/groups * KH * KW``)."""
     total = 0
 
     def visit(expr):
         nonlocal total
-        if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) == "relax.matmul":
-            shapes = [expr.args[0].ty.shape, expr.ty.shape]
-            if all(isinstance(d, int) or hasattr(d, "value") for s in shapes for d in s):
-                total += int(np.prod([int(d) for d in expr.ty.shape])) * int(shapes[0][-1])
+        op = getattr(expr, "op", None) if isinstance(expr, relax.Call) else None
+        name = getattr(op, "name", None)
+        if name not in ("relax.matmul", "relax.nn.conv2d"):
+            return
+        inner = list(expr.args[0].ty.shape)[-1:] if name == "relax.matmul" else \
+            list(expr.args[1].ty.shape)[1:]
+        shapes = [expr.ty.shape, inner]
+        if all(isinstance(d, int) or hasattr(d, "value") for s in shapes for d in s):
+            total += int(np.prod([int(d) for s in shapes for d in s]))
 
     for func in mod.functions.values():
         if isinstance(func, relax.Function):

@@ -3,6 +3,7 @@
 Reads the function's layers, plans their configurations (tuned or default), schedules each layer's
 TensorIR with its configuration, reads the tile layout back from the scheduled TIR and lowers the
 chain to an AIE program, returned serialised (uint8) so the executable can carry it as a constant.
+A program holds one family: a chain of dense layers or a chain of conv2d layers.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import logging
 import numpy as np
 import tvm
 
-from ..schedules import dense
+from ..schedules import conv2d, dense
 from ..target import get_device
-from .layers import read_layers
+from .layers import ConvLayer, read_layers
 from .lower import lower_dense_chain
+from .lower_conv import lower_conv_chain
 from .plan import plan_chain
 
 log = logging.getLogger("tvm_aie")
@@ -39,9 +41,32 @@ def workload_of(layer) -> dense.DenseWorkload:
     return dense.DenseWorkload(m=layer.m, k=layer.k, n=layer.n, precision=layer.precision)
 
 
+def conv_workload_of(layer: ConvLayer) -> conv2d.ConvWorkload:
+    c, h, w = layer.in_shape
+    o, _, kh, kw = layer.weight.shape
+    return conv2d.ConvWorkload(c, h, w, o, kh, kw, layer.stride, layer.padding, layer.groups,
+                               layer.precision, layer.pool or (1, 1))
+
+
+def _compile_conv(layers: list, name: str, device, pinned: dict):
+    layouts = []
+    for i, layer in enumerate(layers):
+        wl = conv_workload_of(layer)
+        cfg = pinned.get(i) or conv2d.default_config(wl, device)
+        sch = conv2d.schedule(conv2d.conv_prim_func(wl), wl, cfg, device)
+        layouts.append(conv2d.tile_layout(sch.mod, wl))
+        log.info("aie: %s %s -> %s", name, layer.name, cfg)
+    return lower_conv_chain(name, layers, layouts, device)
+
+
 def compile_function(func, name: str, device, pinned: dict | None = None):
-    """The AIE program of one partitioned function; ``pinned``: layer index -> DenseConfig."""
+    """The AIE program of one partitioned function; ``pinned``: layer index -> config."""
     layers = read_layers(func)
+    families = {type(layer).__name__ for layer in layers}
+    if families == {"ConvLayer"}:
+        return _compile_conv(layers, name, device, pinned or {})
+    if families != {"DenseLayer"}:
+        raise ValueError(f"{name}: one AIE program holds one family, got {sorted(families)}")
     workloads = [workload_of(layer) for layer in layers]
     configs = plan_chain(workloads, device, pinned)
     layouts = []

@@ -1,6 +1,6 @@
 """Relax patterns for what the AIE array runs, and :func:`partition_for_aie`.
 
-The array runs dense layers ``y = act(x @ W + b)`` with a constant weight, in fp32 or in int8 as
+Two families: dense layers and conv2d layers (below). The array runs dense layers ``y = act(x @ W + b)`` with a constant weight, in fp32 or in int8 as
 onnxruntime's QDQ quantiser writes them (as TVM's ONNX importer gives them)::
 
     dequantize(x_int8) -> matmul(., permute_dims?(dequantize(W_int8)))
@@ -13,6 +13,17 @@ the CPU, with the reason logged): non-constant weights, symbolic shapes, other t
 ``[M,K] x [K,N]``, dtypes other than float32/int8, weight zero points other than 0, per-channel
 scales on another axis than N, requantisation scales outside the multiplier-and-shift range, and
 intermediates used outside the layer.
+
+The array also runs 2-D convolutions (NCHW, batch 1, dilation 1; standard, grouped, depthwise and
+pointwise; any stride and padding) with a constant OIHW weight, in fp32 or QDQ int8 as above::
+
+    dequantize(x) -> conv2d(., dequantize(W)) -> add(., reshape(dequantize(b)))? -> relu?
+        -> quantize [-> dequantize -> max_pool2d -> quantize]?
+
+and in fp32 also an inference ``batch_norm`` after the conv (TVM's ONNX importer gives
+``batch_norm(...)[0]``; it is folded into the weight and bias) and a non-overlapping max-pool
+(pool size = stride, no padding). In QDQ models onnxruntime folds ReLU/Clip into the output zero
+point and BN is folded by its pre-processing, so the int8 pattern needs neither.
 
 Do not run ``FoldConstant`` before partitioning: it folds ``dequantize(W_int8)`` into a float
 constant and the int8 layer becomes an fp32 one.
@@ -27,7 +38,7 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
 from tvm.relax.backend.utils import has_leaking_intermediate_variables
-from tvm.relax.dpl.pattern import is_const, is_op, wildcard
+from tvm.relax.dpl.pattern import is_const, is_op, is_tuple_get_item, wildcard
 from tvm.relax.transform import PatternCheckContext
 
 from .quant import quantize_multiplier
@@ -68,8 +79,8 @@ def _dense_pattern(int8: bool, bias: bool, relu: bool):
     return out, ann
 
 
-def _static_2d(ty) -> bool:
-    return len(ty.shape) == 2 and all(isinstance(d, tvm.tirx.IntImm | int) for d in ty.shape)
+def _static(ty, ndim: int) -> bool:
+    return len(ty.shape) == ndim and all(isinstance(d, tvm.tirx.IntImm | int) for d in ty.shape)
 
 
 def _reason(ctx: PatternCheckContext) -> str | None:
@@ -77,7 +88,7 @@ def _reason(ctx: PatternCheckContext) -> str | None:
     if has_leaking_intermediate_variables(ctx):
         return "an intermediate of the layer is used outside it"
     x, w, mm = ctx.annotated_expr["x"], ctx.annotated_expr["w"], ctx.annotated_expr["matmul"]
-    if not (_static_2d(x.ty) and _static_2d(w.ty)):
+    if not (_static(x.ty, 2) and _static(w.ty, 2)):
         return f"needs static 2-D shapes, got input {x.ty.shape} and weight {w.ty.shape}"
     w_op = ctx.matched_bindings.get(mm.args[1], mm.args[1])
     transposed = isinstance(w_op, relax.Call) and w_op.op.name == "relax.permute_dims"
@@ -122,8 +133,108 @@ def _check_dense(ctx: PatternCheckContext) -> bool:
     return reason is None
 
 
+def _conv_pattern(int8: bool, bias: bool, bn: bool, relu: bool, pool: bool):
+    """One conv2d layer (see the module docstring). Returns (pattern, annotations)."""
+    x, w = wildcard(), is_const()
+    ann = {"x": x, "w": w}
+    lhs, rhs = x, w
+    if int8:
+        lhs, rhs = ann["lhs"], ann["rhs"] = _dq(x), _dq(w)
+    out = ann["conv"] = is_op("relax.nn.conv2d")(lhs, rhs)
+    if bias:
+        b = ann["b"] = _dq(is_const()) if int8 else is_const()
+        out = is_op("relax.add")(out, is_op("relax.reshape")(b, wildcard()) | b)
+    if bn:
+        ann["bn"] = is_op("relax.nn.batch_norm")(out, is_const(), is_const(), is_const(), is_const())
+        out = is_tuple_get_item(ann["bn"], 0)
+    if relu:
+        out = is_op("relax.nn.relu")(out)
+    if int8:
+        out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
+    if pool:
+        if int8:
+            out = ann["pool_dq"] = is_op("relax.dequantize")(out, is_const(), is_const())
+        out = ann["pool"] = is_op("relax.nn.max_pool2d")(out)
+        if int8:
+            out = is_op("relax.quantize")(out, is_const(), is_const())
+    ann["root"] = out
+    return out, ann
+
+
+def _ints(values) -> list:
+    return [int(v) for v in values]
+
+
+def _conv_reason(ctx: PatternCheckContext) -> str | None:
+    """Why the matched conv2d layer cannot run on the array, or None if it can."""
+    if has_leaking_intermediate_variables(ctx):
+        return "an intermediate of the layer is used outside it"
+    ann = ctx.annotated_expr
+    x, w, conv = ann["x"], ann["w"], ann["conv"]
+    if not (_static(x.ty, 4) and _static(w.ty, 4)):
+        return f"needs static 4-D shapes, got input {x.ty.shape} and weight {w.ty.shape}"
+    a = conv.attrs
+    if (a.data_layout, a.kernel_layout, str(a.out_layout or "NCHW")) != ("NCHW", "OIHW", "NCHW"):
+        return f"layouts {a.data_layout}/{a.kernel_layout} (supported: NCHW/OIHW)"
+    if int(x.ty.shape[0]) != 1:
+        return f"batch {x.ty.shape[0]} (supported: 1)"
+    if _ints(a.dilation) != [1, 1]:
+        return f"dilation {_ints(a.dilation)} (supported: 1)"
+    int8 = "lhs" in ann
+    want = "int8" if int8 else "float32"
+    if x.ty.dtype != want or w.ty.dtype != want or conv.ty.dtype != "float32":
+        return f"dtypes {x.ty.dtype} x {w.ty.dtype} -> {conv.ty.dtype} (supported: {want})"
+    cout = int(w.ty.shape[0])
+    if "b" in ann:
+        b = ann["b"].args[0] if int8 else ann["b"]
+        if const_value(b).size != cout:
+            return f"bias of shape {b.ty.shape} is not one value per output channel"
+    if "bn" in ann:
+        bn = ann["bn"]
+        if int(bn.attrs.axis) != 1 or bn.attrs.training:
+            return "batch_norm is not an inference normalisation over channels"
+    if "pool" in ann:
+        p = ann["pool"].attrs
+        if _ints(p.pool_size) != _ints(p.strides) or any(_ints(p.padding)) or \
+                _ints(p.dilation) != [1, 1] or p.ceil_mode or p.layout != "NCHW":
+            return "max-pool is not non-overlapping (pool size = stride, no padding, floor)"
+    if not int8:
+        return None
+    lhs, rhs, quant, root = ann["lhs"], ann["rhs"], ann["quant"], ann["root"]
+    if root.attrs.out_dtype != "int8" or quant.attrs.out_dtype != "int8":
+        return f"output quantised to {root.attrs.out_dtype}"
+    for name, call in (("input", lhs), ("output", quant)):
+        if const_value(call.args[1]).size != 1 or const_value(call.args[2]).size != 1:
+            return f"{name} quantisation is not per tensor"
+    if "pool_dq" in ann:
+        pairs = [(const_value(c.args[1]), const_value(c.args[2])) for c in (quant, ann["pool_dq"], root)]
+        if any(not (np.array_equal(s, pairs[0][0]) and np.array_equal(z, pairs[0][1]))
+               for s, z in pairs[1:]):
+            return "max-pool changes the quantisation parameters"
+    w_scale, w_zp = const_value(rhs.args[1]), const_value(rhs.args[2])
+    if np.any(w_zp != 0):
+        return "weight zero point is not 0"
+    if w_scale.size != 1 and (w_scale.size != cout or int(rhs.attrs.axis) != 0):
+        return "weight scales are not per tensor or per output channel"
+    try:
+        quantize_multiplier(const_value(lhs.args[1]).astype(np.float64) * w_scale /
+                            const_value(quant.args[1]))
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _check_conv(ctx: PatternCheckContext) -> bool:
+    reason = _conv_reason(ctx)
+    if reason is not None:
+        var = ctx.value_to_bound_var.get(ctx.annotated_expr["conv"])
+        if var is not None:
+            _rejected.setdefault(var.name, reason)
+    return reason is None
+
+
 def _patterns():
-    """All dense variants, shortest first (later registered = tried first)."""
+    """All dense and conv2d variants, shortest first (later registered = tried first)."""
     out = []
     for int8 in (False, True):
         for bias in (False, True):
@@ -131,6 +242,12 @@ def _patterns():
                 name = "aie.dense_" + ("int8" if int8 else "fp32") + ("_bias" if bias else "") + \
                     ("_relu" if relu else "")
                 out.append((name, *_dense_pattern(int8, bias, relu), _check_dense))
+                for bn in (False, True) if not int8 else (False,):
+                    for pool in (False, True):
+                        name = "aie.conv2d_" + ("int8" if int8 else "fp32") + \
+                            "".join(f"_{k}" for k, on in (("bias", bias), ("bn", bn),
+                                                          ("relu", relu), ("pool", pool)) if on)
+                        out.append((name, *_conv_pattern(int8, bias, bn, relu, pool), _check_conv))
     return sorted(out, key=lambda p: p[0].count("_"))
 
 
@@ -144,8 +261,8 @@ def _log_cpu_ops(mod: tvm.IRModule) -> None:
         if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
             continue
         op = call.op.name
-        if op == "relax.matmul":
-            why = _rejected.get(binding.var.name, "not part of a supported dense pattern")
+        if op in ("relax.matmul", "relax.nn.conv2d"):
+            why = _rejected.get(binding.var.name, "not part of a supported dense or conv2d pattern")
         else:
             why = "no AIE pattern for this operator on its own"
         log.info("aie: %s = %s stays on the CPU: %s", binding.var.name, op, why)
@@ -157,6 +274,9 @@ def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     Consecutive offloaded layers merge into one function, so their intermediates stay on the array.
     """
     _rejected.clear()
+    # Unused bindings would count as uses of a layer's intermediates: ONNX BatchNormalization
+    # imports as ``batch_norm`` whose mean/var outputs are bound but never read.
+    mod = relax.transform.DeadCodeElimination()(mod)
     patterns = get_patterns_with_prefix("aie")
     mod = relax.transform.FuseOpsByPattern(patterns, bind_constants=True,
                                            annotate_codegen=False)(mod)

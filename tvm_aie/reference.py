@@ -1,10 +1,11 @@
 """The integer CPU reference: the model through TVM on the CPU, with the array's arithmetic.
 
 The model is partitioned exactly as for the array; each offloaded function is then rebuilt from its
-layers (:mod:`tvm_aie.codegen.layers`) as plain Relax: int8 layers as the integer ops the array
-runs (:mod:`tvm_aie.quant`: int32 accumulation of raw int8 operands, int32 bias with the input zero
-point folded in, int64 multiply by the multiplier, round half up by adding ``2^(shift-1)``, right
-shift, output zero point, clip, int8), fp32 layers as matmul + bias + relu. Everything else is the
+layers (:mod:`tvm_aie.codegen.layers`) as plain Relax: int8 layers (dense and conv2d, the latter
+padded with the input zero point) as the integer ops the array runs (:mod:`tvm_aie.quant`: int32
+accumulation of raw int8 operands, int32 bias with the input zero point folded in, int64 multiply
+by the multiplier, round half up by adding ``2^(shift-1)``, right shift, output zero point, clip,
+int8), fp32 layers as matmul/conv2d + bias + relu (+ max-pool). Everything else is the
 model's own Relax. The simulator's int8 output is therefore comparable bit for bit, while the
 reference is checked against numpy and onnxruntime independently of the array.
 """
@@ -15,7 +16,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .codegen.layers import DenseLayer, LayerGraph, read_layer_graph
+from .codegen.layers import ConvLayer, DenseLayer, LayerGraph, read_layer_graph
 from .partition import partition_for_aie
 from .quant import QMAX, QMIN
 
@@ -24,14 +25,17 @@ def _const(a, dtype) -> relax.Expr:
     return relax.const(np.asarray(a, dtype=dtype), dtype)
 
 
-def _int8_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
-    acc = bb.emit(relax.op.matmul(x, _const(layer.weight, "int8"), out_dtype="int32"))
+def _int8_epilogue(bb: relax.BlockBuilder, acc, layer, chan_shape):
+    """Bias, multiplier, round half up, shift, zero point, clip: per channel (``chan_shape``)."""
+    def per_channel(a, dtype):
+        return _const(np.asarray(a).reshape(chan_shape), dtype)
+
     if layer.bias is not None:
-        acc = bb.emit(relax.op.add(acc, _const(layer.bias, "int32")))
+        acc = bb.emit(relax.op.add(acc, per_channel(layer.bias, "int32")))
     acc = bb.emit(relax.op.astype(acc, "int64"))
-    acc = bb.emit(relax.op.add(relax.op.multiply(acc, _const(layer.mult, "int64")),
-                               _const(np.int64(1) << (layer.shift - 1), "int64")))
-    y = bb.emit(relax.op.add(relax.op.right_shift(acc, _const(layer.shift, "int64")),
+    acc = bb.emit(relax.op.add(relax.op.multiply(acc, per_channel(layer.mult, "int64")),
+                               per_channel(np.int64(1) << (layer.shift - 1), "int64")))
+    y = bb.emit(relax.op.add(relax.op.right_shift(acc, per_channel(layer.shift, "int64")),
                              _const(layer.out_zp, "int64")))
     lo = max(QMIN["int8"], layer.out_zp) if layer.relu else QMIN["int8"]
     y = bb.emit(relax.op.minimum(relax.op.maximum(y, _const(lo, "int64")),
@@ -39,11 +43,38 @@ def _int8_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
     return bb.emit(relax.op.astype(y, "int8"))
 
 
+def _int8_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
+    acc = bb.emit(relax.op.matmul(x, _const(layer.weight, "int8"), out_dtype="int32"))
+    return _int8_epilogue(bb, acc, layer, (-1,))
+
+
 def _fp32_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
     y = bb.emit(relax.op.matmul(x, _const(layer.weight, "float32")))
     if layer.bias is not None:
         y = bb.emit(relax.op.add(y, _const(layer.bias, "float32")))
     return bb.emit(relax.op.nn.relu(y)) if layer.relu else y
+
+
+def _conv(bb: relax.BlockBuilder, x, layer: ConvLayer):
+    """The conv as the array computes it: int8 pads with the input zero point (the memory tile's
+    border) and accumulates raw int8 in int32; the pool comes after the epilogue."""
+    chan = (1, -1, 1, 1)
+    if layer.precision == "int8":
+        pt, pl, pb, pr = layer.padding
+        x = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pt, pb, pl, pr],
+                                    pad_value=float(layer.in_zp)))
+        acc = bb.emit(relax.op.nn.conv2d(x, _const(layer.weight, "int8"), strides=layer.stride,
+                                         groups=layer.groups, out_dtype="int32"))
+        y = _int8_epilogue(bb, acc, layer, chan)
+    else:
+        y = bb.emit(relax.op.nn.conv2d(x, _const(layer.weight, "float32"), strides=layer.stride,
+                                       padding=layer.padding, groups=layer.groups))
+        if layer.bias is not None:
+            y = bb.emit(relax.op.add(y, _const(layer.bias.reshape(chan), "float32")))
+        y = bb.emit(relax.op.nn.relu(y)) if layer.relu else y
+    if layer.pool:
+        y = bb.emit(relax.op.nn.max_pool2d(y, pool_size=layer.pool, strides=layer.pool))
+    return y
 
 
 def reference_function(graph: LayerGraph) -> relax.Function:
@@ -55,8 +86,11 @@ def reference_function(graph: LayerGraph) -> relax.Function:
             values = {}
             for layer in graph.layers:
                 x = params[layer.input] if isinstance(layer.input, int) else values[layer.input]
-                dense = _int8_dense if layer.precision == "int8" else _fp32_dense
-                values[layer.name] = dense(bb, x, layer)
+                if isinstance(layer, ConvLayer):
+                    values[layer.name] = _conv(bb, x, layer)
+                else:
+                    dense = _int8_dense if layer.precision == "int8" else _fp32_dense
+                    values[layer.name] = dense(bb, x, layer)
             out = bb.emit_output(values[graph.output])
         bb.emit_func_output(out)
     return bb.get()["reference"]

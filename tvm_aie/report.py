@@ -71,10 +71,11 @@ class Report:
                          f"{s.peak_macs_per_cycle:>8}{100 * s.efficiency:>7.1f}%")
             for layer in s.layers:
                 cfg = layer["config"]
-                lines.append(f"  {layer['name']:<26}{layer['m']}x{layer['k']}x{layer['n']} "
-                             f"{layer['precision']}  tm={cfg['tm']} n_par={cfg['n_par']} "
-                             f"cascade={cfg['cascade']}  kernel {layer['kernel_cycles_per_block']:,}"
-                             f" cycles/block")
+                what = layer.get("summary") or f"{layer['m']}x{layer['k']}x{layer['n']} " \
+                    f"{layer['precision']}"
+                knobs = " ".join(f"{k}={v}" for k, v in cfg.items() if not k.startswith("double"))
+                lines.append(f"  {layer['name']:<26}{what}  {knobs}  kernel "
+                             f"{layer['kernel_cycles_per_block']:,} cycles/block")
             for edge in s.onchip_intermediates:
                 lines.append(f"  on-chip: {edge}")
         return "\n".join(lines)
@@ -85,7 +86,7 @@ def _layer_rows(program, per_tile: dict) -> list:
     busy cycles over the blocks it computed): the figure kernel benchmarks publish."""
     rows = []
     for layer in program.meta["layers"]:
-        blocks = -(-layer["m"] // layer["config"]["tm"])
+        blocks = layer.get("blocks") or -(-layer["m"] // layer["config"]["tm"])
         busy = max(per_tile.get(f"{c},{r}", {}).get("busy", 0) for c, r in layer["tiles"])
         rows.append({**layer, "kernel_cycles_per_block": busy // blocks})
     return rows

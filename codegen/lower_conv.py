@@ -1,0 +1,165 @@
+"""Lowering: a chain of scheduled conv2d layers -> one AIE program.
+
+Input: the layers of one offloaded subgraph (:class:`~tvm_aie.codegen.layers.ConvLayer`) and, for
+each, the tile layout read back from its scheduled TensorIR
+(:func:`tvm_aie.schedules.conv2d.tile_layout`). Output: a program in which
+
+* layer i's input is a feature map ``[C, H+pt+pb, W+pl+pr]`` in the memory tile under its column,
+  configured with the input zero point (0 in fp32) so the border *is* the padding; the DMA writes
+  the interior with a 3-D pattern (from DDR for the first layer) or 4-D (the previous layer's
+  output blocks, each at its channels and rows), and every write releases the image's "full" lock;
+* once all writers are done, one 4-D read pattern walks the bands, halo rows included
+  (consecutive bands overlap by ``KH - stride`` rows), and broadcasts them to the layer's ``n_par``
+  tiles, which keep their output channels' weights resident and compute on tile memory only;
+* the last layer's tiles write their blocks straight into the DDR output with 4-D patterns.
+
+Intermediate feature maps stay in memory tiles; layers run one after another (a layer starts when
+its input image is complete).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import fifo as fifos
+from .lower import INPUT, OUTPUT, _core_loop
+from .place import place_layers
+from .program import Core, DdrTensor, Instr, KernelCall, LockOp, Program, TileSpec
+from .resources import TileResources
+
+
+class _ConvChainLowering:
+    def __init__(self, name: str, layers: list, layouts: list, device):
+        self.layers, self.layouts, self.device = layers, layouts, device
+        self.program = Program(name=name, device=device.name)
+        self.res = TileResources(self.program, device, device.first_compute_row)
+        self.placement = place_layers([(layer.name, lay.n_par, 1)
+                                       for layer, lay in zip(layers, layouts)], device)
+
+    def run(self) -> Program:
+        first, last = self.layers[0], self.layers[-1]
+        c, h, w = first.in_shape
+        self.program.ddr += [DdrTensor(INPUT, [1, c, h, w], first.in_dtype, "input"),
+                             DdrTensor(OUTPUT, [1, *last.out_shape], last.out_dtype, "output")]
+        writers = [fifos.ObjectFifo(f"{first.name}.x", (c * h * w,), first.in_dtype,
+                                    fifos.DdrEndpoint(INPUT, 0, [c * h * w], [1]))]
+        for i, (layer, lay) in enumerate(zip(self.layers, self.layouts)):
+            writers = self._lower_layer(i, layer, lay, writers)
+        self._finish()
+        return self.program
+
+    def _image(self, i: int, layer, lay, writers: list):
+        """The layer's padded input image in a memory tile, filled by ``writers``; returns the FIFO
+        that broadcasts its bands."""
+        wl = lay.workload
+        col = self.placement[i][0][0][0]
+        memtile = (col, 1)
+        pad_value = layer.in_zp or 0
+        self.program.constants[f"{layer.name}.image"] = np.full((wl.c, wl.hp, wl.wp), pad_value,
+                                                                layer.in_dtype)
+        image = self.res.buffer(f"{layer.name}.image", memtile, [wl.c, wl.hp, wl.wp],
+                                layer.in_dtype, initial=f"{layer.name}.image").name
+        full = self.res.lock(f"{layer.name}.image.full", memtile, init=0).name
+        interior = wl.padding[0] * wl.wp + wl.padding[1]
+        row, plane = wl.wp, wl.hp * wl.wp
+        for p, fifo in enumerate(writers):
+            if i == 0:  # the whole input image from DDR, into the interior
+                sizes, strides, offset = [wl.c, wl.h, wl.w], [plane, row, 1], interior
+            else:  # block p of the previous layer: its channels, band after band
+                prev = self.layouts[i - 1]
+                op, (_, tho, wo) = prev.op, fifo.shape
+                sizes, strides = [prev.bands, op, tho, wo], [tho * row, plane, row, 1]
+                offset = p * op * plane + interior
+            fifo.consumers = [fifos.MemtileEndpoint(image, offset, sizes, strides,
+                                                    release=LockOp(full, 1))]
+            if fifo.src is None:
+                fifos.lower_producer(self.res, fifo)
+            fifos.lower_consumers(self.res, fifo)
+        sh = wl.stride[0]
+        return fifos.ObjectFifo(
+            f"{layer.name}.a", (wl.c, lay.th_in, wl.w_read), layer.in_dtype,
+            fifos.MemtileEndpoint(image, 0, [lay.bands, wl.c, lay.th_in, wl.w_read],
+                                  [lay.th * sh * row, plane, row, 1],
+                                  acquire=LockOp(full, len(writers))))
+
+    def _lower_layer(self, i: int, layer, lay, writers: list) -> list:
+        tiles = [t[0] for t in self.placement[i]]
+        bands = self._image(i, layer, lay, writers)
+        bands.consumers = [(t, 2 if lay.double_buffer_a else 1) for t in tiles]
+        fifos.lower_producer(self.res, bands)
+        a_eps = fifos.lower_consumers(self.res, bands)
+        _, ho, wo = layer.out_shape
+        tho = lay.th // (layer.pool or (1, 1))[0]
+        outputs = []
+        for p, tile in enumerate(tiles):
+            fifo = fifos.ObjectFifo(f"{layer.name}.c{p}", (lay.op, tho, wo), layer.out_dtype,
+                                    (tile, 2 if lay.double_buffer_c else 1))
+            c_ep = fifos.lower_producer(self.res, fifo)
+            if i == len(self.layers) - 1:
+                fifo.consumers = [fifos.DdrEndpoint(OUTPUT, p * lay.op * ho * wo,
+                                                    [lay.bands, lay.op, tho, wo],
+                                                    [tho * wo, ho * wo, wo, 1])]
+                fifos.lower_consumers(self.res, fifo)
+            outputs.append(fifo)
+            self._lower_tile(layer, lay, p, tile, a_eps[tuple(tile)], c_ep)
+        return outputs
+
+    def _lower_tile(self, layer, lay, p: int, tile, a_ep, c_ep) -> None:
+        tag = f"{layer.name}.p{p}"
+        chans = slice(p * lay.op, (p + 1) * lay.op)
+        consts = {"w": np.ascontiguousarray(layer.weight[chans])}
+        acc = "int32" if layer.precision == "int8" else "float32"
+        if layer.bias is not None:
+            consts["bias"] = layer.bias[chans].astype(acc)
+        if layer.precision == "int8":
+            consts["mult"] = np.asarray(layer.mult, np.int32)[chans]
+            consts["shift"] = np.asarray(layer.shift, np.int8)[chans]
+        bufs = {}
+        for key, arr in consts.items():
+            self.program.constants[f"{tag}.{key}"] = arr
+            bufs[key] = self.res.buffer(f"{tag}.{key}", tile, arr.shape, str(arr.dtype),
+                                        initial=f"{tag}.{key}").name
+        wl = lay.workload
+        cout_g = wl.o // wl.groups
+        params = {"precision": layer.precision, "stride": list(wl.stride),
+                  "group_size": cout_g if wl.groups > 1 else lay.op,
+                  # the first input channel of the tile's first group
+                  "cin_offset": (p * lay.op // cout_g) * wl.cin_g if wl.groups > 1 else 0,
+                  "relu": bool(layer.relu), "pool": list(layer.pool or (1, 1)),
+                  "out_zp": int(layer.out_zp or 0), "out_dtype": layer.out_dtype}
+
+        def step(i):
+            call = KernelCall("conv2d", {**bufs, "a": a_ep.slot(i), "c": c_ep.slot(i)}, params)
+            return [fifos.acquire(a_ep, False, i), fifos.acquire(c_ep, True, i),
+                    Instr(op="call", call=call),
+                    fifos.release(a_ep, False, i), fifos.release(c_ep, True, i)]
+
+        unroll = math.lcm(a_ep.depth, c_ep.depth)
+        self.program.cores.append(Core(tile=list(tile), body=_core_loop(lay.bands, unroll, step)))
+
+    def _finish(self) -> None:
+        used = {tuple(b.tile) for b in self.program.buffers}
+        used |= {tuple(d.tile) for d in self.program.dmas}
+        self.program.tiles = [TileSpec(c, r, self.res.kind((c, r))) for c, r in sorted(used)]
+        self.program.meta = {
+            "precision": self.layers[0].precision,
+            "macs": int(sum(layer.macs for layer in self.layers)),
+            "padded_macs": int(sum(layer.macs for layer in self.layers)),
+            "layers": [{"name": layer.name, "op": "conv2d", "precision": layer.precision,
+                        "summary": f"{lay.workload}" + (f" maxpool{layer.pool[0]}x{layer.pool[1]}"
+                                                        if layer.pool else "") +
+                                   (" relu" if layer.relu else ""),
+                        "macs": int(layer.macs), "blocks": lay.bands, "config": lay.config,
+                        "tiles": [list(t[0]) for t in tiles]}
+                       for layer, lay, tiles in zip(self.layers, self.layouts, self.placement)],
+            "onchip_intermediates": [
+                f"{layer.name} -> {nxt.name} (memory tile {self.placement[i + 1][0][0][0]},1)"
+                for i, (layer, nxt) in enumerate(zip(self.layers, self.layers[1:]))],
+        }
+
+
+def lower_conv_chain(name: str, layers: list, layouts: list, device) -> Program:
+    """One AIE program for a chain of conv2d layers (see the module docstring for the design)."""
+    return _ConvChainLowering(name, layers, layouts, device).run()

@@ -1,0 +1,300 @@
+"""The conv2d schedule template: one NCHW image, ``Y[o] = sum W[o] * X`` over the tile grid.
+
+The design the codegen implements (:mod:`tvm_aie.codegen.lower_conv`), expressed in TensorIR:
+
+* the layer's input lives in a memory tile as a zero-point-padded image ``[C, H+pt+pb, W+pl+pr]``
+  (the DMA writes the interior; the border keeps the padding value, so no kernel pads);
+* output rows go in bands of ``th``; each band's input rows, halo included
+  (``th_in = (th-1)*stride + KH``, and the ``w_read`` padded columns the conv reads), are read from the memory tile with one 4-D pattern whose
+  outer stride ``th*stride`` rows makes neighbouring bands overlap, and broadcast to the tiles;
+* the output channels are split over ``n_par`` tiles (whole groups per tile for grouped and
+  depthwise convs); tile p keeps its weights ``W[p*Op:(p+1)*Op]`` resident and emits
+  ``[Op, th(/pool), Wo(/pool)]`` per band.
+
+The schedule splits the output rows into bands (``aie.row_blocks``) and the output channels into
+``aie.parallel`` tiles, stages the padded input band, the weights and the output block in
+``local.aie`` (the padding copy is inlined: it is the memory tile's border) and :func:`tile_layout`
+reads the per-tile buffers back from the compacted TIR, which is what the codegen builds from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import tvm
+import tvm_ffi
+from tvm import relax
+from tvm.s_tir import SBlock
+from tvm.tirx import For
+
+from ..codegen.resources import VECTOR_ALIGN
+from .dense import (_ACC, _COMPACT, ANN_BUFFER, ANN_DEPTH, ANN_PAR, ANN_ROWS, SCOPE, TileBuffer,
+                    TilingError, _nbytes, _plain, _up)
+
+ANN_CONFIG = "aie.conv2d_config"
+
+
+@dataclass(frozen=True)
+class ConvWorkload:
+    """A conv2d (+ optional non-overlapping max-pool) on one ``[c, h, w]`` image."""
+
+    c: int
+    h: int
+    w: int
+    o: int
+    kh: int
+    kw: int
+    stride: tuple  # (sh, sw)
+    padding: tuple  # (top, left, bottom, right)
+    groups: int
+    precision: str  # "int8" | "float32"
+    pool: tuple = (1, 1)
+
+    @property
+    def acc_dtype(self) -> str:
+        return _ACC[self.precision]
+
+    @property
+    def hp(self) -> int:
+        return self.h + self.padding[0] + self.padding[2]
+
+    @property
+    def wp(self) -> int:
+        return self.w + self.padding[1] + self.padding[3]
+
+    @property
+    def ho(self) -> int:
+        return (self.hp - self.kh) // self.stride[0] + 1
+
+    @property
+    def wo(self) -> int:
+        return (self.wp - self.kw) // self.stride[1] + 1
+
+    @property
+    def w_read(self) -> int:
+        """Padded input columns the conv reads (a strided conv may skip the last ones)."""
+        return (self.wo - 1) * self.stride[1] + self.kw
+
+    @property
+    def cin_g(self) -> int:
+        return self.c // self.groups
+
+    def __str__(self) -> str:
+        return (f"conv2d {self.c}x{self.h}x{self.w} -> {self.o} k{self.kh}x{self.kw} "
+                f"s{self.stride[0]} g{self.groups} {self.precision}")
+
+
+@dataclass(frozen=True)
+class ConvConfig:
+    """The knobs of one conv2d layer: output rows per band, tiles over output channels, depths."""
+
+    th: int
+    n_par: int
+    double_buffer_a: bool = True
+    double_buffer_c: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d) -> "ConvConfig":
+        return cls(**{f.name: (bool if f.type == "bool" else int)(d[f.name]) for f in fields(cls)})
+
+    def __str__(self) -> str:
+        return (f"th={self.th} n_par={self.n_par} db_a={int(self.double_buffer_a)} "
+                f"db_c={int(self.double_buffer_c)}")
+
+
+def band_rows(wl: ConvWorkload, th: int) -> int:
+    """Input rows one band of ``th`` output rows reads, halo included."""
+    return (th - 1) * wl.stride[0] + wl.kh
+
+
+def tile_buffers(wl: ConvWorkload, cfg: ConvConfig) -> list[tuple[str, int, int]]:
+    """``(buffer, bytes of one slot, slots)`` of one tile, in the codegen's allocation order."""
+    op = wl.o // cfg.n_par
+    ph, pw = wl.pool
+    params = [wl.acc_dtype] + (["int32", "int8"] if wl.precision == "int8" else [])
+    return [
+        ("input band A", wl.c * band_rows(wl, cfg.th) * wl.w_read * _nbytes(wl.precision),
+         2 if cfg.double_buffer_a else 1),
+        ("output block C", op * (cfg.th // ph) * (wl.wo // pw) * _nbytes(wl.precision),
+         2 if cfg.double_buffer_c else 1),
+        ("weights W", op * wl.cin_g * wl.kh * wl.kw * _nbytes(wl.precision), 1),
+        ("params", sum(_up(op * _nbytes(d), VECTOR_ALIGN) for d in params), 1)]
+
+
+def check(wl: ConvWorkload, cfg: ConvConfig, device) -> None:
+    """Raise :class:`TilingError` (one line, naming what does not fit) unless ``cfg`` is legal."""
+    where = f"{wl} with {cfg}"
+    ph, pw = wl.pool
+    if wl.ho % ph or wl.wo % pw:
+        raise TilingError(f"{where}: the {ph}x{pw} pool does not tile the {wl.ho}x{wl.wo} output",
+                          "shape")
+    if cfg.th < 1 or wl.ho % cfg.th or cfg.th % ph:
+        raise TilingError(f"{where}: th must divide the {wl.ho} output rows and be a multiple of "
+                          f"the pool height {ph}", "shape")
+    if cfg.n_par < 1 or wl.o % cfg.n_par:
+        raise TilingError(f"{where}: n_par must divide the {wl.o} output channels", "shape")
+    if wl.groups > 1 and wl.groups % cfg.n_par:
+        raise TilingError(f"{where}: n_par must divide the {wl.groups} groups (whole groups per "
+                          f"tile)", "shape")
+    if cfg.n_par > device.compute_rows:
+        raise TilingError(f"{where}: n_par {cfg.n_par} is more than the {device.compute_rows} "
+                          f"compute rows of the layer's column", "placement")
+    if device.memtile is None:
+        raise TilingError(f"{where}: {device.name} has no memory tiles to hold the padded input",
+                          "memory")
+    image = wl.c * wl.hp * wl.wp * _nbytes(wl.precision)
+    if image > device.memtile["bytes"]:
+        raise TilingError(f"{where}: the padded input image ({image:,} B) does not fit in a "
+                          f"memory tile ({device.memtile['bytes']:,} B)", "memory")
+    budget, used = device.usable_data_memory_bytes, 0
+    slots = tile_buffers(wl, cfg)
+    for name, size, count in slots:
+        used += _up(size, VECTOR_ALIGN) * count
+        if used > budget:
+            parts = ", ".join(f"{n} {s:,} B" + (f" x{c}" if c > 1 else "") for n, s, c in slots)
+            raise TilingError(f"{where}: {name} does not fit: a tile needs {used:,} B so far "
+                              f"({parts}) but has {budget:,} B of data memory", "memory")
+
+
+def candidates(wl: ConvWorkload, device):
+    """Every config worth checking: bands dividing the output rows, tiles dividing the channels."""
+    for n_par in range(1, min(wl.o, device.compute_rows) + 1):
+        for th in range(wl.ho, 0, -1):
+            for dba, dbc in ((True, True), (True, False), (False, True), (False, False)):
+                yield ConvConfig(th, n_par, dba, dbc)
+
+
+def default_config(wl: ConvWorkload, device) -> ConvConfig:
+    """The legal config with the fewest tiles, then the largest band (fewest kernel calls), then
+    double buffering; :class:`TilingError` with the last reason if none is legal."""
+    last = None
+    for cfg in candidates(wl, device):
+        try:
+            check(wl, cfg, device)
+            return cfg
+        except TilingError as e:
+            last = e
+    raise TilingError(f"{wl}: no legal configuration on {device.name}; e.g. {last}",
+                      getattr(last, "reason", "invalid"))
+
+
+def conv_prim_func(wl: ConvWorkload) -> tvm.tirx.PrimFunc:
+    """The TIR of the conv as Relax legalises it (int8 accumulates in int32)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, wl.c, wl.h, wl.w), wl.precision))
+    w = relax.Var("w", relax.TensorType((wl.o, wl.cin_g, wl.kh, wl.kw), wl.precision))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            y = bb.emit_output(bb.emit(relax.op.nn.conv2d(
+                x, w, strides=wl.stride, padding=wl.padding, groups=wl.groups,
+                out_dtype=wl.acc_dtype)))
+        bb.emit_func_output(y)
+    mod = relax.transform.LegalizeOps()(bb.get())
+    (func,) = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    return func
+
+
+def schedule(prim_func, wl: ConvWorkload, cfg: ConvConfig, device):
+    """Apply the conv2d template (see the module docstring); returns the ``tvm.s_tir.Schedule``."""
+    check(wl, cfg, device)
+    sch = tvm.s_tir.Schedule(prim_func)
+    *_, block = sch.get_child_blocks(sch.get_sblock("root"))
+    nn, ff, yy, xx, rc, ry, rx = sch.get_loops(block)
+    bands, ty = sch.split(yy, [None, cfg.th])
+    par, tf = sch.split(ff, [cfg.n_par, None])
+    sch.reorder(nn, bands, par, tf, ty, xx, rc, ry, rx)
+    # The band is read once per band and broadcast to the tiles; weights and outputs are per tile.
+    a = sch.cache_read(block, 0, SCOPE)
+    sch.compute_at(a, bands)
+    w = sch.cache_read(block, 1, SCOPE)
+    sch.compute_at(w, par)
+    c = sch.cache_write(block, 0, SCOPE)
+    sch.reverse_compute_at(c, par)
+    for pad in sch.get_producers(a):  # the padding is the memory tile's border
+        sch.compute_inline(pad)
+    sch.annotate(bands, ANN_ROWS, wl.ho // cfg.th)
+    sch.annotate(par, ANN_PAR, cfg.n_par)
+    for blk, role, depth in ((a, "A", 2 if cfg.double_buffer_a else 1), (w, "W", 1),
+                             (c, "C", 2 if cfg.double_buffer_c else 1)):
+        sch.annotate(blk, ANN_BUFFER, role)
+        sch.annotate(blk, ANN_DEPTH, depth)
+    sch.annotate(block, ANN_CONFIG, {**cfg.to_dict(), "precision": wl.precision,
+                                     "device": device.name})
+    return sch
+
+
+@dataclass(frozen=True)
+class ConvTileLayout:
+    """What the codegen builds a conv layer from, read back from its scheduled TIR."""
+
+    workload: ConvWorkload
+    bands: int
+    n_par: int
+    th: int
+    th_in: int
+    a: TileBuffer  # [1, C, th_in, w_read]
+    w: TileBuffer  # [Op, C/groups, KH, KW]
+    c: TileBuffer  # [1, Op, th, Wo] (accumulator, before the epilogue and pool)
+    config: dict
+
+    @property
+    def op(self) -> int:
+        return self.w.shape[0]
+
+    @property
+    def double_buffer_a(self) -> bool:
+        return self.a.depth == 2
+
+    @property
+    def double_buffer_c(self) -> bool:
+        return self.c.depth == 2
+
+
+def tile_layout(scheduled, wl: ConvWorkload) -> ConvTileLayout:
+    """Compact the cache buffers to their tile size and read the layout back from the TIR."""
+    if isinstance(scheduled, tvm.tirx.PrimFunc):
+        scheduled = tvm.IRModule({"main": scheduled})
+    (func,) = _COMPACT(scheduled).functions.values()
+    loops, buffers, roles, config = {}, {}, {}, []
+
+    def visit_for(loop):
+        for key in (ANN_ROWS, ANN_PAR):
+            if key in loop.annotations:
+                loops[key] = int(loop.extent)
+
+    def visit_block(block):
+        for b in block.alloc_buffers:
+            buffers[b.name] = b
+        if ANN_CONFIG in block.annotations:
+            config.append(_plain(block.annotations[ANN_CONFIG]))
+        if ANN_BUFFER in block.annotations:
+            roles[str(block.annotations[ANN_BUFFER])] = block
+
+    tvm_ffi.structural_walk(func.body, [(For, visit_for), (SBlock, visit_block)])
+    if len(config) != 1 or sorted(roles) != ["A", "C", "W"] or sorted(loops) != sorted(
+            (ANN_ROWS, ANN_PAR)):
+        raise ValueError("not a module scheduled by tvm_aie.schedules.conv2d (annotations missing)")
+    tiles = {}
+    for role, block in roles.items():
+        region = (block.reads if role == "C" else block.writes)[0]
+        buf = buffers[region.source.name]
+        tiles[role] = TileBuffer(buf.name, tuple(int(d) for d in buf.shape), str(buf.dtype),
+                                 buf.scope(), int(block.annotations[ANN_DEPTH]))
+    cfg = ConvConfig.from_dict(config[0])
+    lay = ConvTileLayout(wl, loops[ANN_ROWS], loops[ANN_PAR], tiles["C"].shape[2],
+                         tiles["A"].shape[2], tiles["A"], tiles["W"], tiles["C"], cfg.to_dict())
+    facts = {
+        "A is the padded band of every input channel":
+            lay.a.shape == (1, wl.c, band_rows(wl, cfg.th), wl.w_read),
+        "W is the tile's output channels": lay.w.shape == (wl.o // cfg.n_par, wl.cin_g, wl.kh, wl.kw),
+        "C is [1, Op, th, Wo]": lay.c.shape == (1, wl.o // cfg.n_par, cfg.th, wl.wo),
+        "grid matches the config": (lay.bands * lay.th, lay.n_par) == (wl.ho, cfg.n_par),
+        "buffers are in tile memory": {lay.a.scope, lay.w.scope, lay.c.scope} == {SCOPE},
+    }
+    broken = [name for name, ok in facts.items() if not ok]
+    if broken:
+        raise ValueError(f"inconsistent conv2d TIR ({', '.join(broken)}): {lay}")
+    return lay

@@ -1,0 +1,130 @@
+"""The conv2d kernel: one band of output rows of one tile's output channels, on tile memory.
+
+Registered into :data:`tvm_aie.sim.kernels.KERNELS` as ``"conv2d"``. The core receives a padded
+input band ``a[C, th_in, w_read]`` (the DMA did the halo and padding), keeps its weights
+``w[Op, C/groups, KH, KW]`` resident and writes ``c[Op, th/ph, Wo/pw]``: the convolution with
+stride, then bias, activation (int8: :func:`tvm_aie.quant.requantize`, so bit-exact with the CPU
+reference; float32: float32 arithmetic), then the non-overlapping max-pool. Grouped and depthwise
+convs are a loop over the tile's groups, each reading its own input channels from the band.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..quant import QMAX, requantize
+from .kernels import CALL_OVERHEAD, KERNELS, matmul_cycles
+from .memory import tile_key
+
+
+def conv2d_cycles(device, precision: str, groups: int, group_size: int, cin_g: int, kh: int,
+                  kw: int, th: int, wo: int, out_dtype: str, pool: tuple) -> int:
+    """Cycles of one call: per group, the implicit-im2col matmul
+    ``[th*Wo, cin_g*KH*KW] @ [cin_g*KH*KW, group_size]`` on the mmul datapath, costed by
+    :func:`~tvm_aie.sim.kernels.matmul_cycles` (catalog MAC rate, intrinsic padding, vector load
+    bound) with one call overhead for the whole band; the max-pool is one more pass over the
+    block at the vector load rate. Depthwise convs (``group_size`` 1, K = KH*KW) pad each
+    intrinsic heavily, which is why they run far below peak on the mmul unit.
+    """
+    per_group = matmul_cycles(device, precision, th * wo, cin_g * kh * kw, group_size, out_dtype,
+                              False) - CALL_OVERHEAD
+    pool_pass = 0
+    if pool != (1, 1):
+        nbytes = groups * group_size * th * wo * np.dtype(out_dtype).itemsize
+        pool_pass = math.ceil(nbytes / device.vector_load_bytes_per_cycle)
+    return CALL_OVERHEAD + groups * per_group + pool_pass
+
+
+class Conv2d:
+    """``c = maxpool(epilogue(conv2d(a[cin_offset:], w, stride) (+ bias)))`` for one band."""
+
+    name = "conv2d"
+    IN = {"int8": "int8", "float32": "float32"}
+
+    def __init__(self, call, tile, buffers: dict, device, link_in, link_out):
+        p = call.params
+        where = f"conv2d on tile {tile_key(tile)}"
+        self.precision = p.get("precision", "int8")
+        if self.precision not in self.IN:
+            raise ValueError(f"{where}: precision {self.precision} not supported")
+        self.stride = tuple(int(s) for s in p["stride"])
+        self.pool = tuple(int(s) for s in p.get("pool", (1, 1)))
+        self.relu, self.out_zp = bool(p.get("relu")), int(p.get("out_zp", 0))
+        self.out_dtype = p.get("out_dtype", self.precision)
+        self.cin_offset = int(p.get("cin_offset", 0))
+        self.buffers = {role: b.name for role, b in buffers.items()}
+        need = {"a", "w", "c"} | ({"mult", "shift"} if self.precision == "int8" else set())
+        if missing := need - set(buffers):
+            raise ValueError(f"{where}: missing buffers {sorted(missing)}")
+        if link_in is not None or link_out is not None:
+            raise ValueError(f"{where}: conv2d does not use the cascade")
+        a, w, c = buffers["a"], buffers["w"], buffers["c"]
+        if len(a.shape) != 3 or len(w.shape) != 4:
+            raise ValueError(f"{where}: a {a.shape} / w {w.shape} are not [C, rows, cols] / OIHW")
+        op, self.cin_g, self.kh, self.kw = w.shape
+        # output channels per group: all of the tile's for a standard conv, 1 for depthwise
+        self.group_size = int(p.get("group_size", op))
+        if self.group_size < 1 or op % self.group_size:
+            raise ValueError(f"{where}: group_size {self.group_size} does not divide {op} channels")
+        self.groups = op // self.group_size
+        sh, sw = self.stride
+        self.th, self.wo = (a.shape[1] - self.kh) // sh + 1, (a.shape[2] - self.kw) // sw + 1
+        ph, pw = self.pool
+        want = [op, self.th // ph, self.wo // pw]
+        if list(c.shape) != want or c.dtype != self.out_dtype:
+            raise ValueError(f"{where}: c {c.name} is {c.shape} {c.dtype}, not {want} "
+                             f"{self.out_dtype}")
+        if self.cin_offset + self.groups * self.cin_g > a.shape[0]:
+            raise ValueError(f"{where}: the tile's groups read input channels beyond the "
+                             f"{a.shape[0]} of {a.name}")
+        for buf in (a, w):
+            if buf.dtype != self.IN[self.precision]:
+                raise ValueError(f"{where}: {buf.name} is {buf.dtype}, not {self.precision}")
+        for role in ("bias", "mult", "shift"):
+            if role in buffers and int(np.prod(buffers[role].shape)) != op:
+                raise ValueError(f"{where}: {role} {buffers[role].name} is not one per channel")
+        self.macs = op * self.th * self.wo * self.cin_g * self.kh * self.kw
+        self.cycles = conv2d_cycles(device, self.precision, self.groups, self.group_size,
+                                    self.cin_g, self.kh, self.kw, self.th, self.wo,
+                                    self.out_dtype, self.pool)
+        self.steps = (self.cycles,)  # timing mode: the call's cycles, no data
+
+    def run(self, memories):
+        yield self.cycles
+        if memories is not None:
+            view = memories.buffer_view
+            view(self.buffers["c"])[...] = self._compute(view)
+
+    def _compute(self, view) -> np.ndarray:
+        a, w = view(self.buffers["a"]), view(self.buffers["w"])
+        sh, sw = self.stride
+        win = np.lib.stride_tricks.sliding_window_view(a, (self.kh, self.kw), axis=(1, 2))
+        win = win[:, ::sh, ::sw][:, :self.th, :self.wo]  # [C, th, wo, kh, kw]
+        calc = np.float64 if self.precision == "int8" else np.float32
+        acc = np.empty((w.shape[0], self.th, self.wo), calc)
+        gs = self.group_size
+        for g in range(self.groups):
+            lo = self.cin_offset + g * self.cin_g
+            acc[g * gs:(g + 1) * gs] = np.tensordot(
+                w[g * gs:(g + 1) * gs].astype(calc), win[lo:lo + self.cin_g].astype(calc),
+                axes=([1, 2, 3], [0, 3, 4]))
+        if self.precision == "int8":  # exact in float64; int32 lanes wrap as the hardware's do
+            acc = acc.astype(np.int64).astype(np.int32)
+        if "bias" in self.buffers:
+            acc = acc + view(self.buffers["bias"]).reshape(-1, 1, 1)
+        if self.precision == "int8" and self.out_dtype in QMAX:
+            out = requantize(acc.transpose(1, 2, 0), view(self.buffers["mult"]).reshape(-1),
+                             view(self.buffers["shift"]).reshape(-1), self.out_zp, self.relu,
+                             self.out_dtype).transpose(2, 0, 1)
+        else:
+            out = (np.maximum(acc, 0) if self.relu else acc).astype(self.out_dtype)
+        ph, pw = self.pool
+        if (ph, pw) != (1, 1):
+            o, th, wo = out.shape
+            out = out.reshape(o, th // ph, ph, wo // pw, pw).max(axis=(2, 4))
+        return out
+
+
+KERNELS[Conv2d.name] = Conv2d
