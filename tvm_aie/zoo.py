@@ -308,6 +308,24 @@ def output_scale(model: onnx.ModelProto) -> float:
     return float(numpy_helper.to_array(inits[node.input[1]]))
 
 
+def macs(model: onnx.ModelProto) -> int:
+    """Multiply-accumulates of ``model``'s ``MatMul``, ``Gemm`` and ``Conv`` nodes, from ONNX shape
+    inference: a count independent of TVM's, to check the share of MACs the report claims."""
+    graph = onnx.shape_inference.infer_shapes(model, strict_mode=True).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*graph.value_info, *graph.input, *graph.output]}
+    shapes.update({t.name: list(t.dims) for t in graph.initializer})
+    total = 0
+    for node in graph.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            a = shapes[node.input[0]]
+            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+            total += int(np.prod(shapes[node.output[0]])) * (a[-2] if trans_a else a[-1])
+        elif node.op_type == "Conv":  # each output element: in-channels/groups x kernel MACs
+            total += int(np.prod(shapes[node.output[0]])) * int(np.prod(shapes[node.input[1]][1:]))
+    return total
+
+
 def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """``model`` on onnxruntime as written: QDQ as dequantize -> fp32 op -> quantize.
 
