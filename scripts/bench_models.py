@@ -1,0 +1,62 @@
+"""Compile time and simulator speed per zoo model (int8 QDQ, batch 1, default plan).
+
+Compile time is ``tvm_aie.build`` end to end (ONNX import not included: ``load_onnx`` is timed
+apart); simulator speed is one timing-mode run of every offloaded subgraph, as ``tvm_aie.report``
+does it, in simulated AIE cycles per second of wall time.
+
+    .venv/bin/python scripts/bench_models.py
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import benchlib
+import tvm_aie
+from tvm_aie import zoo
+
+
+def model_row(name: str) -> dict:
+    model = zoo.onnx_model(name, quant="int8")
+    t0 = time.perf_counter()
+    mod = tvm_aie.load_onnx(model)
+    t1 = time.perf_counter()
+    ex = tvm_aie.build(mod, target=benchlib.DEVICE)
+    t2 = time.perf_counter()
+    rep = tvm_aie.report(ex)
+    t3 = time.perf_counter()
+    cycles = sum(s.cycles for s in rep.subgraphs)
+    return {"name": name, "import_s": t1 - t0, "build_s": t2 - t1, "simulate_s": t3 - t2,
+            "subgraphs": len(rep.subgraphs), "tiles": sum(s.tiles for s in rep.subgraphs),
+            "cycles": cycles, "offloaded_share": rep.offloaded_share,
+            "cycles_per_s": cycles / (t3 - t2) if t3 > t2 else 0.0}
+
+
+def run() -> dict:
+    rows = []
+    for name in zoo.names():
+        try:
+            rows.append(model_row(name))
+        except Exception as err:  # pylint: disable=broad-except  # a failing model is a result
+            rows.append({"name": name, "error": f"{type(err).__name__}: "
+                                                f"{str(err).strip().splitlines()[0]}"})
+    data = {"device": benchlib.DEVICE, "rows": rows}
+    benchlib.save("models", data)
+    return data
+
+
+def markdown(data: dict) -> str:
+    ok = [r for r in data["rows"] if "error" not in r]
+    out = [benchlib.table(
+        ["model", "MACs on the array", "subgraphs", "tiles", "cycles", "import s", "build s",
+         "simulate s", "simulated cycles/s"],
+        [[r["name"], f"{100 * r['offloaded_share']:.0f}%", r["subgraphs"], r["tiles"],
+          f"{r['cycles']:,}", f"{r['import_s']:.2f}", f"{r['build_s']:.2f}",
+          f"{r['simulate_s']:.2f}", f"{r['cycles_per_s']:,.0f}"] for r in ok])]
+    out += [f"\n- {r['name']} does not build: {r['error']}" for r in data["rows"] if "error" in r]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(print(markdown(run())))
