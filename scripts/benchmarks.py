@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts to run")
     args = parser.parse_args(argv)
     wanted = args.only.split(",")
+    DOC.parent.mkdir(parents=True, exist_ok=True)
     results, seconds = {}, {}
     for key in PARTS:
         if key in wanted:
@@ -135,7 +136,6 @@ def main(argv=None) -> int:
               ".venv-aie4ml, run everything, write this file", *[
                   f".venv/bin/python scripts/{PARTS[k][0].__name__}.py" for k in PARTS], "```",
               "", f"Total benchmark time: {sum(seconds.values()):.0f} s.", ""]
-    DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(lines))
     print(f"benchmarks: wrote {DOC.relative_to(benchlib.ROOT)}")
     return 0
