@@ -73,6 +73,7 @@ class ConvLayer:
     relu: bool
     pool: tuple | None  # (ph, pw): non-overlapping max-pool after the activation
     input: int | str
+    clip_max: float | None = None  # fp32 ReLU6-style activation: clip(0, clip_max) (relu is set)
     in_scale: float | None = None
     in_zp: int | None = None
     w_scale: np.ndarray | None = None
@@ -182,48 +183,53 @@ def _int_bias(bias, acc_scale: np.ndarray, weight: np.ndarray, in_zp: int) -> np
     return b.astype(np.int32)
 
 
-def _fold_batch_norm(bn, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inference batch norm after a conv, folded into its weight and bias (fp32)."""
-    gamma, beta, mean, var = (const_value(a).astype(np.float64) for a in bn.args[1:5])
-    scale = gamma / np.sqrt(var + float(bn.attrs.epsilon))
-    w = weight.astype(np.float64) * scale.reshape(-1, 1, 1, 1)
-    return w.astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)
-
-
 def _read_conv(func: relax.Function, name: str, in_shape: tuple, source) -> ConvLayer:
+    """A conv2d composite, its ops read in dataflow order: conv, bias add, the batch norm's
+    multiply and add (folded into the weight and bias), relu/clip, quantize, max-pool."""
+    ops = [b.value for block in func.body.blocks for b in block.bindings
+           if isinstance(b.value, relax.Call) and hasattr(b.value.op, "name")]
     bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
-    calls = {v.op.name: v for v in bound.values()
-             if isinstance(v, relax.Call) and hasattr(v.op, "name")}
 
     def value(expr):
         return bound.get(expr, expr)
 
-    conv = calls["relax.nn.conv2d"]
+    names = [op.op.name for op in ops]
+    conv = ops[names.index("relax.nn.conv2d")]
     lhs, rhs = value(conv.args[0]), value(conv.args[1])
     int8 = isinstance(rhs, relax.Call)
     weight = const_value(rhs.args[0] if int8 else rhs)
     cout = weight.shape[0]
-    bias = None
-    if "relax.add" in calls:
-        add = calls["relax.add"]
-        bias = value(add.args[1] if value(add.args[0]).same_as(conv) else add.args[0])
-        if isinstance(bias, relax.Call) and bias.op.name == "relax.reshape":
-            bias = value(bias.args[0])
+    bias, scale, shift, clip_max, quant = None, None, None, None, None
+    for op in ops[names.index("relax.nn.conv2d") + 1:]:
+        other = op.args[1] if len(op.args) > 1 else None
+        if op.op.name == "relax.add" and scale is None:
+            bias = value(other)
+            if isinstance(bias, relax.Call) and bias.op.name == "relax.reshape":
+                bias = value(bias.args[0])
+        elif op.op.name == "relax.multiply":
+            scale = const_value(other).reshape(-1)
+        elif op.op.name == "relax.add":
+            shift = const_value(other).reshape(-1)
+        elif op.op.name == "relax.clip":
+            clip_max = float(op.args[2].value)
+        elif op.op.name == "relax.quantize" and quant is None:
+            quant = op
     a = conv.attrs
-    pool = calls.get("relax.nn.max_pool2d")
+    pool = ops[names.index("relax.nn.max_pool2d")] if "relax.nn.max_pool2d" in names else None
     layer = ConvLayer(name, "int8" if int8 else "float32", in_shape, weight, None,
                       tuple(int(v) for v in a.strides), tuple(int(v) for v in a.padding),
-                      int(a.groups), "relax.nn.relu" in calls,
-                      None if pool is None else tuple(int(v) for v in pool.attrs.pool_size), source)
+                      int(a.groups), "relax.nn.relu" in names or clip_max is not None,
+                      None if pool is None else tuple(int(v) for v in pool.attrs.pool_size), source,
+                      clip_max=None if clip_max is None or np.isinf(clip_max) else clip_max)
     if not int8:
-        b = np.zeros(cout, np.float32) if bias is None else \
-            const_value(bias).reshape(cout).astype(np.float32)
-        if "relax.nn.batch_norm" in calls:
-            layer.weight, b = _fold_batch_norm(calls["relax.nn.batch_norm"], weight, b)
-        layer.bias = None if bias is None and "relax.nn.batch_norm" not in calls else b
+        b = np.zeros(cout, np.float64) if bias is None else \
+            const_value(bias).reshape(cout).astype(np.float64)
+        if scale is not None:
+            layer.weight = (weight * np.broadcast_to(scale, (cout,)).reshape(-1, 1, 1, 1)
+                            ).astype(np.float32)
+            b = b * scale + shift
+        layer.bias = None if bias is None and scale is None else b.astype(np.float32)
         return layer
-    quant = next(v for v in bound.values() if isinstance(v, relax.Call) and
-                 v.op.name == "relax.quantize" and value(v.args[0]).op.name != "relax.nn.max_pool2d")
     layer.in_scale, layer.in_zp = _scalar(lhs.args[1]), int(_scalar(lhs.args[2]))
     layer.out_scale, layer.out_zp = _scalar(quant.args[1]), int(_scalar(quant.args[2]))
     layer.w_scale = np.broadcast_to(const_value(rhs.args[1]).reshape(-1), (cout,)).astype(np.float32)

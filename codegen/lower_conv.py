@@ -127,7 +127,8 @@ class _ConvChainLowering:
                   "group_size": cout_g if wl.groups > 1 else lay.op,
                   # the first input channel of the tile's first group
                   "cin_offset": (p * lay.op // cout_g) * wl.cin_g if wl.groups > 1 else 0,
-                  "relu": bool(layer.relu), "pool": list(layer.pool or (1, 1)),
+                  "relu": bool(layer.relu), "clip_max": layer.clip_max,
+                  "pool": list(layer.pool or (1, 1)),
                   "out_zp": int(layer.out_zp or 0), "out_dtype": layer.out_dtype}
 
         def step(i):
@@ -150,7 +151,8 @@ class _ConvChainLowering:
             "layers": [{"name": layer.name, "op": "conv2d", "precision": layer.precision,
                         "summary": f"{lay.workload}" + (f" maxpool{layer.pool[0]}x{layer.pool[1]}"
                                                         if layer.pool else "") +
-                                   (" relu" if layer.relu else ""),
+                                   (f" clip(0,{layer.clip_max:g})" if layer.clip_max is not None
+                                    else " relu" if layer.relu else ""),
                         "macs": int(layer.macs), "blocks": lay.bands, "config": lay.config,
                         "tiles": [list(t[0]) for t in tiles]}
                        for layer, lay, tiles in zip(self.layers, self.layouts, self.placement)],

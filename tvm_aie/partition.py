@@ -20,10 +20,15 @@ pointwise; any stride and padding) with a constant OIHW weight, in fp32 or QDQ i
     dequantize(x) -> conv2d(., dequantize(W)) -> add(., reshape(dequantize(b)))? -> relu?
         -> quantize [-> dequantize -> max_pool2d -> quantize]?
 
-and in fp32 also an inference ``batch_norm`` after the conv (TVM's ONNX importer gives
-``batch_norm(...)[0]``; it is folded into the weight and bias) and a non-overlapping max-pool
-(pool size = stride, no padding). In QDQ models onnxruntime folds ReLU/Clip into the output zero
-point and BN is folded by its pre-processing, so the int8 pattern needs neither.
+with a non-overlapping max-pool (pool size = stride, no padding) after either, and in fp32 also an
+inference batch norm after the conv (folded into its weight and bias) and ReLU6 / ``clip(0, hi)``.
+In QDQ models onnxruntime folds ReLU/Clip into the output zero point and BN is folded by its
+pre-processing, so the int8 pattern needs neither.
+
+Before matching, :class:`_Canonicalize` rewrites what TVM's ONNX importer writes into one form:
+``batch_norm(...)[0]`` into a per-channel multiply-add, Clip's ``call_tir(maximum/minimum)`` into
+``clip``, and a dequantize read by several ops (a block input that also feeds a residual add) into
+one copy per reader.
 
 Do not run ``FoldConstant`` before partitioning: it folds ``dequantize(W_int8)`` into a float
 constant and the int8 layer becomes an fp32 one.
@@ -38,7 +43,8 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
 from tvm.relax.backend.utils import has_leaking_intermediate_variables
-from tvm.relax.dpl.pattern import is_const, is_op, is_tuple_get_item, wildcard
+from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.relax.dpl.pattern import is_const, is_op, wildcard
 from tvm.relax.transform import PatternCheckContext
 
 from .quant import quantize_multiplier
@@ -133,7 +139,7 @@ def _check_dense(ctx: PatternCheckContext) -> bool:
     return reason is None
 
 
-def _conv_pattern(int8: bool, bias: bool, bn: bool, relu: bool, pool: bool):
+def _conv_pattern(int8: bool, bias: bool, bn: bool, act: str | None, pool: bool):
     """One conv2d layer (see the module docstring). Returns (pattern, annotations)."""
     x, w = wildcard(), is_const()
     ann = {"x": x, "w": w}
@@ -144,11 +150,13 @@ def _conv_pattern(int8: bool, bias: bool, bn: bool, relu: bool, pool: bool):
     if bias:
         b = ann["b"] = _dq(is_const()) if int8 else is_const()
         out = is_op("relax.add")(out, is_op("relax.reshape")(b, wildcard()) | b)
-    if bn:
-        ann["bn"] = is_op("relax.nn.batch_norm")(out, is_const(), is_const(), is_const(), is_const())
-        out = is_tuple_get_item(ann["bn"], 0)
-    if relu:
+    if bn:  # inference batch norm, as _Canonicalize rewrites it: x * scale + shift per channel
+        ann["bn_scale"], ann["bn_shift"] = is_const(), is_const()
+        out = is_op("relax.add")(is_op("relax.multiply")(out, ann["bn_scale"]), ann["bn_shift"])
+    if act == "relu":
         out = is_op("relax.nn.relu")(out)
+    elif act == "clip":
+        out = ann["clip"] = is_op("relax.clip")(out, wildcard(), wildcard())
     if int8:
         out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
     if pool:
@@ -189,10 +197,11 @@ def _conv_reason(ctx: PatternCheckContext) -> str | None:
         b = ann["b"].args[0] if int8 else ann["b"]
         if const_value(b).size != cout:
             return f"bias of shape {b.ty.shape} is not one value per output channel"
-    if "bn" in ann:
-        bn = ann["bn"]
-        if int(bn.attrs.axis) != 1 or bn.attrs.training:
-            return "batch_norm is not an inference normalisation over channels"
+    for key in ("bn_scale", "bn_shift"):
+        if key in ann and (const_value(ann[key]).size != cout or list(ann[key].ty.shape)[-2:] != [1, 1]):
+            return "the scale/shift after the conv is not one value per output channel"
+    if "clip" in ann and float(ann["clip"].args[1].value) != 0:
+        return "clip with a lower bound other than 0"
     if "pool" in ann:
         p = ann["pool"].attrs
         if _ints(p.pool_size) != _ints(p.strides) or any(_ints(p.padding)) or \
@@ -242,16 +251,108 @@ def _patterns():
                 name = "aie.dense_" + ("int8" if int8 else "fp32") + ("_bias" if bias else "") + \
                     ("_relu" if relu else "")
                 out.append((name, *_dense_pattern(int8, bias, relu), _check_dense))
-                for bn in (False, True) if not int8 else (False,):
+                # fp32 also takes a folded batch norm and ReLU6 (clip); QDQ models fold both
+                for bn, act in [(False, "relu" if relu else None)] if int8 else \
+                        [(bn, a) for bn in (False, True) for a in (("relu", "clip") if relu else (None,))]:
                     for pool in (False, True):
                         name = "aie.conv2d_" + ("int8" if int8 else "fp32") + \
-                            "".join(f"_{k}" for k, on in (("bias", bias), ("bn", bn),
-                                                          ("relu", relu), ("pool", pool)) if on)
-                        out.append((name, *_conv_pattern(int8, bias, bn, relu, pool), _check_conv))
+                            "".join(f"_{k}" for k in ("bias" if bias else "", "bn" if bn else "",
+                                                      act or "", "pool" if pool else "") if k)
+                        out.append((name, *_conv_pattern(int8, bias, bn, act, pool), _check_conv))
     return sorted(out, key=lambda p: p[0].count("_"))
 
 
 register_patterns(_patterns())
+
+
+def _clip_bound(value) -> float | None:
+    """The constant of ``where(isnan(c), ±inf, c)``, how TVM's ONNX importer writes Clip bounds."""
+    if isinstance(value, relax.Call) and value.op.name == "relax.where" and \
+            isinstance(value.args[2], tvm.ir.GenericConst):
+        return float(const_value(value.args[2]))
+    return None
+
+
+@mutator
+class _Canonicalize(PyExprMutator):
+    """Rewrites of ``main`` so the patterns see one form of each idea:
+
+    * inference ``batch_norm(x)[0]`` becomes ``x * scale + shift`` with per-channel constants
+      (a batch norm after a conv or dense then folds into its weight and bias);
+    * a ``dequantize`` read by several ops is copied for each reader (as onnxruntime's own
+      QDQ handling does): a layer's input dequantize is then its own, even when the same tensor
+      also feeds a residual add;
+    * ``call_tir(maximum/minimum, x, where(isnan(c), ±inf, c))`` (ONNX Clip as imported) becomes
+      ``clip(x, lo, hi)``, merging a max-then-min pair, so ReLU6 is one op.
+    """
+
+    def __init__(self, mod, bound: dict, uses: dict):
+        super().__init__(mod)
+        self.bound, self.uses = bound, uses
+
+    def visit_tuple_getitem_(self, op):  # pylint: disable=arguments-renamed
+        bn = self.bound.get(op.tuple_value)
+        if op.index != 0 or not isinstance(bn, relax.Call) or bn.op.name != "relax.nn.batch_norm" \
+                or bn.attrs.training or not all(isinstance(a, tvm.ir.GenericConst) for a in bn.args[1:]):
+            return super().visit_tuple_getitem_(op)
+        gamma, beta, mean, var = (const_value(a).astype(np.float64) for a in bn.args[1:5])
+        scale = gamma / np.sqrt(var + float(bn.attrs.epsilon))
+        shape = [1] * len(bn.args[0].ty.shape)
+        shape[int(bn.attrs.axis)] = -1
+        x = self.visit_expr(bn.args[0])
+        return relax.op.add(
+            relax.op.multiply(x, relax.const(scale.reshape(shape).astype(np.float32))),
+            relax.const((beta - mean * scale).reshape(shape).astype(np.float32)))
+
+    def _own_dequantize(self, arg):
+        value = self.bound.get(arg)
+        if isinstance(value, relax.Call) and value.op.name == "relax.dequantize" and \
+                self.uses.get(arg, 0) > 1:
+            return self.builder_.emit(self.visit_expr(value))
+        return self.visit_expr(arg)
+
+    def _as_clip(self, call):
+        """(x, lo, hi) if ``call`` is an imported Clip bound, else None."""
+        if not (call.op.name == "relax.call_tir" and isinstance(call.args[1], relax.Tuple)):
+            return None
+        name = call.args[0].name_hint
+        x, bound = call.args[1].fields
+        c = _clip_bound(self.bound.get(bound))
+        if c is None or not name.startswith(("maximum", "minimum")):
+            return None
+        inner = self.bound.get(x)
+        lo, hi = (c, float("inf")) if name.startswith("maximum") else (float("-inf"), c)
+        if isinstance(inner, relax.Call) and (prev := self._as_clip(inner)) is not None:
+            x, lo, hi = prev[0], max(lo, prev[1]), min(hi, prev[2])
+        return x, lo, hi
+
+    def visit_call_(self, call):  # pylint: disable=arguments-renamed
+        if isinstance(call.op, tvm.ir.Op) and (clip := self._as_clip(call)) is not None:
+            x, lo, hi = clip
+            return relax.op.clip(self.visit_expr(x), tvm.tirx.FloatImm("float32", lo),
+                                 tvm.tirx.FloatImm("float32", hi))
+        if isinstance(call.op, tvm.ir.Op) and call.op.name != "relax.dequantize":
+            return relax.Call(call.op, [self._own_dequantize(a) for a in call.args], call.attrs,
+                              call.ty_args)
+        return super().visit_call_(call)
+
+
+def _canonicalize(mod: tvm.IRModule) -> tvm.IRModule:
+    func = mod["main"]
+    bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+    uses: dict = {}
+
+    def count(expr):
+        if isinstance(expr, relax.Call):
+            for arg in expr.args:
+                if isinstance(arg, relax.Var):
+                    uses[arg] = uses.get(arg, 0) + 1
+
+    relax.analysis.post_order_visit(func, count)
+    rewriter = _Canonicalize(mod, bound, uses)
+    rewriter.builder_.update_func(mod.get_global_var("main"), rewriter.visit_expr(func))
+    # The Clip bounds and replaced dequantizes are now unused.
+    return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
 
 
 def _log_cpu_ops(mod: tvm.IRModule) -> None:
@@ -274,9 +375,10 @@ def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     Consecutive offloaded layers merge into one function, so their intermediates stay on the array.
     """
     _rejected.clear()
-    # Unused bindings would count as uses of a layer's intermediates: ONNX BatchNormalization
-    # imports as ``batch_norm`` whose mean/var outputs are bound but never read.
-    mod = relax.transform.DeadCodeElimination()(mod)
+    # Dead-code elimination (in _canonicalize) also matters: unused bindings would count as uses
+    # of a layer's intermediates, and ONNX BatchNormalization imports as ``batch_norm`` whose
+    # mean/var outputs are bound but never read.
+    mod = _canonicalize(mod)
     patterns = get_patterns_with_prefix("aie")
     mod = relax.transform.FuseOpsByPattern(patterns, bind_constants=True,
                                            annotate_codegen=False)(mod)

@@ -71,7 +71,10 @@ def _conv(bb: relax.BlockBuilder, x, layer: ConvLayer):
                                        padding=layer.padding, groups=layer.groups))
         if layer.bias is not None:
             y = bb.emit(relax.op.add(y, _const(layer.bias.reshape(chan), "float32")))
-        y = bb.emit(relax.op.nn.relu(y)) if layer.relu else y
+        if layer.clip_max is not None:
+            y = bb.emit(relax.op.clip(y, 0.0, layer.clip_max))
+        elif layer.relu:
+            y = bb.emit(relax.op.nn.relu(y))
     if layer.pool:
         y = bb.emit(relax.op.nn.max_pool2d(y, pool_size=layer.pool, strides=layer.pool))
     return y

@@ -4,7 +4,7 @@ Registered into :data:`tvm_aie.sim.kernels.KERNELS` as ``"conv2d"``. The core re
 input band ``a[C, th_in, w_read]`` (the DMA did the halo and padding), keeps its weights
 ``w[Op, C/groups, KH, KW]`` resident and writes ``c[Op, th/ph, Wo/pw]``: the convolution with
 stride, then bias, activation (int8: :func:`tvm_aie.quant.requantize`, so bit-exact with the CPU
-reference; float32: float32 arithmetic), then the non-overlapping max-pool. Grouped and depthwise
+reference; float32: float32 arithmetic, ReLU or ReLU6-style ``clip(0, clip_max)``), then the non-overlapping max-pool. Grouped and depthwise
 convs are a loop over the tile's groups, each reading its own input channels from the band.
 """
 
@@ -52,6 +52,7 @@ class Conv2d:
         self.stride = tuple(int(s) for s in p["stride"])
         self.pool = tuple(int(s) for s in p.get("pool", (1, 1)))
         self.relu, self.out_zp = bool(p.get("relu")), int(p.get("out_zp", 0))
+        self.clip_max = p.get("clip_max")  # float32 ReLU6-style bound (with relu), or None
         self.out_dtype = p.get("out_dtype", self.precision)
         self.cin_offset = int(p.get("cin_offset", 0))
         self.buffers = {role: b.name for role, b in buffers.items()}
@@ -119,7 +120,10 @@ class Conv2d:
                              view(self.buffers["shift"]).reshape(-1), self.out_zp, self.relu,
                              self.out_dtype).transpose(2, 0, 1)
         else:
-            out = (np.maximum(acc, 0) if self.relu else acc).astype(self.out_dtype)
+            out = np.maximum(acc, 0) if self.relu else acc
+            if self.clip_max is not None:
+                out = np.minimum(out, np.float32(self.clip_max))
+            out = out.astype(self.out_dtype)
         ph, pw = self.pool
         if (ph, pw) != (1, 1):
             o, th, wo = out.shape
