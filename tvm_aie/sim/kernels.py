@@ -38,7 +38,8 @@ ACC_BITS = 32  # accumulator lanes of the int8 and float32 paths (the contract's
 
 def matmul_cycles(device, precision: str, m: int, k: int, n: int, out_dtype: str,
                   cascade: bool) -> int:
-    """Cycles of one ``[m, k] @ [k, n]`` call on one core.
+    """Cycles of one ``[m, k] @ [k, n]`` call on one core; ``cascade``: the accumulator leaves
+    over the cascade instead of being stored (receiving one is hidden by the MAC loop).
 
     (Memoised per device name: a large design has hundreds of identical calls.)
 
@@ -46,8 +47,11 @@ def matmul_cycles(device, precision: str, m: int, k: int, n: int, out_dtype: str
 
     * mac = padded MACs / macs_per_cycle[precision], the MACs padded to the intrinsic shape
       (catalog ``mmul_shapes``) since the datapath always computes whole intrinsics (AM020);
-    * load = bytes the inner loop loads / vector_load_bytes_per_cycle (2 x 256-bit loads): the
-      UG1079 "Kernel Coding Bounds" rule, max(MACs / MAC rate, bytes / (2 x 32 B));
+    * load = the inner loop's loads, A tiles through one of the two load units and B tiles through
+      the other (each half of vector_load_bytes_per_cycle), so the busier unit bounds the loop.
+      That is at least the UG1079 "Kernel Coding Bounds" rule, bytes / (2 x 32 B), and is XD100's
+      accounting of the 4x16x8 loop (A and B loads counted per unit); at batch 1 the weights
+      stream through one unit alone (aie4ml: ~32 B/cycle for a dense layer's weights);
     * store = exposed stores of 32-bit outputs (int32, float32): without the shift-round-saturate
       store (VST.SRS) that narrows int8/int16 results inside the MAC loop, the accumulators go out
       at vector_store_bytes_per_cycle after the loop (XD100: 1121 cycles with int16 output, 1750
@@ -68,8 +72,9 @@ def _matmul_cycles(device_name: str, precision: str, m: int, k: int, n: int, out
     mac = math.ceil(mp * kp * np_ / device.peak_macs_per_cycle(precision))
     groups = math.ceil(m / (GROUP * mm)) * math.ceil(n / (GROUP * mn))
     in_bytes = 1 if precision == "int8" else 4
-    loaded = groups * kp * GROUP * (mm + mn) * in_bytes  # GROUP A tiles + GROUP B tiles per K step
-    load = math.ceil(loaded / device.vector_load_bytes_per_cycle)
+    # GROUP A tiles and GROUP B tiles per K step, on their own load unit each
+    busier = groups * kp * GROUP * max(mm, mn) * in_bytes
+    load = math.ceil(busier / (device.vector_load_bytes_per_cycle // 2))
     body = max(mac, load)
     store = 0
     if out_dtype in ("int32", "float32") and not cascade:
@@ -107,7 +112,7 @@ class MatMul:
         self._check(tile, buffers)
         self.macs = self.m * self.k * self.n
         self.cycles = matmul_cycles(device, self.precision, self.m, self.k, self.n,
-                                    self.out_dtype, self.cascade_in or self.cascade_out)
+                                    self.out_dtype, self.cascade_out)
         # What a call yields when no data moves (timing mode): the steps of ``run`` without data.
         self.steps = ((self.cycles,) + ((link_in.pop(),) if self.cascade_in else ())
                       + ((link_out.push(None),) if self.cascade_out else ()))

@@ -1,8 +1,9 @@
-"""Synthetic workloads: one dense layer built through the real codegen, with seeded weights.
+"""Synthetic workloads for the speed benchmark and the calibration, with seeded data.
 
-The speed benchmark and the calibration need programs of a chosen shape and tile grid without a
-model around them; this builds them the way ``relax.ext.aie`` does (schedule, tile layout, lowering),
-so what is measured is what the compiler emits.
+* :func:`dense_program`: one dense layer on a chosen tile grid, built the way ``relax.ext.aie``
+  builds it (schedule, tile layout, lowering), so what is measured is what the compiler emits;
+* :func:`kernel_chain_program`: matmul kernels alone or in a cascade pack, operands resident, the
+  setting in which kernel benchmarks and papers report cycles per call.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import numpy as np
 
 from ..codegen.layers import DenseLayer
 from ..codegen.lower import lower_dense_chain
+from ..codegen.program import Cascade, Core, Instr, KernelCall, Program, TileSpec
+from ..codegen.resources import TileResources
 from ..schedules import dense
 from ..target import get_device
 
@@ -37,3 +40,50 @@ def dense_program(m: int, k: int, n: int, n_par: int, cascade: int, device="ve28
     cfg = dense.default_config(wl, device, tm=tm, n_par=n_par, cascade=cascade)
     layout = dense.tile_layout(dense.schedule(dense.dense_prim_func(wl), wl, cfg, device).mod)
     return lower_dense_chain(f"dense_{m}x{k}x{n}", [layer], [layout], device)
+
+
+def _operands(rng, precision: str, shape) -> np.ndarray:
+    if precision == "int8":
+        return rng.integers(-128, 128, shape, dtype=np.int8)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def kernel_chain_program(m: int, k: int, n: int, length: int = 1, calls: int = 1,
+                         device="ve2802", precision: str = "int8", out_dtype: str = "int8",
+                         seed: int = 0) -> Program:
+    """``length`` cores in a row, linked by cascades, each calling ``[m, k] @ [k, n]`` ``calls``
+    times on operands loaded at configuration (no DMA): a kernel measured on its own, or a
+    cascade pack at its steady-state pace, as kernel benchmarks measure them.
+
+    The chain follows the cascade direction of the first compute row; the last core writes the
+    ``[m, n]`` result in ``out_dtype`` (requantised for int8/int16).
+    """
+    device = get_device(device) if isinstance(device, str) else device
+    rng = np.random.default_rng(seed)
+    row = device.first_compute_row
+    cols = range(length) if "east" in device.cascade_direction(row) else range(length)[::-1]
+    tiles = [[c, row] for c in cols]
+    program = Program(name=f"chain_{length}x{m}x{k}x{n}", device=device.name,
+                      tiles=[TileSpec(c, r, "compute") for c, r in tiles],
+                      meta={"precision": precision})
+    res = TileResources(program, device, row)
+    for i, tile in enumerate(tiles):
+        last = i == length - 1
+        consts = {"a": _operands(rng, precision, (m, k)), "b": _operands(rng, precision, (k, n))}
+        if last and precision == "int8" and out_dtype in ("int8", "int16"):
+            consts.update(mult=np.full(n, 1 << 30, np.int32), shift=np.full(n, 40, np.int8))
+        roles = {}
+        for role, arr in consts.items():
+            program.constants[f"{role}{i}"] = arr
+            roles[role] = res.buffer(f"{role}{i}", tile, arr.shape, str(arr.dtype),
+                                     initial=f"{role}{i}").name
+        if last:
+            roles["c"] = res.buffer(f"c{i}", tile, (m, n), out_dtype).name
+        else:
+            program.cascades.append(Cascade(src=list(tile), dst=list(tiles[i + 1])))
+        params = {"precision": precision, "m": m, "k": k, "n": n, "out_dtype": out_dtype,
+                  "cascade_in": i > 0, "cascade_out": not last}
+        call = Instr(op="call", call=KernelCall("matmul", roles, params))
+        program.cores.append(Core(tile=list(tile), body=[Instr(op="loop", count=calls,
+                                                               body=[call])]))
+    return program
