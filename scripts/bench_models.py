@@ -53,7 +53,8 @@ def markdown(data: dict) -> str:
          "simulate s", "simulated cycles/s"],
         [[r["name"], f"{100 * r['offloaded_share']:.0f}%", r["subgraphs"], r["tiles"],
           f"{r['cycles']:,}", f"{r['import_s']:.2f}", f"{r['build_s']:.2f}",
-          f"{r['simulate_s']:.2f}", f"{r['cycles_per_s']:,.0f}"] for r in ok])]
+          f"{r['simulate_s']:.2f}", f"{r['cycles_per_s']:,.0f}" if r["subgraphs"] else "nothing offloaded"]
+         for r in ok])]
     out += [f"\n- {r['name']} does not build: {r['error']}" for r in data["rows"] if "error" in r]
     return "\n".join(out)
 
