@@ -1,0 +1,237 @@
+"""The conv2d family end to end: Relax model -> partition -> schedule -> AIE program -> simulator.
+
+Models are built here in Relax directly (fast, and the shapes are drawn by Hypothesis): fp32 as
+TVM's ONNX importer writes a Conv (+ bias, batch norm, ReLU/ReLU6, MaxPool), int8 in
+onnxruntime's QDQ form. int8 must be bit-exact with the integer CPU reference (and within one
+quantisation step of TVM running the QDQ graph in float); fp32 within 1e-5 of the largest output
+(the array sums in another order than TVM's CPU kernels).
+"""
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from tvm import relax
+
+import tvm_aie
+from tvm_aie.codegen.relax_ext import conv_workload_of, tuned_configs
+from tvm_aie.partition import partition_for_aie
+from tvm_aie.reference import build_reference
+from tvm_aie.schedules import conv2d
+from tvm_aie.target import get_device
+
+FP32_RTOL = 1e-5
+
+
+def _run(ex, x):
+    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def _c(a, dtype="float32"):
+    return relax.const(np.asarray(a, dtype=dtype), dtype)
+
+
+def _out_hw(h, w, k, s, p):
+    return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+
+
+def conv_model(shape, layers, int8: bool, seed=0):
+    """``x[1, *shape]`` through ``layers`` (dicts: o, k, s, p, groups, bias, bn, act, pool)."""
+    rng = np.random.default_rng(seed)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, *shape), "float32"))
+    s_in, zp = 0.05, 3
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y, c = x, shape[0]
+            if int8:
+                y = bb.emit(relax.op.quantize(y, _c(s_in), _c(zp, "int8"), out_dtype="int8"))
+            for spec in layers:
+                o, k, g = spec["o"], spec["k"], spec["groups"]
+                w = rng.normal(0, 1 / np.sqrt(c // g * k * k), (o, c // g, k, k)).astype(np.float32)
+                b = rng.normal(0, 0.3, o).astype(np.float32)
+                conv_kw = dict(strides=spec["s"], padding=spec["p"], groups=g)
+                if int8:
+                    s_w = np.abs(w).reshape(o, -1).max(axis=1) / 127
+                    w_q = np.round(w / s_w.reshape(-1, 1, 1, 1)).astype(np.int8)
+                    xf = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
+                    wf = bb.emit(relax.op.dequantize(_c(w_q, "int8"), _c(s_w), _c(np.zeros(o), "int8"),
+                                                     axis=0))
+                    y = bb.emit(relax.op.nn.conv2d(xf, wf, **conv_kw))
+                    if spec["bias"]:
+                        b_q = np.round(b / (s_in * s_w)).astype(np.int32)
+                        bf = bb.emit(relax.op.dequantize(_c(b_q, "int32"), _c(s_in * s_w),
+                                                         _c(np.zeros(o), "int32"), axis=0))
+                        y = bb.emit(relax.op.add(y, relax.op.reshape(bf, (1, o, 1, 1))))
+                    if spec["act"] == "relu":
+                        y = bb.emit(relax.op.nn.relu(y))
+                    s_out, zp_out = 4 * s_in / np.sqrt(2), int(rng.integers(-20, 20))
+                    y = bb.emit(relax.op.quantize(y, _c(s_out), _c(zp_out, "int8"), out_dtype="int8"))
+                    if spec["pool"]:
+                        yf = bb.emit(relax.op.dequantize(y, _c(s_out), _c(zp_out, "int8")))
+                        yf = bb.emit(relax.op.nn.max_pool2d(yf, 2, 2))
+                        y = bb.emit(relax.op.quantize(yf, _c(s_out), _c(zp_out, "int8"),
+                                                      out_dtype="int8"))
+                    s_in, zp = s_out, zp_out
+                else:
+                    y = bb.emit(relax.op.nn.conv2d(y, _c(w), **conv_kw))
+                    if spec["bias"]:
+                        y = bb.emit(relax.op.add(y, relax.op.reshape(_c(b), (1, o, 1, 1))))
+                    if spec["bn"]:
+                        gamma, beta = rng.uniform(0.5, 1.5, o), rng.normal(0, 0.2, o)
+                        mean, var = rng.normal(0, 0.2, o), rng.uniform(0.5, 1.5, o)
+                        bn = bb.emit(relax.op.nn.batch_norm(y, _c(gamma), _c(beta), _c(mean),
+                                                            _c(var), axis=1, training=False))
+                        y = bb.emit(relax.TupleGetItem(bn, 0))
+                    if spec["act"] == "relu":
+                        y = bb.emit(relax.op.nn.relu(y))
+                    elif spec["act"] == "clip":
+                        y = bb.emit(relax.op.clip(y, 0.0, 6.0))
+                    if spec["pool"]:
+                        y = bb.emit(relax.op.nn.max_pool2d(y, 2, 2))
+                c = o
+            if int8:
+                y = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get(), s_in
+
+
+def _aie_funcs(mod):
+    return [f for f in mod.functions.values() if isinstance(f, relax.Function) and
+            f.attrs is not None and f.attrs.get("Codegen") == "aie"]
+
+
+def check_model(shape, layers, int8, configs=None, seed=0):
+    """Build for the array (``configs``: index -> ConvConfig pinned), run, compare; return report."""
+    mod, out_scale = conv_model(shape, layers, int8, seed)
+    x = np.random.default_rng(seed + 1).normal(0, 1, (1, *shape)).astype(np.float32)
+    pick = (lambda found, device: configs) if configs else None
+    if pick:
+        with tuned_configs(pick):
+            ex = tvm_aie.build(mod)
+    else:
+        ex = tvm_aie.build(mod)
+    y = _run(ex, x)
+    if int8:
+        np.testing.assert_array_equal(y, _run(build_reference(mod), x))
+        # the integer reference is itself within a step of TVM running the QDQ graph in float
+        qdq = _run(tvm.compile(mod, target="llvm"), x)
+        assert np.abs(y - qdq).max() <= out_scale * 1.001
+    else:
+        ref = _run(tvm.compile(mod, target="llvm"), x)
+        np.testing.assert_allclose(y, ref, rtol=0, atol=FP32_RTOL * max(1.0, np.abs(ref).max()))
+    return tvm_aie.report(ex)
+
+
+@st.composite
+def conv_specs(draw, int8: bool):
+    c = draw(st.integers(1, 8))
+    h, w = draw(st.integers(3, 12)), draw(st.integers(3, 12))
+    k = draw(st.sampled_from([1, 3, 5]))
+    p = draw(st.integers(0, k // 2))
+    s = draw(st.sampled_from([1, 2]))
+    kind = draw(st.sampled_from(["standard", "depthwise", "grouped"]))
+    o = c if kind == "depthwise" else draw(st.integers(1, 12))
+    groups = {"standard": 1, "depthwise": c, "grouped": 2}[kind]
+    assume(c % groups == 0 and o % groups == 0 and h + 2 * p >= k and w + 2 * p >= k)
+    ho, wo = _out_hw(h, w, k, s, p)
+    pool = draw(st.booleans()) and ho % 2 == 0 and wo % 2 == 0
+    act = draw(st.sampled_from([None, "relu"] if int8 else [None, "relu", "clip"]))
+    spec = {"o": o, "k": k, "s": s, "p": p, "groups": groups, "bias": draw(st.booleans()),
+            "bn": not int8 and draw(st.booleans()), "act": act, "pool": pool}
+    return (c, h, w), spec
+
+
+_SETTINGS = settings(max_examples=10, deadline=None,
+                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+@_SETTINGS
+@given(conv_specs(int8=False), st.integers(0, 100))
+def test_fp32_conv_matches_cpu_over_shapes(case, seed):
+    shape, spec = case
+    rep = check_model(shape, [spec], int8=False, seed=seed)
+    assert rep.offloaded_share == 1.0
+
+
+@_SETTINGS
+@given(conv_specs(int8=True), st.integers(0, 100))
+def test_int8_conv_bit_exact_over_shapes(case, seed):
+    shape, spec = case
+    rep = check_model(shape, [spec], int8=True, seed=seed)
+    assert rep.offloaded_share == 1.0
+
+
+@_SETTINGS
+@given(conv_specs(int8=True), st.data())
+def test_int8_conv_bit_exact_over_configs(case, data):
+    """Any legal config (bands with halos, output channels over several tiles, single or double
+    buffers) gives the same bits."""
+    shape, spec = case
+    mod, _ = conv_model(shape, [spec], int8=True)
+    (layer,) = [lay for f in _aie_funcs(partition_for_aie(mod))
+                for lay in tvm_aie.codegen.layers.read_layers(f)]
+    wl, device = conv_workload_of(layer), get_device()
+    legal = []
+    for cfg in conv2d.candidates(wl, device):
+        try:
+            conv2d.check(wl, cfg, device)
+            legal.append(cfg)
+        except conv2d.TilingError:
+            pass
+    cfg = data.draw(st.sampled_from(legal))
+    check_model(shape, [spec], int8=True, configs={0: cfg})
+
+
+LENET_ISH = [dict(o=6, k=5, s=1, p=2, groups=1, bias=True, bn=False, act="relu", pool=True),
+             dict(o=8, k=3, s=1, p=0, groups=1, bias=True, bn=False, act="relu", pool=True)]
+MOBILENET_ISH = [dict(o=16, k=1, s=1, p=0, groups=1, bias=False, bn=True, act="clip", pool=False),
+                 dict(o=16, k=3, s=2, p=1, groups=16, bias=False, bn=True, act="clip", pool=False),
+                 dict(o=8, k=1, s=1, p=0, groups=1, bias=False, bn=True, act=None, pool=False)]
+
+
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("layers, shape", [(LENET_ISH, (3, 12, 12)), (MOBILENET_ISH, (8, 8, 8))])
+def test_conv_chain_is_one_program_with_intermediates_on_chip(layers, shape, int8):
+    if int8:  # the QDQ form: BN folded and ReLU6 as a plain ReLU, as onnxruntime leaves them
+        layers = [{**spec, "bn": False, "bias": True, "act": spec["act"] and "relu"}
+                  for spec in layers]
+    rep = check_model(shape, layers, int8)
+    (sub,) = rep.subgraphs
+    assert len(sub.layers) == len(layers) and rep.offloaded_share == 1.0
+    assert len(sub.onchip_intermediates) == len(layers) - 1
+    assert all("memory tile" in edge for edge in sub.onchip_intermediates)
+    assert "on-chip: conv0 -> conv1" in str(rep)
+
+
+def test_chain_with_several_bands_and_tiles_per_layer():
+    """Bands overlap by their halo rows and output channels spread over tiles in every layer."""
+    configs = {0: conv2d.ConvConfig(th=2, n_par=3), 1: conv2d.ConvConfig(th=1, n_par=2),
+               2: conv2d.ConvConfig(th=2, n_par=4, double_buffer_a=False)}
+    layers = [dict(o=6, k=3, s=1, p=1, groups=1, bias=True, bn=False, act="relu", pool=True),
+              dict(o=6, k=3, s=1, p=1, groups=6, bias=True, bn=False, act="relu", pool=False),
+              dict(o=8, k=1, s=1, p=0, groups=1, bias=True, bn=False, act=None, pool=False)]
+    for int8 in (False, True):
+        rep = check_model((4, 8, 8), layers, int8, configs=configs)
+        assert rep.subgraphs[0].tiles == 3 + 2 + 4
+
+
+def test_legality_check_names_the_buffer_that_does_not_fit():
+    wl = conv2d.ConvWorkload(32, 32, 32, 64, 3, 3, (1, 1), (1, 1, 1, 1), 1, "float32")
+    with pytest.raises(conv2d.TilingError, match="input band A does not fit"):
+        conv2d.check(wl, conv2d.ConvConfig(th=16, n_par=1), get_device())
+    big = conv2d.ConvWorkload(256, 64, 64, 8, 1, 1, (1, 1), (0, 0, 0, 0), 1, "float32")
+    with pytest.raises(conv2d.TilingError, match="does not fit in a memory tile"):
+        conv2d.check(big, conv2d.ConvConfig(th=1, n_par=1), get_device())
+
+
+def test_scheduled_tir_gives_the_halo_band():
+    wl = conv2d.ConvWorkload(4, 11, 10, 6, 3, 3, (2, 2), (1, 1, 1, 1), 2, "int8")
+    cfg = conv2d.ConvConfig(th=2, n_par=2)
+    lay = conv2d.tile_layout(conv2d.schedule(conv2d.conv_prim_func(wl), wl, cfg, get_device()).mod,
+                             wl)
+    # 2 output rows at stride 2 read 5 input rows; 5 output columns read 11 of the 12 padded ones
+    assert lay.a.shape == (1, 4, 5, 11) and lay.w.shape == (3, 2, 3, 3)
+    assert lay.c.shape == (1, 3, 2, 5) and (lay.bands, lay.n_par) == (3, 2)
