@@ -32,8 +32,12 @@ MAX_CYCLES = 100_000_000
 
 
 def simulate(program, inputs: dict | None = None, mode: str = "functional",
-             max_cycles: int = MAX_CYCLES) -> SimResult:
-    """Run one inference of ``program``; ``inputs`` maps DDR input names to arrays (functional)."""
+             max_cycles: int = MAX_CYCLES, trace: bool = False) -> SimResult:
+    """Run one inference of ``program``; ``inputs`` maps DDR input names to arrays (functional).
+
+    ``trace``: also record what every core and DMA channel did when, and every lock's value, in
+    ``SimResult.trace`` (for :mod:`tvm_aie.sim.trace`); costs time, changes no cycle.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     # A run makes many short-lived generators, tuples and events that form no garbage cycles the
@@ -42,7 +46,8 @@ def simulate(program, inputs: dict | None = None, mode: str = "functional",
     collecting = gc.isenabled()
     gc.disable()
     try:
-        sim = _Array(program, get_device(program.device), mode == "functional", max_cycles)
+        sim = _Array(program, get_device(program.device), mode == "functional", max_cycles,
+                     [] if trace else None)
         if sim.memories.functional:
             sim.memories.load(program, inputs)
         return sim.run()
@@ -52,11 +57,12 @@ def simulate(program, inputs: dict | None = None, mode: str = "functional",
 
 
 class _Array:
-    def __init__(self, program, device, functional: bool, max_cycles: int):
+    def __init__(self, program, device, functional: bool, max_cycles: int,
+                 trace: list | None = None):
         self.program, self.device = program, device
         self.buffers = {b.name: b for b in program.buffers}
         self.ddr = {t.name: t for t in program.ddr}
-        self.engine = Engine(max_cycles)
+        self.engine = Engine(max_cycles, trace)
         self.memories = Memories(program, device, functional)
         self.locks = self._locks()
         self.transfers: dict = {}  # channel name -> {BD id: Transfer factory}
@@ -72,7 +78,7 @@ class _Array:
             if lk.name in locks:
                 raise ValueError(f"lock {lk.name} is defined twice")
             locks[lk.name] = Lock(lk.name, tile_key(lk.tile), lk.init,
-                                  self.device.lock_max_value)
+                                  self.device.lock_max_value, self.engine)
         return locks
 
     def _lock(self, name: str, where: str) -> Lock:
@@ -273,7 +279,8 @@ class _Array:
             agent = channel_agent(port.channel, port, self.locks, self.engine, self.transfers[name])
             self.engine.spawn(f"DMA {name}", agent, required=name not in self.cyclic)
         cycles = self.engine.run()
-        return SimResult(outputs=self._outputs(), report=self._report(cycles, core_agents))
+        return SimResult(outputs=self._outputs(), report=self._report(cycles, core_agents),
+                         trace=self.engine.trace)
 
     def _outputs(self) -> dict:
         if not self.memories.functional:

@@ -55,7 +55,14 @@ class Agent:
 
 
 class Engine:
-    def __init__(self, max_cycles: int):
+    """``trace``: a list to record ``(track, label, start, cycles or value)`` into, or None.
+
+    Agents record their busy spans (label ``busy``) and, when woken, the span they waited and on
+    what; locks record their values. Nothing is recorded (and nothing costs) without a list.
+    """
+
+    def __init__(self, max_cycles: int, trace: list | None = None):
+        self.trace = trace
         self.now = 0
         self.max_cycles = max_cycles
         self._heap: list = []
@@ -86,6 +93,8 @@ class Engine:
         agent.stall += waited
         key = agent.waiting.name
         agent.stall_on[key] = agent.stall_on.get(key, 0) + waited
+        if self.trace is not None and waited:
+            self.trace.append((agent.name, key, agent.wait_since, waited))
         agent.waiting = None
         self.at(self.now, self._step, (agent, value))
 
@@ -100,6 +109,8 @@ class Engine:
                 return
             if isinstance(req, int):
                 agent.busy += req
+                if self.trace is not None and req:
+                    self.trace.append((agent.name, "busy", self.now, req))
                 self.at(self.now + req, self._step, (agent, None))
                 return
             ok, value = req.take(agent)

@@ -11,12 +11,19 @@ from .engine import SimulationError, Wait
 
 
 class Lock:
-    def __init__(self, name: str, tile, init: int, maximum: int):
+    def __init__(self, name: str, tile, init: int, maximum: int, engine):
         if not 0 <= init <= maximum:
             raise ValueError(f"lock {name} on tile {tile}: initial value {init} "
                              f"not in [0, {maximum}]")
         self.name, self.tile, self.value, self.maximum = name, tile, init, maximum
+        self.engine = engine
         self.waiters: list = []  # [(agent, value)] in arrival order
+        self.changed()
+
+    def changed(self) -> None:
+        """Record the value in the engine's trace, if it keeps one."""
+        if self.engine.trace is not None:
+            self.engine.trace.append((f"lock {self.name}", "value", self.engine.now, self.value))
 
     def release(self, engine, value: int, by: str) -> None:
         if self.value + value > self.maximum:
@@ -32,6 +39,7 @@ class Lock:
             else:
                 still.append((agent, want))
         self.waiters = still
+        self.changed()
 
     def acquire(self, value: int) -> "Acquire":
         return Acquire(self, value)
@@ -44,6 +52,7 @@ class Acquire(Wait):
     def take(self, agent):
         if self.lock.value >= self.value:
             self.lock.value -= self.value
+            self.lock.changed()
             return True, None
         self.lock.waiters.append((agent, self.value))
         return False, None

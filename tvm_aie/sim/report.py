@@ -43,3 +43,4 @@ class SimReport:
 class SimResult:
     outputs: dict  # DDR output name -> array of the tensor's (padded) shape; empty in timing mode
     report: SimReport
+    trace: list | None = None  # (track, label, start cycle, cycles or lock value), if recorded
