@@ -3,7 +3,8 @@
 Reads the function's layers, plans their configurations (tuned or default), schedules each layer's
 TensorIR with its configuration, reads the tile layout back from the scheduled TIR and lowers the
 chain to an AIE program, returned serialised (uint8) so the executable can carry it as a constant.
-A program holds one family: a chain of dense layers or a chain of conv2d layers.
+A program holds one family: a chain of dense layers or a chain of conv2d layers. A chain the
+array cannot hold at once is split into several programs (:func:`compile_programs`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import numpy as np
 import tvm
 
 from ..schedules import conv2d, dense
+from ..schedules.dense import TilingError
 from ..target import get_device
 from .layers import ConvLayer, read_layers
 from .lower import lower_dense_chain
 from .lower_conv import lower_conv_chain
+from .place import PlacementError
 from .plan import plan_chain
+from .resources import ResourceError
 
 log = logging.getLogger("tvm_aie")
 # pick(layers, device) -> {layer index: config}, set by build(..., tuning_db=...)
@@ -61,7 +65,11 @@ def _compile_conv(layers: list, name: str, device, pinned: dict):
 
 def compile_function(func, name: str, device, pinned: dict | None = None):
     """The AIE program of one partitioned function; ``pinned``: layer index -> config."""
-    layers = read_layers(func)
+    return compile_chain(read_layers(func), name, device, pinned)
+
+
+def compile_chain(layers: list, name: str, device, pinned: dict | None = None):
+    """The AIE program of a chain of layers of one family."""
     families = {type(layer).__name__ for layer in layers}
     if families == {"ConvLayer"}:
         return _compile_conv(layers, name, device, pinned or {})
@@ -77,10 +85,37 @@ def compile_function(func, name: str, device, pinned: dict | None = None):
     return lower_dense_chain(name, layers, layouts, device)
 
 
+def compile_programs(func, name: str, device, pinned: dict | None = None) -> list:
+    """The programs of one partitioned function: one if the array holds the whole chain, else
+    the chain split greedily into the longest prefixes that fit, run one after another with
+    their hand-over tensors in DDR. Each part's ``meta["split"]`` says why it ends where it does.
+    """
+    layers, pinned = read_layers(func), pinned or {}
+    programs, start = [], 0
+    while start < len(layers):
+        why = None
+        for end in range(len(layers), start, -1):
+            part = f"{name}.{len(programs)}" if programs or end < len(layers) else name
+            sub = {i - start: cfg for i, cfg in pinned.items() if start <= i < end}
+            try:
+                program = compile_chain(layers[start:end], part, device, sub)
+                break
+            except (PlacementError, ResourceError, TilingError) as err:
+                if end == start + 1:
+                    raise
+                why = f"{layers[start].name}..{layers[end - 1].name} do not fit: {err}"
+        if why:
+            log.info("aie: %s split after %s: %s", name, layers[end - 1].name, why)
+            program.meta["split"] = why
+        programs.append(program)
+        start = end
+    return programs
+
+
 @tvm.register_global_func("relax.ext.aie", override=True)
 def aie_codegen(func, name: str, device_name: str):
-    """Partitioned function -> its AIE program as a uint8 tensor."""
+    """Partitioned function -> its AIE programs, each as a uint8 tensor (one unless it is split)."""
     device, pick = get_device(str(device_name)), _TUNED.get()
     pinned = pick(read_layers(func), device) if pick else None
-    program = compile_function(func, str(name), device, pinned)
-    return tvm.runtime.tensor(np.frombuffer(program.to_bytes(), dtype=np.uint8))
+    return [tvm.runtime.tensor(np.frombuffer(p.to_bytes(), dtype=np.uint8))
+            for p in compile_programs(func, str(name), device, pinned)]

@@ -235,3 +235,26 @@ def test_scheduled_tir_gives_the_halo_band():
     # 2 output rows at stride 2 read 5 input rows; 5 output columns read 11 of the 12 padded ones
     assert lay.a.shape == (1, 4, 5, 11) and lay.w.shape == (3, 2, 3, 3)
     assert lay.c.shape == (1, 3, 2, 5) and (lay.bands, lay.n_par) == (3, 2)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_chain_too_big_for_the_array_is_split_and_stays_correct(int8):
+    """Six conv layers, one column each, on a 4-column NPU: two programs run one after another,
+    each keeping its own intermediates on-chip, and the report says where and why it split."""
+    layers = [dict(o=4, k=3, s=1, p=1, groups=1, bias=True, bn=False, act="relu", pool=False)] * 6
+    mod, out_scale = conv_model((4, 6, 6), layers, int8)
+    x = np.random.default_rng(1).normal(0, 1, (1, 4, 6, 6)).astype(np.float32)
+    ex = tvm_aie.build(mod, target="aie-ml/npu1")
+    y = _run(ex, x)
+    if int8:
+        np.testing.assert_array_equal(y, _run(build_reference(mod), x))
+    else:
+        ref = _run(tvm.compile(mod, target="llvm"), x)
+        np.testing.assert_allclose(y, ref, rtol=0, atol=FP32_RTOL * np.abs(ref).max())
+    rep = tvm_aie.report(ex)
+    assert [s.name for s in rep.subgraphs] == ["aie_0.0", "aie_0.1"]
+    assert [len(s.layers) for s in rep.subgraphs] == [4, 2] and rep.offloaded_share == 1.0
+    first, second = rep.subgraphs
+    assert "conv0..conv4 do not fit" in first.split and second.split is None
+    assert len(first.onchip_intermediates) == 3 and len(second.onchip_intermediates) == 1
+    assert "split (output via DDR to the next program)" in str(rep)

@@ -2,8 +2,10 @@
 
 Like TVM's ``RunCodegen``, but the result is data, not a runtime module: each function with
 ``Codegen="aie"`` becomes an AIE program (uint8 constant) and its call in ``main`` becomes
-``call_dps_packed("aie.run", program, args...)``. A function ``aie_programs`` returning the manifest
-and every program is added, so the report can be made from any executable, saved and loaded again.
+``call_dps_packed("aie.run", program, args...)`` (a function split into several programs becomes
+one such call per program, each reading the previous one's output). A function ``aie_programs``
+returning the manifest and every program is added, so the report can be made from any executable,
+saved and loaded again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .runtime import load_program
 
 MANIFEST_FUNC = "aie_programs"
 
@@ -27,8 +31,13 @@ class _CallRewriter(PyExprMutator):
     def visit_call_(self, call):  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)
         if isinstance(call.op, relax.GlobalVar) and call.op.name_hint in self.programs:
-            const = self.programs[call.op.name_hint]
-            return relax.call_dps_packed("aie.run", [const, *call.args], call.ty)
+            *first, last = self.programs[call.op.name_hint]
+            args = list(call.args)
+            for const in first:  # the parts of a split function, in order, through DDR
+                (out,) = load_program(const.value).outputs()
+                ty = relax.TensorType(out.valid_shape or out.shape, out.dtype)
+                args = [self.builder_.emit(relax.call_dps_packed("aie.run", [const, *args], ty))]
+            return relax.call_dps_packed("aie.run", [last, *args], call.ty)
         return call
 
 
@@ -45,7 +54,8 @@ def offload_to_aie(device_name: str, model_macs: int) -> tvm.transform.Pass:
         codegen = tvm.get_global_func("relax.ext.aie")
         # Short, stable names (the fused names list every op) in the order the functions appear.
         aie_funcs = [(gv, func) for gv, func in mod.functions.items() if _is_aie(func)]
-        programs = {gv.name_hint: relax.const(codegen(func, f"aie_{i}", device_name))
+        programs = {gv.name_hint: [relax.const(blob) for blob in codegen(func, f"aie_{i}",
+                                                                         device_name)]
                     for i, (gv, func) in enumerate(aie_funcs)}
         rewriter = _CallRewriter(mod, programs)
         for gv, func in mod.functions.items():
@@ -54,10 +64,11 @@ def offload_to_aie(device_name: str, model_macs: int) -> tvm.transform.Pass:
         mod = rewriter.builder_.get()
         for name in programs:
             mod = _without(mod, name)
+        consts = [c for gv, _ in aie_funcs for c in programs[gv.name_hint]]
         manifest = {"device": device_name, "model_macs": int(model_macs),
-                    "programs": [f"aie_{i}" for i in range(len(aie_funcs))]}
+                    "programs": [load_program(c.value).name for c in consts]}
         blob = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
-        body = relax.Tuple([relax.const(blob)] + [programs[gv.name_hint] for gv, _ in aie_funcs])
+        body = relax.Tuple([relax.const(blob)] + consts)
         mod[MANIFEST_FUNC] = relax.Function([], body, ret_ty=body.ty, is_pure=True).with_attr(
             "global_symbol", MANIFEST_FUNC)
         return mod

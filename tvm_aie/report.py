@@ -32,6 +32,7 @@ class SubgraphReport:
     onchip_intermediates: list
     bytes_moved: int
     per_tile: dict = field(repr=False)
+    split: str | None = None  # why the subgraph ends here and the next program continues it
 
 
 @dataclass
@@ -78,6 +79,8 @@ class Report:
                              f"{layer['kernel_cycles_per_block']:,} cycles/block")
             for edge in s.onchip_intermediates:
                 lines.append(f"  on-chip: {edge}")
+            if s.split:
+                lines.append(f"  split (output via DDR to the next program): {s.split}")
         return "\n".join(lines)
 
 
@@ -105,7 +108,8 @@ def subgraph_report(name: str, program) -> SubgraphReport:
         macs_per_cycle=macs / sim.cycles, peak_macs_per_cycle=sim.peak_macs_per_cycle,
         efficiency=macs / sim.cycles / sim.peak_macs_per_cycle,
         onchip_intermediates=program.meta["onchip_intermediates"],
-        bytes_moved=sim.bytes_moved["total"], per_tile=sim.per_tile)
+        bytes_moved=sim.bytes_moved["total"], per_tile=sim.per_tile,
+        split=program.meta.get("split"))
 
 
 def report(ex) -> Report:
