@@ -26,6 +26,9 @@ from .memory import Memories, tile_key
 from .report import SimReport, SimResult
 
 MODES = ("functional", "timing")
+# Core code operations (see _Array._compile), and how far timing mode unrolls a core's loops.
+STEP, RELEASE, CALL, LOOP = "step", "release", "call", "loop"
+UNROLL_LIMIT = 1 << 14
 # Guard against programs that never end (e.g. DMAs feeding each other forever): far beyond any
 # single inference the codegen makes, short enough to fail in seconds to minutes.
 MAX_CYCLES = 100_000_000
@@ -213,23 +216,43 @@ class _Array:
             cores[key] = self._compile(core.body, core.tile, bufs)
         return cores
 
-    def _compile(self, body: list, tile, bufs: dict) -> list:
-        """Instrs -> tuples with locks and kernels resolved, so running does no look-ups."""
+    def _compile(self, body: list, tile, bufs: dict) -> tuple[list, int, str | None]:
+        """Instrs -> (code, MACs, precision of the first kernel call).
+
+        Code is flat tuples with locks and kernels resolved, so running does no look-ups: ``STEP``
+        yields its cycles or wait object (stateless, so one serves every pass), ``RELEASE`` a lock,
+        ``CALL`` runs a kernel with data. In timing mode a call is its kernel's ``steps``, and
+        loops are unrolled up to ``UNROLL_LIMIT`` instructions (a list repeated, not copied), so
+        a core runs as one plain loop without a generator per call or per iteration.
+        """
         where = f"core {tile_key(tile)}"
-        out = []
+        code, macs, precision = [], 0, None
         for ins in body:
-            if ins.op == "acquire":  # the wait object is stateless, so one serves every pass
-                out.append(("acquire", self._lock(ins.lock.lock, where).acquire(ins.lock.value)))
+            if ins.op == "acquire":
+                code.append((STEP, self._lock(ins.lock.lock, where).acquire(ins.lock.value), None))
             elif ins.op == "release":
-                out.append(("release", self._lock(ins.lock.lock, where), ins.lock.value))
+                code.append((RELEASE, self._lock(ins.lock.lock, where), ins.lock.value))
             elif ins.op == "loop":
-                out.append(("loop", int(ins.count), self._compile(ins.body, tile, bufs)))
+                count = int(ins.count)
+                sub, sub_macs, sub_precision = self._compile(ins.body, tile, bufs)
+                macs += count * sub_macs
+                precision = precision or sub_precision
+                if count * len(sub) <= UNROLL_LIMIT:
+                    code += sub * count
+                else:
+                    code.append((LOOP, count, sub))
             elif ins.op == "call":
                 kernel = self._kernel(ins.call, tile, bufs)
-                out.append(("call", kernel, getattr(kernel, "steps", None)))
+                macs += kernel.macs
+                precision = precision or kernel.precision
+                steps = getattr(kernel, "steps", None)
+                if self.memories.functional or steps is None:
+                    code.append((CALL, kernel, None))
+                else:
+                    code += [(STEP, step, None) for step in steps]
             else:
                 raise ValueError(f"{where}: unknown instruction {ins.op!r}")
-        return out
+        return code, macs, precision
 
     def _kernel(self, call, tile, bufs: dict):
         where = f"core {tile_key(tile)} kernel {call.kernel}"
@@ -248,33 +271,25 @@ class _Array:
                                     self.links_out.get(key))
 
     # ---- running ----
-    def _core_agent(self, body: list, name: str, stats: dict):
+    def _core_agent(self, code: list, name: str):
         mem = self.memories if self.memories.functional else None
         engine = self.engine
-        for ins in body:
-            op = ins[0]
-            if op == "acquire":
-                yield ins[1]
-            elif op == "release":
-                ins[1].release(engine, ins[2], name)
-            elif op == "loop":
-                for _ in range(ins[1]):
-                    yield from self._core_agent(ins[2], name, stats)
+        for op, arg, value in code:
+            if op is STEP:
+                yield arg
+            elif op is RELEASE:
+                arg.release(engine, value, name)
+            elif op is CALL:
+                yield from arg.run(mem)
             else:
-                stats["macs"] += ins[1].macs
-                if mem is None and ins[2] is not None:
-                    for step in ins[2]:
-                        yield step
-                else:
-                    yield from ins[1].run(mem)
+                for _ in range(arg):
+                    yield from self._core_agent(value, name)
 
     def run(self) -> SimResult:
         core_agents = {}
-        for key, body in self.cores.items():
-            stats = {"macs": 0}
-            agent = self.engine.spawn(f"core {key}", self._core_agent(body, f"core {key}", stats),
-                                      required=True)
-            core_agents[key] = (agent, stats)
+        for key, (code, _, _) in self.cores.items():
+            core_agents[key] = self.engine.spawn(f"core {key}", self._core_agent(code, f"core {key}"),
+                                                 required=True)
         for name, port in self.ports.items():
             agent = channel_agent(port.channel, port, self.locks, self.engine, self.transfers[name])
             self.engine.spawn(f"DMA {name}", agent, required=name not in self.cyclic)
@@ -287,27 +302,17 @@ class _Array:
             return {}
         return {t.name: self.memories.ddr_view(t.name).copy() for t in self.program.outputs()}
 
-    @staticmethod
-    def _kernel_precision(body: list):
-        """The precision of a core's first kernel call, or None if it calls none."""
-        for ins in body:
-            if ins[0] == "call":
-                return ins[1].precision
-            if ins[0] == "loop" and (p := _Array._kernel_precision(ins[2])):
-                return p
-        return None
-
     def _report(self, cycles: int, core_agents: dict) -> SimReport:
         per_tile, peak = {}, 0
-        for key, (agent, stats) in core_agents.items():
+        for key, agent in core_agents.items():
+            _, macs, precision = self.cores[key]
             per_tile[key] = {"busy": agent.busy, "stall": agent.stall,
-                             "stall_on": dict(agent.stall_on), "macs": stats["macs"]}
-            precision = (self._kernel_precision(self.cores[key])
-                         or self.program.meta.get("precision"))
+                             "stall_on": dict(agent.stall_on), "macs": macs}
+            precision = precision or self.program.meta.get("precision")
             if precision is not None:
                 peak += self.device.peak_macs_per_cycle(precision)
         moved = {name: p.bytes for name, p in self.ports.items()}
         moved["total"] = sum(p.bytes for name, p in self.ports.items() if ":s2mm" in name)
         return SimReport(cycles=cycles, tiles_used=len(core_agents),
-                         macs=sum(s["macs"] for _, s in core_agents.values()),
+                         macs=sum(t["macs"] for t in per_tile.values()),
                          peak_macs_per_cycle=peak, per_tile=per_tile, bytes_moved=moved)

@@ -55,6 +55,7 @@ class Port:
     def __init__(self, name: str, channel):
         self.name, self.channel = name, channel
         self.current: Transfer | None = None
+        self.stream = f"stream {name}"  # what a transfer on this port is called in stalls
         self.routes: list = []
         self.busy = False
         self.bytes = 0
@@ -71,7 +72,7 @@ class Transfer(Wait):
 
     def __init__(self, port: Port, nbytes: int, memory, byte_index):
         self.port, self.remaining, self.memory, self.byte_index = port, nbytes, memory, byte_index
-        self.name = f"stream {port.name}"
+        self.name = port.stream
         self.pos = 0
         self.agent = None
 
