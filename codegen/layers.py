@@ -55,6 +55,20 @@ class DenseLayer:
 
 
 @dataclass
+class ResidualAdd:
+    """int8 ``out = q(dq(conv_out) + dq(residual))`` as :func:`tvm_aie.quant.requantize_add` does
+    it: the conv's output is first requantised to its own int8 (``conv_zp``; ``ConvLayer.mult``
+    and ``shift`` are for that step), then each operand is scaled to the output's scale."""
+
+    conv_zp: int
+    conv_mult: int
+    conv_shift: int
+    res_zp: int
+    res_mult: int
+    res_shift: int
+
+
+@dataclass
 class ConvLayer:
     """``y = maxpool?(act(conv2d(x, weight, stride, padding, groups) + bias))`` on one NCHW image.
 
@@ -74,6 +88,8 @@ class ConvLayer:
     pool: tuple | None  # (ph, pw): non-overlapping max-pool after the activation
     input: int | str
     clip_max: float | None = None  # fp32 ReLU6-style activation: clip(0, clip_max) (relu is set)
+    residual: int | str | None = None  # where a tensor added to the output comes from
+    add: "ResidualAdd | None" = None  # int8: how the conv's output and the residual are added
     in_scale: float | None = None
     in_zp: int | None = None
     w_scale: np.ndarray | None = None
@@ -89,6 +105,11 @@ class ConvLayer:
     @property
     def out_dtype(self) -> str:
         return self.precision
+
+    @property
+    def epilogue_zp(self) -> int:
+        """Zero point the requantised conv output has (before a residual add, if any)."""
+        return self.add.conv_zp if self.add else int(self.out_zp or 0)
 
     @property
     def conv_shape(self) -> tuple:
@@ -183,9 +204,10 @@ def _int_bias(bias, acc_scale: np.ndarray, weight: np.ndarray, in_zp: int) -> np
     return b.astype(np.int32)
 
 
-def _read_conv(func: relax.Function, name: str, in_shape: tuple, source) -> ConvLayer:
+def _read_conv(func: relax.Function, name: str, sources: dict) -> ConvLayer:
     """A conv2d composite, its ops read in dataflow order: conv, bias add, the batch norm's
-    multiply and add (folded into the weight and bias), relu/clip, quantize, max-pool."""
+    multiply and add (folded into the weight and bias), relu/clip, quantize, max-pool, residual
+    add (and its quantize). ``sources`` maps the composite's parameters to where they come from."""
     ops = [b.value for block in func.body.blocks for b in block.bindings
            if isinstance(b.value, relax.Call) and hasattr(b.value.op, "name")]
     bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
@@ -193,16 +215,26 @@ def _read_conv(func: relax.Function, name: str, in_shape: tuple, source) -> Conv
     def value(expr):
         return bound.get(expr, expr)
 
+    def param_of(expr):
+        """The composite parameter ``expr`` is, or dequantizes; None for anything else."""
+        expr = value(expr)
+        if isinstance(expr, relax.Call) and expr.op.name == "relax.dequantize":
+            expr = value(expr.args[0])
+        return expr if expr in sources else None
+
     names = [op.op.name for op in ops]
     conv = ops[names.index("relax.nn.conv2d")]
-    lhs, rhs = value(conv.args[0]), value(conv.args[1])
+    x, rhs = param_of(conv.args[0]), value(conv.args[1])
     int8 = isinstance(rhs, relax.Call)
     weight = const_value(rhs.args[0] if int8 else rhs)
     cout = weight.shape[0]
-    bias, scale, shift, clip_max, quant = None, None, None, None, None
+    bias, scale, shift, clip_max, residual = None, None, None, None, None
+    quants = [op for op in ops if op.op.name == "relax.quantize"]
     for op in ops[names.index("relax.nn.conv2d") + 1:]:
         other = op.args[1] if len(op.args) > 1 else None
-        if op.op.name == "relax.add" and scale is None:
+        if op.op.name == "relax.add" and any(param_of(a) is not None for a in op.args):
+            residual = next(value(a) for a in op.args if param_of(a) is not None)
+        elif op.op.name == "relax.add" and scale is None:
             bias = value(other)
             if isinstance(bias, relax.Call) and bias.op.name == "relax.reshape":
                 bias = value(bias.args[0])
@@ -212,15 +244,15 @@ def _read_conv(func: relax.Function, name: str, in_shape: tuple, source) -> Conv
             shift = const_value(other).reshape(-1)
         elif op.op.name == "relax.clip":
             clip_max = float(op.args[2].value)
-        elif op.op.name == "relax.quantize" and quant is None:
-            quant = op
     a = conv.attrs
     pool = ops[names.index("relax.nn.max_pool2d")] if "relax.nn.max_pool2d" in names else None
-    layer = ConvLayer(name, "int8" if int8 else "float32", in_shape, weight, None,
+    layer = ConvLayer(name, "int8" if int8 else "float32",
+                      tuple(int(d) for d in list(x.ty.shape)[1:]), weight, None,
                       tuple(int(v) for v in a.strides), tuple(int(v) for v in a.padding),
                       int(a.groups), "relax.nn.relu" in names or clip_max is not None,
-                      None if pool is None else tuple(int(v) for v in pool.attrs.pool_size), source,
-                      clip_max=None if clip_max is None or np.isinf(clip_max) else clip_max)
+                      None if pool is None else tuple(int(v) for v in pool.attrs.pool_size),
+                      sources[x], clip_max=None if clip_max is None or np.isinf(clip_max) else
+                      clip_max, residual=None if residual is None else sources[param_of(residual)])
     if not int8:
         b = np.zeros(cout, np.float64) if bias is None else \
             const_value(bias).reshape(cout).astype(np.float64)
@@ -230,12 +262,19 @@ def _read_conv(func: relax.Function, name: str, in_shape: tuple, source) -> Conv
             b = b * scale + shift
         layer.bias = None if bias is None and scale is None else b.astype(np.float32)
         return layer
+    lhs = value(conv.args[0])
     layer.in_scale, layer.in_zp = _scalar(lhs.args[1]), int(_scalar(lhs.args[2]))
-    layer.out_scale, layer.out_zp = _scalar(quant.args[1]), int(_scalar(quant.args[2]))
+    conv_scale, conv_zp = _scalar(quants[0].args[1]), int(_scalar(quants[0].args[2]))
+    layer.out_scale, layer.out_zp = _scalar(quants[-1].args[1]), int(_scalar(quants[-1].args[2]))
     layer.w_scale = np.broadcast_to(const_value(rhs.args[1]).reshape(-1), (cout,)).astype(np.float32)
     acc_scale = np.float64(layer.in_scale) * layer.w_scale.astype(np.float64)
-    layer.mult, layer.shift = quantize_multiplier(acc_scale / layer.out_scale)
+    layer.mult, layer.shift = quantize_multiplier(acc_scale / conv_scale)
     layer.bias = _int_bias(bias, acc_scale, weight.reshape(cout, -1).T, layer.in_zp)
+    if residual is not None:  # residual = dequantize(r, s_r, zp_r)
+        (cm,), (cs,) = quantize_multiplier(conv_scale / layer.out_scale)
+        (rm,), (rs,) = quantize_multiplier(_scalar(residual.args[1]) / layer.out_scale)
+        layer.add = ResidualAdd(conv_zp, int(cm), int(cs), int(_scalar(residual.args[2])),
+                                int(rm), int(rs))
     return layer
 
 
@@ -253,8 +292,8 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
             x, comp = val.args[0], composites[val.op]
             if str(comp.attrs["Composite"]).startswith("aie.conv2d"):
                 name = f"conv{len(layers)}"
-                shape = tuple(int(d) for d in list(x.ty.shape)[1:])
-                layers.append(_read_conv(comp, name, shape, source[x]))
+                sources = {p: source[a] for p, a in zip(comp.params, val.args)}
+                layers.append(_read_conv(comp, name, sources))
             else:
                 name = f"dense{len(layers)}"
                 layers.append(_read_composite(comp, name, int(x.ty.shape[0]), source[x]))

@@ -11,6 +11,8 @@ each, the tile layout read back from its scheduled TensorIR
 * once all writers are done, one 4-D read pattern walks the bands, halo rows included
   (consecutive bands overlap by ``KH - stride`` rows), and broadcasts them to the layer's ``n_par``
   tiles, which keep their output channels' weights resident and compute on tile memory only;
+* a residual add (skip connection) reads its blocks from the memory tile that already holds that
+  tensor as an earlier layer's input image (readers take the image's "full" count and return it);
 * the last layer's tiles write their blocks straight into the DDR output with 4-D patterns.
 
 Intermediate feature maps stay in memory tiles; layers run one after another (a layer starts when
@@ -20,6 +22,7 @@ its input image is complete).
 from __future__ import annotations
 
 import math
+from dataclasses import astuple
 
 import numpy as np
 
@@ -27,7 +30,7 @@ from . import fifo as fifos
 from .lower import INPUT, OUTPUT, _core_loop
 from .place import place_layers
 from .program import Core, DdrTensor, Instr, KernelCall, LockOp, Program, TileSpec
-from .resources import TileResources
+from .resources import ResourceError, TileResources
 
 
 class _ConvChainLowering:
@@ -37,6 +40,7 @@ class _ConvChainLowering:
         self.res = TileResources(self.program, device, device.first_compute_row)
         self.placement = place_layers([(layer.name, lay.n_par, 1)
                                        for layer, lay in zip(layers, layouts)], device)
+        self.images = {}  # tensor (layer input source) -> (memory-tile image, reader locks, workload)
 
     def run(self) -> Program:
         first, last = self.layers[0], self.layers[-1]
@@ -77,12 +81,33 @@ class _ConvChainLowering:
             if fifo.src is None:
                 fifos.lower_producer(self.res, fifo)
             fifos.lower_consumers(self.res, fifo)
+        # Readers take the "full" count and give it back, so later readers (a skip connection
+        # reading the same image) find it again.
+        done = (LockOp(full, len(writers)), LockOp(full, len(writers)))
+        self.images[layer.input] = (image, done, wl)
         sh = wl.stride[0]
         return fifos.ObjectFifo(
             f"{layer.name}.a", (wl.c, lay.th_in, wl.w_read), layer.in_dtype,
             fifos.MemtileEndpoint(image, 0, [lay.bands, wl.c, lay.th_in, wl.w_read],
-                                  [lay.th * sh * row, plane, row, 1],
-                                  acquire=LockOp(full, len(writers))))
+                                  [lay.th * sh * row, plane, row, 1], *done))
+
+    def _residual(self, layer, lay, p: int, tile, tho: int, wo: int):
+        """Tile p's blocks of the tensor added to the layer's output, read band by band from the
+        memory tile that holds it as an earlier layer's input image."""
+        if layer.residual not in self.images:
+            raise ResourceError(f"{layer.name}: its residual input {layer.residual!r} is not in a "
+                                f"memory tile of this program")
+        image, done, src = self.images[layer.residual]
+        if (src.c, src.h, src.w) != (lay.workload.o, lay.th * lay.bands, wo):
+            raise ValueError(f"{layer.name}: residual image {src} is not the output's shape")
+        row, plane = src.wp, src.hp * src.wp
+        fifo = fifos.ObjectFifo(
+            f"{layer.name}.r{p}", (lay.op, tho, wo), layer.out_dtype,
+            fifos.MemtileEndpoint(image, p * lay.op * plane + src.padding[0] * row + src.padding[1],
+                                  [lay.bands, lay.op, tho, wo], [tho * row, plane, row, 1], *done),
+            [(tile, 2 if lay.double_buffer_a else 1)])
+        fifos.lower_producer(self.res, fifo)
+        return fifos.lower_consumers(self.res, fifo)[tuple(tile)]
 
     def _lower_layer(self, i: int, layer, lay, writers: list) -> list:
         tiles = [t[0] for t in self.placement[i]]
@@ -94,6 +119,7 @@ class _ConvChainLowering:
         tho = lay.th // (layer.pool or (1, 1))[0]
         outputs = []
         for p, tile in enumerate(tiles):
+            r_ep = None if layer.residual is None else self._residual(layer, lay, p, tile, tho, wo)
             fifo = fifos.ObjectFifo(f"{layer.name}.c{p}", (lay.op, tho, wo), layer.out_dtype,
                                     (tile, 2 if lay.double_buffer_c else 1))
             c_ep = fifos.lower_producer(self.res, fifo)
@@ -103,10 +129,10 @@ class _ConvChainLowering:
                                                     [tho * wo, ho * wo, wo, 1])]
                 fifos.lower_consumers(self.res, fifo)
             outputs.append(fifo)
-            self._lower_tile(layer, lay, p, tile, a_eps[tuple(tile)], c_ep)
+            self._lower_tile(layer, lay, p, tile, a_eps[tuple(tile)], c_ep, r_ep)
         return outputs
 
-    def _lower_tile(self, layer, lay, p: int, tile, a_ep, c_ep) -> None:
+    def _lower_tile(self, layer, lay, p: int, tile, a_ep, c_ep, r_ep) -> None:
         tag = f"{layer.name}.p{p}"
         chans = slice(p * lay.op, (p + 1) * lay.op)
         consts = {"w": np.ascontiguousarray(layer.weight[chans])}
@@ -129,15 +155,19 @@ class _ConvChainLowering:
                   "cin_offset": (p * lay.op // cout_g) * wl.cin_g if wl.groups > 1 else 0,
                   "relu": bool(layer.relu), "clip_max": layer.clip_max,
                   "pool": list(layer.pool or (1, 1)),
-                  "out_zp": int(layer.out_zp or 0), "out_dtype": layer.out_dtype}
+                  "out_zp": int(layer.out_zp or 0), "out_dtype": layer.out_dtype,
+                  "residual": r_ep is not None}
+        if layer.add is not None:
+            params["add"] = [int(v) for v in astuple(layer.add)]
+        ins = [(a_ep, False)] + ([(r_ep, False)] if r_ep else []) + [(c_ep, True)]
 
         def step(i):
-            call = KernelCall("conv2d", {**bufs, "a": a_ep.slot(i), "c": c_ep.slot(i)}, params)
-            return [fifos.acquire(a_ep, False, i), fifos.acquire(c_ep, True, i),
-                    Instr(op="call", call=call),
-                    fifos.release(a_ep, False, i), fifos.release(c_ep, True, i)]
+            roles = {"a": a_ep.slot(i), "c": c_ep.slot(i)} | ({"r": r_ep.slot(i)} if r_ep else {})
+            call = KernelCall("conv2d", {**bufs, **roles}, params)
+            return [fifos.acquire(ep, prod, i) for ep, prod in ins] + \
+                [Instr(op="call", call=call)] + [fifos.release(ep, prod, i) for ep, prod in ins]
 
-        unroll = math.lcm(a_ep.depth, c_ep.depth)
+        unroll = math.lcm(*(ep.depth for ep, _ in ins))
         self.program.cores.append(Core(tile=list(tile), body=_core_loop(lay.bands, unroll, step)))
 
     def _finish(self) -> None:
@@ -149,17 +179,24 @@ class _ConvChainLowering:
             "macs": int(sum(layer.macs for layer in self.layers)),
             "padded_macs": int(sum(layer.macs for layer in self.layers)),
             "layers": [{"name": layer.name, "op": "conv2d", "precision": layer.precision,
-                        "summary": f"{lay.workload}" + (f" maxpool{layer.pool[0]}x{layer.pool[1]}"
-                                                        if layer.pool else "") +
-                                   (f" clip(0,{layer.clip_max:g})" if layer.clip_max is not None
-                                    else " relu" if layer.relu else ""),
+                        "summary": _summary(layer, lay),
                         "macs": int(layer.macs), "blocks": lay.bands, "config": lay.config,
                         "tiles": [list(t[0]) for t in tiles]}
                        for layer, lay, tiles in zip(self.layers, self.layouts, self.placement)],
             "onchip_intermediates": [
                 f"{layer.name} -> {nxt.name} (memory tile {self.placement[i + 1][0][0][0]},1)"
-                for i, (layer, nxt) in enumerate(zip(self.layers, self.layers[1:]))],
+                for i, (layer, nxt) in enumerate(zip(self.layers, self.layers[1:]))] + [
+                f"{'input' if isinstance(layer.residual, int) else layer.residual} -> "
+                f"{layer.name} (skip connection, read again from its memory tile)"
+                for layer in self.layers if layer.residual is not None],
         }
+
+
+def _summary(layer, lay) -> str:
+    act = f" clip(0,{layer.clip_max:g})" if layer.clip_max is not None else \
+        " relu" if layer.relu else ""
+    pool = f" maxpool{layer.pool[0]}x{layer.pool[1]}" if layer.pool else ""
+    return f"{lay.workload}{act}{pool}" + (" +residual" if layer.residual is not None else "")
 
 
 def lower_conv_chain(name: str, layers: list, layouts: list, device) -> Program:

@@ -9,7 +9,8 @@ The design the codegen implements (:mod:`tvm_aie.codegen.lower_conv`), expressed
   outer stride ``th*stride`` rows makes neighbouring bands overlap, and broadcast to the tiles;
 * the output channels are split over ``n_par`` tiles (whole groups per tile for grouped and
   depthwise convs); tile p keeps its weights ``W[p*Op:(p+1)*Op]`` resident and emits
-  ``[Op, th(/pool), Wo(/pool)]`` per band.
+  ``[Op, th(/pool), Wo(/pool)]`` per band (plus, with a residual add, receives the skip
+  connection's block of the same shape, read from the memory tile that holds that tensor).
 
 The schedule splits the output rows into bands (``aie.row_blocks``) and the output channels into
 ``aie.parallel`` tiles, stages the padded input band, the weights and the output block in
@@ -49,6 +50,7 @@ class ConvWorkload:
     groups: int
     precision: str  # "int8" | "float32"
     pool: tuple = (1, 1)
+    residual: bool = False  # a skip-connection block of the output's shape is added per band
 
     @property
     def acc_dtype(self) -> str:
@@ -115,11 +117,12 @@ def tile_buffers(wl: ConvWorkload, cfg: ConvConfig) -> list[tuple[str, int, int]
     op = wl.o // cfg.n_par
     ph, pw = wl.pool
     params = [wl.acc_dtype] + (["int32", "int8"] if wl.precision == "int8" else [])
+    block = op * (cfg.th // ph) * (wl.wo // pw) * _nbytes(wl.precision)
     return [
         ("input band A", wl.c * band_rows(wl, cfg.th) * wl.w_read * _nbytes(wl.precision),
-         2 if cfg.double_buffer_a else 1),
-        ("output block C", op * (cfg.th // ph) * (wl.wo // pw) * _nbytes(wl.precision),
-         2 if cfg.double_buffer_c else 1),
+         2 if cfg.double_buffer_a else 1)] + \
+        ([("residual block R", block, 2 if cfg.double_buffer_a else 1)] if wl.residual else []) + [
+        ("output block C", block, 2 if cfg.double_buffer_c else 1),
         ("weights W", op * wl.cin_g * wl.kh * wl.kw * _nbytes(wl.precision), 1),
         ("params", sum(_up(op * _nbytes(d), VECTOR_ALIGN) for d in params), 1)]
 

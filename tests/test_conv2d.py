@@ -37,7 +37,8 @@ def _out_hw(h, w, k, s, p):
 
 
 def conv_model(shape, layers, int8: bool, seed=0):
-    """``x[1, *shape]`` through ``layers`` (dicts: o, k, s, p, groups, bias, bn, act, pool)."""
+    """``x[1, *shape]`` through ``layers`` (dicts: o, k, s, p, groups, bias, bn, act, pool and
+    optionally residual: add the model's input to the layer's output)."""
     rng = np.random.default_rng(seed)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, *shape), "float32"))
@@ -47,6 +48,7 @@ def conv_model(shape, layers, int8: bool, seed=0):
             y, c = x, shape[0]
             if int8:
                 y = bb.emit(relax.op.quantize(y, _c(s_in), _c(zp, "int8"), out_dtype="int8"))
+            block_in, s_block, zp_block = y, s_in, zp
             for spec in layers:
                 o, k, g = spec["o"], spec["k"], spec["groups"]
                 w = rng.normal(0, 1 / np.sqrt(c // g * k * k), (o, c // g, k, k)).astype(np.float32)
@@ -68,6 +70,13 @@ def conv_model(shape, layers, int8: bool, seed=0):
                         y = bb.emit(relax.op.nn.relu(y))
                     s_out, zp_out = 4 * s_in / np.sqrt(2), int(rng.integers(-20, 20))
                     y = bb.emit(relax.op.quantize(y, _c(s_out), _c(zp_out, "int8"), out_dtype="int8"))
+                    if spec.get("residual"):
+                        yf = bb.emit(relax.op.dequantize(y, _c(s_out), _c(zp_out, "int8")))
+                        rf = bb.emit(relax.op.dequantize(block_in, _c(s_block),
+                                                         _c(zp_block, "int8")))
+                        s_out, zp_out = 1.5 * s_out, int(rng.integers(-20, 20))
+                        y = bb.emit(relax.op.quantize(relax.op.add(yf, rf), _c(s_out),
+                                                      _c(zp_out, "int8"), out_dtype="int8"))
                     if spec["pool"]:
                         yf = bb.emit(relax.op.dequantize(y, _c(s_out), _c(zp_out, "int8")))
                         yf = bb.emit(relax.op.nn.max_pool2d(yf, 2, 2))
@@ -90,6 +99,8 @@ def conv_model(shape, layers, int8: bool, seed=0):
                         y = bb.emit(relax.op.clip(y, 0.0, 6.0))
                     if spec["pool"]:
                         y = bb.emit(relax.op.nn.max_pool2d(y, 2, 2))
+                    if spec.get("residual"):
+                        y = bb.emit(relax.op.add(y, block_in))
                 c = o
             if int8:
                 y = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
@@ -204,6 +215,24 @@ def test_conv_chain_is_one_program_with_intermediates_on_chip(layers, shape, int
     assert len(sub.onchip_intermediates) == len(layers) - 1
     assert all("memory tile" in edge for edge in sub.onchip_intermediates)
     assert "on-chip: conv0 -> conv1" in str(rep)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("configs", [None, {0: conv2d.ConvConfig(th=2, n_par=2),
+                                            1: conv2d.ConvConfig(th=4, n_par=4),
+                                            2: conv2d.ConvConfig(th=2, n_par=2)}])
+def test_inverted_residual_block_is_one_program(int8, configs):
+    """MobileNetV2's block: expand, depthwise, project + the block's input, all on the array; the
+    skip connection is read again from the memory tile that holds the block's input."""
+    act = "relu" if int8 else "clip"
+    layers = [dict(o=16, k=1, s=1, p=0, groups=1, bias=int8, bn=not int8, act=act, pool=False),
+              dict(o=16, k=3, s=1, p=1, groups=16, bias=int8, bn=not int8, act=act, pool=False),
+              dict(o=8, k=1, s=1, p=0, groups=1, bias=int8, bn=not int8, act=None, pool=False,
+                   residual=True)]
+    rep = check_model((8, 8, 8), layers, int8, configs=configs)
+    (sub,) = rep.subgraphs
+    assert len(sub.layers) == 3 and "+residual" in sub.layers[2]["summary"]
+    assert "input -> conv2 (skip connection" in sub.onchip_intermediates[-1]
 
 
 def test_chain_with_several_bands_and_tiles_per_layer():

@@ -139,7 +139,8 @@ def _check_dense(ctx: PatternCheckContext) -> bool:
     return reason is None
 
 
-def _conv_pattern(int8: bool, bias: bool, bn: bool, act: str | None, pool: bool):
+def _conv_pattern(int8: bool, bias: bool, bn: bool, act: str | None, pool: bool,
+                  residual: bool = False):
     """One conv2d layer (see the module docstring). Returns (pattern, annotations)."""
     x, w = wildcard(), is_const()
     ann = {"x": x, "w": w}
@@ -165,6 +166,14 @@ def _conv_pattern(int8: bool, bias: bool, bn: bool, act: str | None, pool: bool)
         out = ann["pool"] = is_op("relax.nn.max_pool2d")(out)
         if int8:
             out = is_op("relax.quantize")(out, is_const(), is_const())
+    if residual:  # + a tensor of the output's shape (a skip connection), requantised in int8
+        r = ann["residual"] = wildcard()
+        if int8:
+            out = ann["res_dq"] = is_op("relax.dequantize")(out, is_const(), is_const())
+            r = ann["res_in"] = _dq(r)
+        out = ann["res_add"] = is_op("relax.add")(out, r) | is_op("relax.add")(r, out)
+        if int8:
+            out = ann["res_q"] = is_op("relax.quantize")(out, is_const(), is_const())
     ann["root"] = out
     return out, ann
 
@@ -202,6 +211,12 @@ def _conv_reason(ctx: PatternCheckContext) -> str | None:
             return "the scale/shift after the conv is not one value per output channel"
     if "clip" in ann and float(ann["clip"].args[1].value) != 0:
         return "clip with a lower bound other than 0"
+    if "residual" in ann:
+        r = ann["residual"]
+        if r.same_as(x):  # its image would be read for the bands and the residual at once
+            return "the residual is the layer's own input"
+        if list(r.ty.shape) != list(ann["res_add"].ty.shape) or r.ty.dtype != x.ty.dtype:
+            return f"residual {r.ty.shape} {r.ty.dtype} is not the output's shape and type"
     if "pool" in ann:
         p = ann["pool"].attrs
         if _ints(p.pool_size) != _ints(p.strides) or any(_ints(p.padding)) or \
@@ -215,6 +230,19 @@ def _conv_reason(ctx: PatternCheckContext) -> str | None:
     for name, call in (("input", lhs), ("output", quant)):
         if const_value(call.args[1]).size != 1 or const_value(call.args[2]).size != 1:
             return f"{name} quantisation is not per tensor"
+    if "res_q" in ann:
+        for name, call in (("residual", ann["res_in"]), ("sum", ann["res_q"])):
+            if const_value(call.args[1]).size != 1 or const_value(call.args[2]).size != 1:
+                return f"{name} quantisation is not per tensor"
+        if any(not np.array_equal(const_value(ann["res_dq"].args[i]), const_value(quant.args[i]))
+               for i in (1, 2)):
+            return "the conv's output is dequantised with other parameters than it was quantised"
+        s_out = const_value(ann["res_q"].args[1]).astype(np.float64)
+        try:
+            for call in (ann["res_dq"], ann["res_in"]):
+                quantize_multiplier(const_value(call.args[1]).astype(np.float64) / s_out)
+        except ValueError as err:
+            return f"residual add: {err}"
     if "pool_dq" in ann:
         pairs = [(const_value(c.args[1]), const_value(c.args[2])) for c in (quant, ann["pool_dq"], root)]
         if any(not (np.array_equal(s, pairs[0][0]) and np.array_equal(z, pairs[0][1]))
@@ -254,11 +282,12 @@ def _patterns():
                 # fp32 also takes a folded batch norm and ReLU6 (clip); QDQ models fold both
                 for bn, act in [(False, "relu" if relu else None)] if int8 else \
                         [(bn, a) for bn in (False, True) for a in (("relu", "clip") if relu else (None,))]:
-                    for pool in (False, True):
-                        name = "aie.conv2d_" + ("int8" if int8 else "fp32") + \
-                            "".join(f"_{k}" for k in ("bias" if bias else "", "bn" if bn else "",
-                                                      act or "", "pool" if pool else "") if k)
-                        out.append((name, *_conv_pattern(int8, bias, bn, act, pool), _check_conv))
+                    for pool, res in ((False, False), (True, False), (False, True)):
+                        name = "aie.conv2d_" + ("int8" if int8 else "fp32") + "".join(
+                            f"_{k}" for k in ("bias" if bias else "", "bn" if bn else "", act or "",
+                                              "pool" if pool else "", "residual" if res else "") if k)
+                        out.append((name, *_conv_pattern(int8, bias, bn, act, pool, res),
+                                    _check_conv))
     return sorted(out, key=lambda p: p[0].count("_"))
 
 

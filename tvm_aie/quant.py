@@ -45,3 +45,25 @@ def requantize(acc, mult, shift, zero_point: int, relu: bool, out_dtype: str = "
     y = rounded + zero_point
     lo = max(QMIN[out_dtype], zero_point) if relu else QMIN[out_dtype]
     return np.clip(y, lo, QMAX[out_dtype]).astype(out_dtype)
+
+
+ADD_LEFT_SHIFT = 20  # headroom bits of the integer add: rounding errors stay below 2^-20 of a step
+
+
+def requantize_add(a, a_zp: int, a_mult, a_shift, b, b_zp: int, b_mult, b_shift,
+                   out_zp: int, out_dtype: str = "int8"):
+    """``a`` and ``b`` (int8 at their own scales) added at the output's scale.
+
+    Each input is centred, widened by ``ADD_LEFT_SHIFT`` bits and scaled by its ratio
+    ``s_in / s_out`` as a multiplier and shift (:func:`quantize_multiplier`, round half up); the
+    sum is shifted back with rounding half up, offset by the output zero point and saturated
+    (the scheme of TFLite's quantised add, which the AIE's shift-round-saturate does the same way).
+    """
+    def scaled(x, zp, mult, shift):
+        x = (np.asarray(x, np.int64) - zp) << ADD_LEFT_SHIFT
+        shift = np.int64(shift)
+        return (x * np.int64(mult) + (np.int64(1) << (shift - 1))) >> shift
+
+    total = scaled(a, a_zp, a_mult, a_shift) + scaled(b, b_zp, b_mult, b_shift)
+    y = ((total + (1 << (ADD_LEFT_SHIFT - 1))) >> ADD_LEFT_SHIFT) + out_zp
+    return np.clip(y, QMIN[out_dtype], QMAX[out_dtype]).astype(out_dtype)

@@ -18,14 +18,44 @@ from tvm import relax
 
 from .codegen.layers import ConvLayer, DenseLayer, LayerGraph, read_layer_graph
 from .partition import partition_for_aie
-from .quant import QMAX, QMIN
+from .quant import ADD_LEFT_SHIFT, QMAX, QMIN
 
 
 def _const(a, dtype) -> relax.Expr:
     return relax.const(np.asarray(a, dtype=dtype), dtype)
 
 
-def _int8_epilogue(bb: relax.BlockBuilder, acc, layer, chan_shape):
+def _rounding_shift(bb, x, mult, shift):
+    """``(x * mult + 2^(shift-1)) >> shift`` in int64 (``mult``/``shift`` int64 constants)."""
+    x = bb.emit(relax.op.add(relax.op.multiply(x, mult),
+                             relax.op.left_shift(_const(1, "int64"),
+                                                 relax.op.subtract(shift, _const(1, "int64")))))
+    return bb.emit(relax.op.right_shift(x, shift))
+
+
+def _clip_int8(bb, y, lo=QMIN["int8"]):
+    y = bb.emit(relax.op.minimum(relax.op.maximum(y, _const(lo, "int64")),
+                                 _const(QMAX["int8"], "int64")))
+    return bb.emit(relax.op.astype(y, "int8"))
+
+
+def _int8_add(bb: relax.BlockBuilder, y, r, layer):
+    """:func:`tvm_aie.quant.requantize_add` of the conv's int8 output and the residual."""
+    add = layer.add
+
+    def scaled(x, zp, mult, shift):
+        x = bb.emit(relax.op.left_shift(relax.op.subtract(relax.op.astype(x, "int64"),
+                                                          _const(zp, "int64")),
+                                        _const(ADD_LEFT_SHIFT, "int64")))
+        return _rounding_shift(bb, x, _const(mult, "int64"), _const(shift, "int64"))
+
+    total = bb.emit(relax.op.add(scaled(y, add.conv_zp, add.conv_mult, add.conv_shift),
+                                 scaled(r, add.res_zp, add.res_mult, add.res_shift)))
+    total = _rounding_shift(bb, total, _const(1, "int64"), _const(ADD_LEFT_SHIFT, "int64"))
+    return _clip_int8(bb, bb.emit(relax.op.add(total, _const(layer.out_zp, "int64"))))
+
+
+def _int8_epilogue(bb: relax.BlockBuilder, acc, layer, chan_shape, zero_point: int):
     """Bias, multiplier, round half up, shift, zero point, clip: per channel (``chan_shape``)."""
     def per_channel(a, dtype):
         return _const(np.asarray(a).reshape(chan_shape), dtype)
@@ -33,19 +63,15 @@ def _int8_epilogue(bb: relax.BlockBuilder, acc, layer, chan_shape):
     if layer.bias is not None:
         acc = bb.emit(relax.op.add(acc, per_channel(layer.bias, "int32")))
     acc = bb.emit(relax.op.astype(acc, "int64"))
-    acc = bb.emit(relax.op.add(relax.op.multiply(acc, per_channel(layer.mult, "int64")),
-                               per_channel(np.int64(1) << (layer.shift - 1), "int64")))
-    y = bb.emit(relax.op.add(relax.op.right_shift(acc, per_channel(layer.shift, "int64")),
-                             _const(layer.out_zp, "int64")))
-    lo = max(QMIN["int8"], layer.out_zp) if layer.relu else QMIN["int8"]
-    y = bb.emit(relax.op.minimum(relax.op.maximum(y, _const(lo, "int64")),
-                                 _const(QMAX["int8"], "int64")))
-    return bb.emit(relax.op.astype(y, "int8"))
+    acc = _rounding_shift(bb, acc, per_channel(layer.mult, "int64"),
+                          per_channel(layer.shift, "int64"))
+    y = bb.emit(relax.op.add(acc, _const(zero_point, "int64")))
+    return _clip_int8(bb, y, max(QMIN["int8"], zero_point) if layer.relu else QMIN["int8"])
 
 
 def _int8_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
     acc = bb.emit(relax.op.matmul(x, _const(layer.weight, "int8"), out_dtype="int32"))
-    return _int8_epilogue(bb, acc, layer, (-1,))
+    return _int8_epilogue(bb, acc, layer, (-1,), layer.out_zp)
 
 
 def _fp32_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
@@ -55,9 +81,9 @@ def _fp32_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
     return bb.emit(relax.op.nn.relu(y)) if layer.relu else y
 
 
-def _conv(bb: relax.BlockBuilder, x, layer: ConvLayer):
+def _conv(bb: relax.BlockBuilder, x, layer: ConvLayer, residual=None):
     """The conv as the array computes it: int8 pads with the input zero point (the memory tile's
-    border) and accumulates raw int8 in int32; the pool comes after the epilogue."""
+    border) and accumulates raw int8 in int32; the pool or residual add comes after the epilogue."""
     chan = (1, -1, 1, 1)
     if layer.precision == "int8":
         pt, pl, pb, pr = layer.padding
@@ -65,7 +91,9 @@ def _conv(bb: relax.BlockBuilder, x, layer: ConvLayer):
                                     pad_value=float(layer.in_zp)))
         acc = bb.emit(relax.op.nn.conv2d(x, _const(layer.weight, "int8"), strides=layer.stride,
                                          groups=layer.groups, out_dtype="int32"))
-        y = _int8_epilogue(bb, acc, layer, chan)
+        y = _int8_epilogue(bb, acc, layer, chan, layer.epilogue_zp)
+        if residual is not None:
+            y = _int8_add(bb, y, residual, layer)
     else:
         y = bb.emit(relax.op.nn.conv2d(x, _const(layer.weight, "float32"), strides=layer.stride,
                                        padding=layer.padding, groups=layer.groups))
@@ -75,6 +103,8 @@ def _conv(bb: relax.BlockBuilder, x, layer: ConvLayer):
             y = bb.emit(relax.op.clip(y, 0.0, layer.clip_max))
         elif layer.relu:
             y = bb.emit(relax.op.nn.relu(y))
+        if residual is not None:
+            y = bb.emit(relax.op.add(y, residual))
     if layer.pool:
         y = bb.emit(relax.op.nn.max_pool2d(y, pool_size=layer.pool, strides=layer.pool))
     return y
@@ -90,7 +120,9 @@ def reference_function(graph: LayerGraph) -> relax.Function:
             for layer in graph.layers:
                 x = params[layer.input] if isinstance(layer.input, int) else values[layer.input]
                 if isinstance(layer, ConvLayer):
-                    values[layer.name] = _conv(bb, x, layer)
+                    r = layer.residual
+                    r = None if r is None else params[r] if isinstance(r, int) else values[r]
+                    values[layer.name] = _conv(bb, x, layer, r)
                 else:
                     dense = _int8_dense if layer.precision == "int8" else _fp32_dense
                     values[layer.name] = dense(bb, x, layer)

@@ -4,8 +4,10 @@ Registered into :data:`tvm_aie.sim.kernels.KERNELS` as ``"conv2d"``. The core re
 input band ``a[C, th_in, w_read]`` (the DMA did the halo and padding), keeps its weights
 ``w[Op, C/groups, KH, KW]`` resident and writes ``c[Op, th/ph, Wo/pw]``: the convolution with
 stride, then bias, activation (int8: :func:`tvm_aie.quant.requantize`, so bit-exact with the CPU
-reference; float32: float32 arithmetic, ReLU or ReLU6-style ``clip(0, clip_max)``), then the non-overlapping max-pool. Grouped and depthwise
-convs are a loop over the tile's groups, each reading its own input channels from the band.
+reference; float32: float32 arithmetic, ReLU or ReLU6-style ``clip(0, clip_max)``), then the
+non-overlapping max-pool or the residual add of ``r[Op, th, Wo]`` (int8:
+:func:`tvm_aie.quant.requantize_add`). Grouped and depthwise convs are a loop over the tile's
+groups, each reading its own input channels from the band.
 """
 
 from __future__ import annotations
@@ -14,27 +16,26 @@ import math
 
 import numpy as np
 
-from ..quant import QMAX, requantize
+from ..quant import QMAX, requantize, requantize_add
 from .kernels import CALL_OVERHEAD, KERNELS, matmul_cycles
 from .memory import tile_key
 
 
 def conv2d_cycles(device, precision: str, groups: int, group_size: int, cin_g: int, kh: int,
-                  kw: int, th: int, wo: int, out_dtype: str, pool: tuple) -> int:
+                  kw: int, th: int, wo: int, out_dtype: str, pool: tuple, residual: bool) -> int:
     """Cycles of one call: per group, the implicit-im2col matmul
     ``[th*Wo, cin_g*KH*KW] @ [cin_g*KH*KW, group_size]`` on the mmul datapath, costed by
     :func:`~tvm_aie.sim.kernels.matmul_cycles` (catalog MAC rate, intrinsic padding, vector load
-    bound) with one call overhead for the whole band; the max-pool is one more pass over the
-    block at the vector load rate. Depthwise convs (``group_size`` 1, K = KH*KW) pad each
+    bound) with one call overhead for the whole band; the max-pool and the residual add are one
+    more pass each over the block at the vector load rate. Depthwise convs (``group_size`` 1, K = KH*KW) pad each
     intrinsic heavily, which is why they run far below peak on the mmul unit.
     """
     per_group = matmul_cycles(device, precision, th * wo, cin_g * kh * kw, group_size, out_dtype,
                               False) - CALL_OVERHEAD
-    pool_pass = 0
-    if pool != (1, 1):
-        nbytes = groups * group_size * th * wo * np.dtype(out_dtype).itemsize
-        pool_pass = math.ceil(nbytes / device.vector_load_bytes_per_cycle)
-    return CALL_OVERHEAD + groups * per_group + pool_pass
+    passes = (pool != (1, 1)) + residual
+    nbytes = groups * group_size * th * wo * np.dtype(out_dtype).itemsize
+    return CALL_OVERHEAD + groups * per_group + \
+        passes * math.ceil(nbytes / device.vector_load_bytes_per_cycle)
 
 
 class Conv2d:
@@ -55,8 +56,11 @@ class Conv2d:
         self.clip_max = p.get("clip_max")  # float32 ReLU6-style bound (with relu), or None
         self.out_dtype = p.get("out_dtype", self.precision)
         self.cin_offset = int(p.get("cin_offset", 0))
+        # residual add: int8 [conv_zp, conv_mult, conv_shift, res_zp, res_mult, res_shift]
+        self.residual, self.add = bool(p.get("residual")), p.get("add")
         self.buffers = {role: b.name for role, b in buffers.items()}
-        need = {"a", "w", "c"} | ({"mult", "shift"} if self.precision == "int8" else set())
+        need = {"a", "w", "c"} | ({"mult", "shift"} if self.precision == "int8" else set()) | \
+            ({"r"} if self.residual else set())
         if missing := need - set(buffers):
             raise ValueError(f"{where}: missing buffers {sorted(missing)}")
         if link_in is not None or link_out is not None:
@@ -83,13 +87,15 @@ class Conv2d:
         for buf in (a, w):
             if buf.dtype != self.IN[self.precision]:
                 raise ValueError(f"{where}: {buf.name} is {buf.dtype}, not {self.precision}")
+        if self.residual and (list(buffers["r"].shape) != want or buffers["r"].dtype != c.dtype):
+            raise ValueError(f"{where}: residual {buffers['r'].name} is not like c {want}")
         for role in ("bias", "mult", "shift"):
             if role in buffers and int(np.prod(buffers[role].shape)) != op:
                 raise ValueError(f"{where}: {role} {buffers[role].name} is not one per channel")
         self.macs = op * self.th * self.wo * self.cin_g * self.kh * self.kw
         self.cycles = conv2d_cycles(device, self.precision, self.groups, self.group_size,
                                     self.cin_g, self.kh, self.kw, self.th, self.wo,
-                                    self.out_dtype, self.pool)
+                                    self.out_dtype, self.pool, self.residual)
         self.steps = (self.cycles,)  # timing mode: the call's cycles, no data
 
     def run(self, memories):
@@ -116,13 +122,19 @@ class Conv2d:
         if "bias" in self.buffers:
             acc = acc + view(self.buffers["bias"]).reshape(-1, 1, 1)
         if self.precision == "int8" and self.out_dtype in QMAX:
+            zp = self.add[0] if self.residual else self.out_zp
             out = requantize(acc.transpose(1, 2, 0), view(self.buffers["mult"]).reshape(-1),
-                             view(self.buffers["shift"]).reshape(-1), self.out_zp, self.relu,
+                             view(self.buffers["shift"]).reshape(-1), zp, self.relu,
                              self.out_dtype).transpose(2, 0, 1)
+            if self.residual:
+                out = requantize_add(out, *self.add[:3], view(self.buffers["r"]), *self.add[3:],
+                                     self.out_zp, self.out_dtype)
         else:
             out = np.maximum(acc, 0) if self.relu else acc
             if self.clip_max is not None:
                 out = np.minimum(out, np.float32(self.clip_max))
+            if self.residual:
+                out = out + view(self.buffers["r"])
             out = out.astype(self.out_dtype)
         ph, pw = self.pool
         if (ph, pw) != (1, 1):
