@@ -342,7 +342,8 @@ class _Canonicalize(PyExprMutator):
 
     def _as_clip(self, call):
         """(x, lo, hi) if ``call`` is an imported Clip bound, else None."""
-        if not (call.op.name == "relax.call_tir" and isinstance(call.args[1], relax.Tuple)):
+        if not (call.op.name == "relax.call_tir" and isinstance(call.args[1], relax.Tuple)
+                and len(call.args[1].fields) == 2):
             return None
         name = call.args[0].name_hint
         x, bound = call.args[1].fields
@@ -352,6 +353,8 @@ class _Canonicalize(PyExprMutator):
         inner = self.bound.get(x)
         lo, hi = (c, float("inf")) if name.startswith("maximum") else (float("-inf"), c)
         if isinstance(inner, relax.Call) and (prev := self._as_clip(inner)) is not None:
+            if max(lo, prev[1]) > min(hi, prev[2]):  # ONNX gives max there, clip would give min
+                return None
             x, lo, hi = prev[0], max(lo, prev[1]), min(hi, prev[2])
         return x, lo, hi
 
