@@ -70,6 +70,24 @@ def test_operator_tvm_cannot_import_is_one_clear_line():
     assert "\n" not in str(err.value) and "Celu" in str(err.value)
 
 
+def test_layernorm_statistics_outputs_are_refused_not_wrong():
+    """TVM imports LayerNormalization's Mean/InvStdDev as placeholder scalars; a model using them
+    must fail to load, while one using only Y loads."""
+    def model(outputs):
+        node = helper.make_node("LayerNormalization", ["x", "s"], outputs)
+        graph = helper.make_graph(
+            [node], "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+            [helper.make_tensor_value_info(o, TensorProto.FLOAT, [2, 4 if o == "y" else 1])
+             for o in outputs if o],
+            [numpy_helper.from_array(np.ones(4, np.float32), "s")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    tvm_aie.load_onnx(model(["y"]))
+    with pytest.raises(tvm_aie.ModelLoadError, match="Mean/InvStdDev") as err:
+        tvm_aie.load_onnx(model(["y", "", "inv_std"]))
+    assert "\n" not in str(err.value)
+
+
 def test_qoperator_model_names_the_ops_tvm_lacks(tmp_path):
     """onnxruntime's other quantised format (QLinear* operators instead of QDQ) does not import
     into TVM 0.27; the error names the operators, which tells the user to quantise to QDQ."""

@@ -45,7 +45,20 @@ def load_onnx(model, shape: dict | None = None) -> tvm.IRModule:
     if missing:
         raise ModelLoadError(f"{where}: TVM's ONNX importer has no converter for "
                              f"{', '.join(missing)}")
+    _check_placeholder_outputs(model, where)
     return from_onnx(model, shape_dict=shape, keep_params_in_input=False)
+
+
+def _check_placeholder_outputs(model: onnx.ModelProto, where: str) -> None:
+    """TVM 0.27 imports LayerNormalization's optional Mean and InvStdDev outputs as placeholder
+    scalars, so a model that uses them would run and give wrong numbers; refuse it instead."""
+    used = {name for n in model.graph.node for name in n.input} | \
+        {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        if node.op_type == "LayerNormalization" and used & set(node.output[1:]):
+            raise ModelLoadError(f"{where}: LayerNormalization {node.name or node.output[0]!r} "
+                                 f"uses its Mean/InvStdDev outputs, which TVM's ONNX importer "
+                                 f"does not compute")
 
 
 def load_torch(module, *example_inputs, dynamic_shapes=None) -> tvm.IRModule:
