@@ -90,6 +90,9 @@ class ConvLayer:
     clip_max: float | None = None  # fp32 ReLU6-style activation: clip(0, clip_max) (relu is set)
     residual: int | str | None = None  # where a tensor added to the output comes from
     add: "ResidualAdd | None" = None  # int8: how the conv's output and the residual are added
+    # "conv", or a pooling layer as a depthwise window: "avgpool" (weights 1/K in fp32; in int8
+    # weights 1 at scale 1/K, so requantisation divides) or "maxpool" (the weights are unused)
+    kind: str = "conv"
     in_scale: float | None = None
     in_zp: int | None = None
     w_scale: np.ndarray | None = None
@@ -126,8 +129,9 @@ class ConvLayer:
 
     @property
     def macs(self) -> int:
+        """Multiply-accumulates (none for pooling, as the model's MAC count has none there)."""
         o, ho, wo = self.conv_shape
-        return o * ho * wo * int(np.prod(self.weight.shape[1:]))
+        return o * ho * wo * int(np.prod(self.weight.shape[1:])) if self.kind == "conv" else 0
 
 
 @dataclass
@@ -278,6 +282,36 @@ def _read_conv(func: relax.Function, name: str, sources: dict) -> ConvLayer:
     return layer
 
 
+def _read_pool(func: relax.Function, name: str, sources: dict) -> ConvLayer:
+    """A pooling composite as a depthwise-window layer (see :class:`ConvLayer` ``kind``)."""
+    (x,) = func.params
+    calls = {b.value.op.name: b.value for block in func.body.blocks for b in block.bindings
+             if isinstance(b.value, relax.Call)}
+    c, h, w = (int(d) for d in list(x.ty.shape)[1:])
+    if "relax.mean" in calls:  # global average pool
+        kind, window, stride = "avgpool", (h, w), (1, 1)
+    else:
+        pool = calls.get("relax.nn.max_pool2d", calls.get("relax.nn.avg_pool2d"))
+        kind = "maxpool" if pool.op.name == "relax.nn.max_pool2d" else "avgpool"
+        window = tuple(int(v) for v in pool.attrs.pool_size)
+        stride = tuple(int(v) for v in pool.attrs.strides)
+    int8 = "relax.quantize" in calls
+    count = window[0] * window[1]
+    weight = np.full((c, 1, *window), 1 if int8 else 1 / count,
+                     np.int8 if int8 else np.float32)
+    layer = ConvLayer(name, "int8" if int8 else "float32", (c, h, w), weight, None, stride,
+                      (0, 0, 0, 0), c, False, None, sources[x], kind=kind)
+    if int8:
+        dq, quant = calls["relax.dequantize"], calls["relax.quantize"]
+        layer.in_scale, layer.in_zp = _scalar(dq.args[1]), int(_scalar(dq.args[2]))
+        layer.out_scale, layer.out_zp = _scalar(quant.args[1]), int(_scalar(quant.args[2]))
+        layer.w_scale = np.full(c, 1 / count, np.float32)
+        acc_scale = np.float64(layer.in_scale) / count * np.ones(c)
+        layer.mult, layer.shift = quantize_multiplier(acc_scale / layer.out_scale)
+        layer.bias = _int_bias(None, acc_scale, weight.reshape(c, -1).T, layer.in_zp)
+    return layer
+
+
 def read_layer_graph(func: relax.Function) -> LayerGraph:
     """The layers of a ``Codegen="aie"`` function, with where each one's input comes from."""
     params = [Param(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
@@ -290,10 +324,15 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
             composites[binding.var] = val
         elif isinstance(val, relax.Call) and val.op in composites:
             x, comp = val.args[0], composites[val.op]
-            if str(comp.attrs["Composite"]).startswith("aie.conv2d"):
-                name = f"conv{len(layers)}"
+            kind = str(comp.attrs["Composite"])
+            if kind.startswith(("aie.conv2d", "aie.pool2d")):
                 sources = {p: source[a] for p, a in zip(comp.params, val.args)}
-                layers.append(_read_conv(comp, name, sources))
+                if kind.startswith("aie.pool2d"):
+                    name = f"pool{len(layers)}"
+                    layers.append(_read_pool(comp, name, sources))
+                else:
+                    name = f"conv{len(layers)}"
+                    layers.append(_read_conv(comp, name, sources))
             else:
                 name = f"dense{len(layers)}"
                 layers.append(_read_composite(comp, name, int(x.ty.shape[0]), source[x]))

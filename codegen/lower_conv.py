@@ -135,13 +135,15 @@ class _ConvChainLowering:
     def _lower_tile(self, layer, lay, p: int, tile, a_ep, c_ep, r_ep) -> None:
         tag = f"{layer.name}.p{p}"
         chans = slice(p * lay.op, (p + 1) * lay.op)
-        consts = {"w": np.ascontiguousarray(layer.weight[chans])}
-        acc = "int32" if layer.precision == "int8" else "float32"
-        if layer.bias is not None:
-            consts["bias"] = layer.bias[chans].astype(acc)
-        if layer.precision == "int8":
-            consts["mult"] = np.asarray(layer.mult, np.int32)[chans]
-            consts["shift"] = np.asarray(layer.shift, np.int8)[chans]
+        consts = {}
+        if layer.kind != "maxpool":  # a max-pool only compares: no weights, no epilogue
+            acc = "int32" if layer.precision == "int8" else "float32"
+            consts["w"] = np.ascontiguousarray(layer.weight[chans])
+            if layer.bias is not None:
+                consts["bias"] = layer.bias[chans].astype(acc)
+            if layer.precision == "int8":
+                consts["mult"] = np.asarray(layer.mult, np.int32)[chans]
+                consts["shift"] = np.asarray(layer.shift, np.int8)[chans]
         bufs = {}
         for key, arr in consts.items():
             self.program.constants[f"{tag}.{key}"] = arr
@@ -156,7 +158,8 @@ class _ConvChainLowering:
                   "relu": bool(layer.relu), "clip_max": layer.clip_max,
                   "pool": list(layer.pool or (1, 1)),
                   "out_zp": int(layer.out_zp or 0), "out_dtype": layer.out_dtype,
-                  "residual": r_ep is not None}
+                  "residual": r_ep is not None, "kind": layer.kind,
+                  "window": [wl.kh, wl.kw]}
         if layer.add is not None:
             params["add"] = [int(v) for v in astuple(layer.add)]
         ins = [(a_ep, False)] + ([(r_ep, False)] if r_ep else []) + [(c_ep, True)]
@@ -178,7 +181,7 @@ class _ConvChainLowering:
             "precision": self.layers[0].precision,
             "macs": int(sum(layer.macs for layer in self.layers)),
             "padded_macs": int(sum(layer.macs for layer in self.layers)),
-            "layers": [{"name": layer.name, "op": "conv2d", "precision": layer.precision,
+            "layers": [{"name": layer.name, "op": layer.kind, "precision": layer.precision,
                         "summary": _summary(layer, lay),
                         "macs": int(layer.macs), "blocks": lay.bands, "config": lay.config,
                         "tiles": [list(t[0]) for t in tiles]}

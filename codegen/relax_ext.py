@@ -49,7 +49,8 @@ def conv_workload_of(layer: ConvLayer) -> conv2d.ConvWorkload:
     c, h, w = layer.in_shape
     o, _, kh, kw = layer.weight.shape
     return conv2d.ConvWorkload(c, h, w, o, kh, kw, layer.stride, layer.padding, layer.groups,
-                               layer.precision, layer.pool or (1, 1), layer.residual is not None)
+                               layer.precision, layer.pool or (1, 1), layer.residual is not None,
+                               layer.kind)
 
 
 def _compile_conv(layers: list, name: str, device, pinned: dict):

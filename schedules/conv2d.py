@@ -12,6 +12,9 @@ The design the codegen implements (:mod:`tvm_aie.codegen.lower_conv`), expressed
   ``[Op, th(/pool), Wo(/pool)]`` per band (plus, with a residual add, receives the skip
   connection's block of the same shape, read from the memory tile that holds that tensor).
 
+Pooling layers are scheduled as the depthwise conv with their window (the same bands and halos);
+a max-pool keeps no weights on its tiles.
+
 The schedule splits the output rows into bands (``aie.row_blocks``) and the output channels into
 ``aie.parallel`` tiles, stages the padded input band, the weights and the output block in
 ``local.aie`` (the padding copy is inlined: it is the memory tile's border) and :func:`tile_layout`
@@ -51,6 +54,7 @@ class ConvWorkload:
     precision: str  # "int8" | "float32"
     pool: tuple = (1, 1)
     residual: bool = False  # a skip-connection block of the output's shape is added per band
+    kind: str = "conv"  # or "avgpool" / "maxpool": a depthwise window (maxpool keeps no weights)
 
     @property
     def acc_dtype(self) -> str:
@@ -82,7 +86,8 @@ class ConvWorkload:
         return self.c // self.groups
 
     def __str__(self) -> str:
-        return (f"conv2d {self.c}x{self.h}x{self.w} -> {self.o} k{self.kh}x{self.kw} "
+        op = "conv2d" if self.kind == "conv" else self.kind
+        return (f"{op} {self.c}x{self.h}x{self.w} -> {self.o} k{self.kh}x{self.kw} "
                 f"s{self.stride[0]} g{self.groups} {self.precision}")
 
 
@@ -122,9 +127,9 @@ def tile_buffers(wl: ConvWorkload, cfg: ConvConfig) -> list[tuple[str, int, int]
         ("input band A", wl.c * band_rows(wl, cfg.th) * wl.w_read * _nbytes(wl.precision),
          2 if cfg.double_buffer_a else 1)] + \
         ([("residual block R", block, 2 if cfg.double_buffer_a else 1)] if wl.residual else []) + [
-        ("output block C", block, 2 if cfg.double_buffer_c else 1),
-        ("weights W", op * wl.cin_g * wl.kh * wl.kw * _nbytes(wl.precision), 1),
-        ("params", sum(_up(op * _nbytes(d), VECTOR_ALIGN) for d in params), 1)]
+        ("output block C", block, 2 if cfg.double_buffer_c else 1)] + ([] if wl.kind == "maxpool" else [
+            ("weights W", op * wl.cin_g * wl.kh * wl.kw * _nbytes(wl.precision), 1),
+            ("params", sum(_up(op * _nbytes(d), VECTOR_ALIGN) for d in params), 1)])
 
 
 def check(wl: ConvWorkload, cfg: ConvConfig, device) -> None:

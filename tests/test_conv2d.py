@@ -36,9 +36,10 @@ def _out_hw(h, w, k, s, p):
     return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
 
 
-def conv_model(shape, layers, int8: bool, seed=0):
+def conv_model(shape, layers, int8: bool, seed=0, head=None):
     """``x[1, *shape]`` through ``layers`` (dicts: o, k, s, p, groups, bias, bn, act, pool and
-    optionally residual: add the model's input to the layer's output)."""
+    optionally residual: add the model's input to the layer's output), then with ``head=n`` a
+    global average pool, a flatten and a dense layer to ``n`` outputs."""
     rng = np.random.default_rng(seed)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, *shape), "float32"))
@@ -102,6 +103,25 @@ def conv_model(shape, layers, int8: bool, seed=0):
                     if spec.get("residual"):
                         y = bb.emit(relax.op.add(y, block_in))
                 c = o
+            if head:
+                w_fc = rng.normal(0, 1 / np.sqrt(c), (c, head)).astype(np.float32)
+                if int8:
+                    y = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
+                y = bb.emit(relax.op.mean(y, [2, 3], keepdims=True))
+                if int8:
+                    s_in, zp = s_in / 2, zp // 2
+                    y = bb.emit(relax.op.quantize(y, _c(s_in), _c(zp, "int8"), out_dtype="int8"))
+                y = bb.emit(relax.op.reshape(y, (1, c)))
+                if int8:
+                    s_w = np.abs(w_fc).max() / 127
+                    wf = relax.op.dequantize(_c(np.round(w_fc / s_w), "int8"), _c(s_w),
+                                             _c(0, "int8"))
+                    y = bb.emit(relax.op.matmul(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")),
+                                                wf))
+                    s_in, zp = s_in * 2, 0
+                    y = bb.emit(relax.op.quantize(y, _c(s_in), _c(zp, "int8"), out_dtype="int8"))
+                else:
+                    y = bb.emit(relax.op.matmul(y, _c(w_fc)))
             if int8:
                 y = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
             out = bb.emit_output(y)
@@ -114,9 +134,9 @@ def _aie_funcs(mod):
             f.attrs is not None and f.attrs.get("Codegen") == "aie"]
 
 
-def check_model(shape, layers, int8, configs=None, seed=0):
+def check_model(shape, layers, int8, configs=None, seed=0, head=None):
     """Build for the array (``configs``: index -> ConvConfig pinned), run, compare; return report."""
-    mod, out_scale = conv_model(shape, layers, int8, seed)
+    mod, out_scale = conv_model(shape, layers, int8, seed, head)
     x = np.random.default_rng(seed + 1).normal(0, 1, (1, *shape)).astype(np.float32)
     pick = (lambda found, device: configs) if configs else None
     if pick:
@@ -287,3 +307,76 @@ def test_chain_too_big_for_the_array_is_split_and_stays_correct(int8):
     assert "conv0..conv4 do not fit" in first.split and second.split is None
     assert len(first.onchip_intermediates) == 3 and len(second.onchip_intermediates) == 1
     assert "split (output via DDR to the next program)" in str(rep)
+
+
+def pool_model(shape, kinds, int8: bool):
+    """``x[1, *shape]`` through pooling layers ``kinds`` ((kind, window, stride) with kind
+    max / avg / mean), each in its own QDQ pair in int8 (average pools rescale)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, *shape), "float32"))
+    s, zp = 0.05, 3
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = x
+            if int8:
+                y = bb.emit(relax.op.quantize(y, _c(s), _c(zp, "int8"), out_dtype="int8"))
+            for kind, window, stride in kinds:
+                if int8:
+                    y = bb.emit(relax.op.dequantize(y, _c(s), _c(zp, "int8")))
+                if kind == "mean":
+                    y = bb.emit(relax.op.mean(y, [2, 3], keepdims=True))
+                else:
+                    pool = relax.op.nn.max_pool2d if kind == "max" else relax.op.nn.avg_pool2d
+                    y = bb.emit(pool(y, window, stride))
+                if int8:
+                    if kind != "max":
+                        s, zp = s * 0.7, zp - 5
+                    y = bb.emit(relax.op.quantize(y, _c(s), _c(zp, "int8"), out_dtype="int8"))
+            if int8:
+                y = bb.emit(relax.op.dequantize(y, _c(s), _c(zp, "int8")))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get(), s
+
+
+@_SETTINGS
+@given(st.integers(1, 6), st.integers(2, 10), st.integers(2, 10),
+       st.lists(st.sampled_from(["max", "avg", "mean"]), min_size=1, max_size=3),
+       st.integers(1, 3), st.integers(1, 2), st.booleans())
+def test_pooling_layers_over_shapes(c, h, w, kinds, k, s, int8):
+    """Standalone max / average / global-average pools form a chain of their own on the array:
+    int8 bit-exact with the reference (and within a step of float QDQ), fp32 within 1e-5."""
+    layers, hh, ww = [], h, w
+    for kind in kinds:
+        kk = min(k, hh, ww)
+        if kind == "mean":
+            layers.append((kind, None, None))
+            hh = ww = 1
+        else:
+            layers.append((kind, kk, s))
+            hh, ww = (hh - kk) // s + 1, (ww - kk) // s + 1
+    mod, out_scale = pool_model((c, h, w), layers, int8)
+    x = np.random.default_rng(c * h * w).normal(0, 1, (1, c, h, w)).astype(np.float32)
+    ex = tvm_aie.build(mod)
+    y = _run(ex, x)
+    ref = _run(tvm.compile(mod, target="llvm"), x)
+    if int8:
+        np.testing.assert_array_equal(y, _run(build_reference(mod), x))
+        assert np.abs(y - ref).max() <= out_scale * 1.001
+    else:
+        np.testing.assert_allclose(y, ref, rtol=0, atol=FP32_RTOL * max(1.0, np.abs(ref).max()))
+    (sub,) = tvm_aie.report(ex).subgraphs
+    assert [layer["op"] for layer in sub.layers] == \
+        ["maxpool" if kind == "max" else "avgpool" for kind, _, _ in layers]
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_cnn_head_conv_global_pool_dense(int8):
+    """conv -> ReLU -> global average pool -> flatten -> dense: the conv and the pool share one
+    program (the pooled map stays on-chip), the dense layer after the CPU's reshape is another."""
+    spec = dict(o=8, k=3, s=1, p=1, groups=1, bias=True, bn=False, act="relu", pool=False)
+    rep = check_model((3, 6, 6), [spec], int8, head=4)
+    conv, dense = rep.subgraphs
+    assert [layer["op"] for layer in conv.layers] == ["conv", "avgpool"]
+    assert conv.onchip_intermediates == ["conv0 -> pool1 (memory tile 1,1)"]
+    assert len(dense.layers) == 1 and rep.offloaded_share == 1.0

@@ -20,10 +20,14 @@ pointwise; any stride and padding) with a constant OIHW weight, in fp32 or QDQ i
     dequantize(x) -> conv2d(., dequantize(W)) -> add(., reshape(dequantize(b)))? -> relu?
         -> quantize [-> dequantize -> max_pool2d -> quantize]?
 
-with a non-overlapping max-pool (pool size = stride, no padding) after either, and in fp32 also an
-inference batch norm after the conv (folded into its weight and bias) and ReLU6 / ``clip(0, hi)``.
-In QDQ models onnxruntime folds ReLU/Clip into the output zero point and BN is folded by its
+with a non-overlapping max-pool (pool size = stride, no padding) or a residual add (a skip
+connection of the output's shape, requantised in int8) after either, and in fp32 also an inference
+batch norm after the conv (folded into its weight and bias) and ReLU6 / ``clip(0, hi)``. In QDQ
+models onnxruntime folds ReLU/Clip into the output zero point and BN is folded by its
 pre-processing, so the int8 pattern needs neither.
+
+Pooling on its own (max, average, global average as ONNX's ``mean`` over H and W; no padding) is
+a layer of the conv family too: the codegen runs it as a depthwise window over the same bands.
 
 Before matching, :class:`_Canonicalize` rewrites what TVM's ONNX importer writes into one form:
 ``batch_norm(...)[0]`` into a per-channel multiply-add, Clip's ``call_tir(maximum/minimum)`` into
@@ -270,8 +274,70 @@ def _check_conv(ctx: PatternCheckContext) -> bool:
     return reason is None
 
 
+def _pool_pattern(int8: bool, kind: str):
+    """A pooling layer on its own: ``max_pool2d``, ``avg_pool2d`` or the ``mean`` over H and W
+    that ONNX GlobalAveragePool imports as; in int8 between a dequantize and a quantize."""
+    x = wildcard()
+    ann = {"x": x}
+    inp = ann["lhs"] = _dq(x) if int8 else x
+    op = "relax.mean" if kind == "mean" else f"relax.nn.{kind}_pool2d"
+    out = ann["pool"] = is_op(op)(inp)
+    if int8:
+        out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
+    ann["root"] = out
+    return out, ann
+
+
+def _pool_reason(ctx: PatternCheckContext) -> str | None:
+    if has_leaking_intermediate_variables(ctx):
+        return "an intermediate of the layer is used outside it"
+    ann = ctx.annotated_expr
+    x, pool = ann["x"], ann["pool"]
+    if not _static(x.ty, 4) or int(x.ty.shape[0]) != 1:
+        return f"needs a static NCHW image of batch 1, got {x.ty.shape}"
+    int8 = "quant" in ann
+    if x.ty.dtype != ("int8" if int8 else "float32"):
+        return f"dtype {x.ty.dtype}"
+    a = pool.attrs
+    if pool.op.name == "relax.mean":
+        if sorted(_ints(a.axis)) != [2, 3] or not a.keepdims:
+            return "mean is not a global average pool (axes 2, 3, keepdims)"
+        window = [int(d) for d in list(x.ty.shape)[2:]]
+    else:
+        if any(_ints(a.padding)) or _ints(a.dilation) != [1, 1] or a.ceil_mode or a.layout != "NCHW":
+            return "pool with padding, dilation or ceil mode"
+        window = _ints(a.pool_size)
+    if not int8:
+        return None
+    lhs, quant = ann["lhs"], ann["quant"]
+    if quant.attrs.out_dtype != "int8":
+        return f"output quantised to {quant.attrs.out_dtype}"
+    (s_in, zp_in), (s_out, zp_out) = ((const_value(c.args[1]), const_value(c.args[2]))
+                                      for c in (lhs, quant))
+    if s_in.size != 1 or s_out.size != 1:
+        return "quantisation is not per tensor"
+    if pool.op.name == "relax.nn.max_pool2d":
+        return None if (s_in, zp_in) == (s_out, zp_out) else \
+            "max-pool changes the quantisation parameters"
+    try:
+        quantize_multiplier(s_in.astype(np.float64) / (s_out * window[0] * window[1]))
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _check_pool(ctx: PatternCheckContext) -> bool:
+    reason = _pool_reason(ctx)
+    if reason is not None:
+        var = ctx.value_to_bound_var.get(ctx.annotated_expr["pool"])
+        if var is not None:
+            _rejected.setdefault(var.name, reason)
+    return reason is None
+
+
 def _patterns():
-    """All dense and conv2d variants, shortest first (later registered = tried first)."""
+    """All dense, conv2d and pooling variants, shortest first (later registered = tried first);
+    pooling on its own goes first, so a max-pool after a conv is fused into the conv."""
     out = []
     for int8 in (False, True):
         for bias in (False, True):
@@ -288,7 +354,10 @@ def _patterns():
                                               "pool" if pool else "", "residual" if res else "") if k)
                         out.append((name, *_conv_pattern(int8, bias, bn, act, pool, res),
                                     _check_conv))
-    return sorted(out, key=lambda p: p[0].count("_"))
+        for kind in ("max", "avg", "mean"):
+            out.append((f"aie.pool2d_{kind}_" + ("int8" if int8 else "fp32"),
+                        *_pool_pattern(int8, kind), _check_pool))
+    return sorted(out, key=lambda p: (not p[0].startswith("aie.pool2d"), p[0].count("_")))
 
 
 register_patterns(_patterns())
@@ -394,8 +463,9 @@ def _log_cpu_ops(mod: tvm.IRModule) -> None:
         if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
             continue
         op = call.op.name
-        if op in ("relax.matmul", "relax.nn.conv2d"):
-            why = _rejected.get(binding.var.name, "not part of a supported dense or conv2d pattern")
+        if op in ("relax.matmul", "relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
+                  "relax.mean"):
+            why = _rejected.get(binding.var.name, "not part of a supported pattern")
         else:
             why = "no AIE pattern for this operator on its own"
         log.info("aie: %s = %s stays on the CPU: %s", binding.var.name, op, why)

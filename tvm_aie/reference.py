@@ -83,8 +83,12 @@ def _fp32_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
 
 def _conv(bb: relax.BlockBuilder, x, layer: ConvLayer, residual=None):
     """The conv as the array computes it: int8 pads with the input zero point (the memory tile's
-    border) and accumulates raw int8 in int32; the pool or residual add comes after the epilogue."""
+    border) and accumulates raw int8 in int32; the pool or residual add comes after the epilogue.
+    An average pool is the depthwise conv of its constant weights; a max-pool is a max-pool."""
     chan = (1, -1, 1, 1)
+    if layer.kind == "maxpool":
+        return bb.emit(relax.op.nn.max_pool2d(x, pool_size=layer.weight.shape[2:],
+                                              strides=layer.stride))
     if layer.precision == "int8":
         pt, pl, pb, pr = layer.padding
         x = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pt, pb, pl, pr],

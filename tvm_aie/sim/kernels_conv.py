@@ -7,7 +7,9 @@ stride, then bias, activation (int8: :func:`tvm_aie.quant.requantize`, so bit-ex
 reference; float32: float32 arithmetic, ReLU or ReLU6-style ``clip(0, clip_max)``), then the
 non-overlapping max-pool or the residual add of ``r[Op, th, Wo]`` (int8:
 :func:`tvm_aie.quant.requantize_add`). Grouped and depthwise convs are a loop over the tile's
-groups, each reading its own input channels from the band.
+groups, each reading its own input channels from the band. Pooling layers use the same kernel:
+an average pool is a depthwise window of constant weights, a max-pool (``kind="maxpool"``) takes
+the window's maximum instead and has no weights and no epilogue (its int8 scale is unchanged).
 """
 
 from __future__ import annotations
@@ -58,17 +60,25 @@ class Conv2d:
         self.cin_offset = int(p.get("cin_offset", 0))
         # residual add: int8 [conv_zp, conv_mult, conv_shift, res_zp, res_mult, res_shift]
         self.residual, self.add = bool(p.get("residual")), p.get("add")
+        # "conv" (also average pools, as depthwise windows of constant weights) or "maxpool"
+        self.kind = p.get("kind", "conv")
         self.buffers = {role: b.name for role, b in buffers.items()}
-        need = {"a", "w", "c"} | ({"mult", "shift"} if self.precision == "int8" else set()) | \
-            ({"r"} if self.residual else set())
+        need = {"a", "c"} | ({"r"} if self.residual else set()) | (
+            set() if self.kind == "maxpool" else
+            {"w"} | ({"mult", "shift"} if self.precision == "int8" else set()))
         if missing := need - set(buffers):
             raise ValueError(f"{where}: missing buffers {sorted(missing)}")
         if link_in is not None or link_out is not None:
             raise ValueError(f"{where}: conv2d does not use the cascade")
-        a, w, c = buffers["a"], buffers["w"], buffers["c"]
-        if len(a.shape) != 3 or len(w.shape) != 4:
-            raise ValueError(f"{where}: a {a.shape} / w {w.shape} are not [C, rows, cols] / OIHW")
-        op, self.cin_g, self.kh, self.kw = w.shape
+        a, c = buffers["a"], buffers["c"]
+        if self.kind == "maxpool":
+            (op, *_), self.cin_g, (self.kh, self.kw) = c.shape, 1, p["window"]
+        else:
+            if len(buffers["w"].shape) != 4:
+                raise ValueError(f"{where}: w {buffers['w'].shape} is not OIHW")
+            op, self.cin_g, self.kh, self.kw = buffers["w"].shape
+        if len(a.shape) != 3:
+            raise ValueError(f"{where}: a {a.shape} is not [C, rows, cols]")
         # output channels per group: all of the tile's for a standard conv, 1 for depthwise
         self.group_size = int(p.get("group_size", op))
         if self.group_size < 1 or op % self.group_size:
@@ -84,7 +94,7 @@ class Conv2d:
         if self.cin_offset + self.groups * self.cin_g > a.shape[0]:
             raise ValueError(f"{where}: the tile's groups read input channels beyond the "
                              f"{a.shape[0]} of {a.name}")
-        for buf in (a, w):
+        for buf in [a] + ([buffers["w"]] if "w" in buffers else []):
             if buf.dtype != self.IN[self.precision]:
                 raise ValueError(f"{where}: {buf.name} is {buf.dtype}, not {self.precision}")
         if self.residual and (list(buffers["r"].shape) != want or buffers["r"].dtype != c.dtype):
@@ -92,10 +102,15 @@ class Conv2d:
         for role in ("bias", "mult", "shift"):
             if role in buffers and int(np.prod(buffers[role].shape)) != op:
                 raise ValueError(f"{where}: {role} {buffers[role].name} is not one per channel")
-        self.macs = op * self.th * self.wo * self.cin_g * self.kh * self.kw
-        self.cycles = conv2d_cycles(device, self.precision, self.groups, self.group_size,
-                                    self.cin_g, self.kh, self.kw, self.th, self.wo,
-                                    self.out_dtype, self.pool, self.residual)
+        window_ops = op * self.th * self.wo * self.cin_g * self.kh * self.kw
+        self.macs = window_ops if self.kind == "conv" else 0  # pools: as the model counts them
+        if self.kind == "maxpool":  # one vector max per loaded input vector
+            self.cycles = CALL_OVERHEAD + math.ceil(
+                window_ops * np.dtype(self.precision).itemsize / device.vector_load_bytes_per_cycle)
+        else:
+            self.cycles = conv2d_cycles(device, self.precision, self.groups, self.group_size,
+                                        self.cin_g, self.kh, self.kw, self.th, self.wo,
+                                        self.out_dtype, self.pool, self.residual)
         self.steps = (self.cycles,)  # timing mode: the call's cycles, no data
 
     def run(self, memories):
@@ -105,10 +120,13 @@ class Conv2d:
             view(self.buffers["c"])[...] = self._compute(view)
 
     def _compute(self, view) -> np.ndarray:
-        a, w = view(self.buffers["a"]), view(self.buffers["w"])
+        a = view(self.buffers["a"])
         sh, sw = self.stride
         win = np.lib.stride_tricks.sliding_window_view(a, (self.kh, self.kw), axis=(1, 2))
         win = win[:, ::sh, ::sw][:, :self.th, :self.wo]  # [C, th, wo, kh, kw]
+        if self.kind == "maxpool":
+            return win[self.cin_offset:self.cin_offset + self.groups].max(axis=(3, 4))
+        w = view(self.buffers["w"])
         calc = np.float64 if self.precision == "int8" else np.float32
         acc = np.empty((w.shape[0], self.th, self.wo), calc)
         gs = self.group_size
