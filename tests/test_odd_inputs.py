@@ -3,6 +3,7 @@ one clear line: a symbolic batch, int64 and float64 inputs, an operator without 
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import tvm
 from onnx import TensorProto, helper, numpy_helper
@@ -70,22 +71,25 @@ def test_operator_tvm_cannot_import_is_one_clear_line():
     assert "\n" not in str(err.value) and "Celu" in str(err.value)
 
 
-def test_layernorm_statistics_outputs_are_refused_not_wrong():
-    """TVM imports LayerNormalization's Mean/InvStdDev as placeholder scalars; a model using them
-    must fail to load, while one using only Y loads."""
-    def model(outputs):
-        node = helper.make_node("LayerNormalization", ["x", "s"], outputs)
-        graph = helper.make_graph(
-            [node], "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
-            [helper.make_tensor_value_info(o, TensorProto.FLOAT, [2, 4 if o == "y" else 1])
-             for o in outputs if o],
-            [numpy_helper.from_array(np.ones(4, np.float32), "s")])
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-    tvm_aie.load_onnx(model(["y"]))
-    with pytest.raises(tvm_aie.ModelLoadError, match="Mean/InvStdDev") as err:
-        tvm_aie.load_onnx(model(["y", "", "inv_std"]))
-    assert "\n" not in str(err.value)
+@pytest.mark.parametrize("outputs", [["y", "mean", "inv_std"], ["y", "", "inv_std"], ["y"]])
+def test_layernorm_statistics_outputs_are_computed(outputs):
+    """TVM imports LayerNormalization's Mean/InvStdDev as placeholder scalars; load_onnx computes
+    them instead, so a model using them gets onnxruntime's numbers."""
+    node = helper.make_node("LayerNormalization", ["x", "s", "b"], outputs, axis=1, epsilon=1e-3)
+    shapes = {"y": [2, 3, 4], "mean": [2, 1, 1], "inv_std": [2, 1, 1]}
+    graph = helper.make_graph(
+        [node], "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, shapes[o]) for o in outputs if o],
+        [numpy_helper.from_array(np.linspace(0.5, 2, 12, dtype=np.float32).reshape(3, 4), "s"),
+         numpy_helper.from_array(np.full((3, 4), 0.25, np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    ex = tvm_aie.build(tvm_aie.load_onnx(model), target="aie")
+    got = tvm.relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x))
+    got = [got.numpy()] if hasattr(got, "numpy") else [t.numpy() for t in got]
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for y, ref in zip(got, sess.run(None, {"x": x}), strict=True):
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_qoperator_model_names_the_ops_tvm_lacks(tmp_path):

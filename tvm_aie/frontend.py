@@ -2,7 +2,8 @@
 
 ``onnx.load`` on a broken file raises protobuf's ``DecodeError`` with no file name, and TVM's ONNX
 importer fails deep in its converter table on an operator it lacks. :func:`load_onnx` turns each into
-one line naming the file and what is wrong; everything it returns is a plain Relax module that
+one line naming the file and what is wrong, and computes LayerNormalization's statistics outputs,
+which TVM's importer would silently get wrong; everything it returns is a plain Relax module that
 :func:`tvm_aie.build` takes.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import onnx
 import tvm
 
@@ -45,20 +47,63 @@ def load_onnx(model, shape: dict | None = None) -> tvm.IRModule:
     if missing:
         raise ModelLoadError(f"{where}: TVM's ONNX importer has no converter for "
                              f"{', '.join(missing)}")
-    _check_placeholder_outputs(model, where)
-    return from_onnx(model, shape_dict=shape, keep_params_in_input=False)
+    return from_onnx(_layernorm_statistics(model), shape_dict=shape, keep_params_in_input=False)
 
 
-def _check_placeholder_outputs(model: onnx.ModelProto, where: str) -> None:
-    """TVM 0.27 imports LayerNormalization's optional Mean and InvStdDev outputs as placeholder
-    scalars, so a model that uses them would run and give wrong numbers; refuse it instead."""
+def _layernorm_statistics(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with LayerNormalization's Mean and InvStdDev outputs computed by ONNX ops.
+
+    TVM 0.27 imports these optional outputs as placeholder scalars, so a model that uses them
+    would run and give wrong numbers. Where they are used, they are computed next to the node
+    (ReduceMean, Sub, Mul, Add, Sqrt, Reciprocal, in float32 as ``stash_type`` 1 says) and the
+    node keeps only Y, which TVM imports right. Models that use only Y are returned as they are.
+    """
     used = {name for n in model.graph.node for name in n.input} | \
         {o.name for o in model.graph.output}
+    if not any(n.op_type == "LayerNormalization" and used & set(n.output[1:])
+               for n in model.graph.node):
+        return model
+    model = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type for v in
+             [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    nodes = []
     for node in model.graph.node:
-        if node.op_type == "LayerNormalization" and used & set(node.output[1:]):
-            raise ModelLoadError(f"{where}: LayerNormalization {node.name or node.output[0]!r} "
-                                 f"uses its Mean/InvStdDev outputs, which TVM's ONNX importer "
-                                 f"does not compute")
+        nodes.append(node)
+        if node.op_type != "LayerNormalization" or not used & set(node.output[1:]):
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        rank = len(types[node.input[0]].shape.dim)
+        axes = list(range(attrs.get("axis", -1) % rank, rank))
+        p = f"{node.output[0]}__stats"
+
+        def add(op, inputs, out, **kw):
+            nodes.append(onnx.helper.make_node(op, inputs, [out], **kw))
+            return out
+
+        def reduce_mean(x, out):
+            if opset >= 18:
+                model.graph.initializer.append(onnx.numpy_helper.from_array(
+                    np.array(axes, np.int64), f"{p}_axes"))
+                return add("ReduceMean", [x, f"{p}_axes"], out)
+            return add("ReduceMean", [x], out, axes=axes)
+
+        x = node.input[0]
+        if types[x].elem_type != onnx.TensorProto.FLOAT:
+            x = add("Cast", [x], f"{p}_x", to=onnx.TensorProto.FLOAT)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(
+            np.array(attrs.get("epsilon", 1e-5), np.float32), f"{p}_eps"))
+        mean = reduce_mean(x, node.output[1] if len(node.output) > 1 and node.output[1]
+                           else f"{p}_mean")
+        centred = add("Sub", [x, mean], f"{p}_centred")
+        var = reduce_mean(add("Mul", [centred, centred], f"{p}_sq"), f"{p}_var")
+        std = add("Sqrt", [add("Add", [var, f"{p}_eps"], f"{p}_var_eps")], f"{p}_std")
+        if len(node.output) > 2 and node.output[2]:
+            add("Reciprocal", [std], node.output[2])
+        del node.output[1:]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
 
 
 def load_torch(module, *example_inputs, dynamic_shapes=None) -> tvm.IRModule:
@@ -98,7 +143,6 @@ def _torch_batch_norm(node, importer):
     statistics: the output is wrong. This reads ``(x, weight, bias, running_mean, running_var,
     training, momentum, eps, cudnn_enabled)`` as ATen defines them.
     """
-    import numpy as np  # pylint: disable=import-outside-toplevel
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
     x, weight, bias, mean, var, training, _momentum, eps = node.args[:8]

@@ -47,10 +47,6 @@ CAUSES = [
      "tvm-aie compiles models for inference.", True),
     (r"with_argmax", "MaxPool's optional second output (the argmax Indices): TVM 0.27's importer "
      "converts only the pooled values.", False),
-    (r"layer_normalization", "LayerNormalization's optional Mean and InvStdDev outputs, which "
-     "every one of its node tests checks: TVM 0.27's importer returns placeholder scalars for "
-     "them, so `load_onnx` refuses models that use them rather than give wrong numbers (the "
-     "normalised output Y is right in all 19 tests).", False),
     (r"Reshape requires the input new shape|Dynamic Split", "the shape or split sizes are a graph "
      "input, known only at run time: TVM 0.27's importer needs them constant (they are in real "
      "models; with constant weights these tests pass).", False),
