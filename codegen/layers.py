@@ -335,7 +335,9 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
                     layers.append(_read_conv(comp, name, sources))
             else:
                 name = f"dense{len(layers)}"
-                layers.append(_read_composite(comp, name, int(x.ty.shape[0]), source[x]))
+                # leading dimensions are rows: [B, S, K] is the [B*S, K] matrix in DDR
+                rows = int(np.prod([int(d) for d in list(x.ty.shape)[:-1]]))
+                layers.append(_read_composite(comp, name, rows, source[x]))
             source[binding.var] = name
         elif isinstance(val, relax.Var) and val in source:  # an alias, e.g. the output of a dataflow
             source[binding.var] = source[val]

@@ -9,8 +9,9 @@ onnxruntime's QDQ quantiser writes them (as TVM's ONNX importer gives them)::
 so an offloaded int8 region takes and returns int8 tensors, and consecutive layers hand int8 to each
 other on the array. ONNX ``Gemm(transB=1)`` imports with ``permute_dims`` on the weight, ``MatMul``
 without, so both are matched. Each check rejects what the codegen cannot do (the layer then stays on
-the CPU, with the reason logged): non-constant weights, symbolic shapes, other than 2-D
-``[M,K] x [K,N]``, dtypes other than float32/int8, weight zero points other than 0, per-channel
+the CPU, with the reason logged): non-constant weights, symbolic shapes, other than
+``[..., K] x [K, N]`` (leading input dimensions are rows: a transformer's ``[B, S, D]``
+activations are the ``[B*S, D]`` matrix), dtypes other than float32/int8, weight zero points other than 0, per-channel
 scales on another axis than N, requantisation scales outside the multiplier-and-shift range, and
 intermediates used outside the layer.
 
@@ -98,8 +99,8 @@ def _reason(ctx: PatternCheckContext) -> str | None:
     if has_leaking_intermediate_variables(ctx):
         return "an intermediate of the layer is used outside it"
     x, w, mm = ctx.annotated_expr["x"], ctx.annotated_expr["w"], ctx.annotated_expr["matmul"]
-    if not (_static(x.ty, 2) and _static(w.ty, 2)):
-        return f"needs static 2-D shapes, got input {x.ty.shape} and weight {w.ty.shape}"
+    if not (len(x.ty.shape) >= 2 and _static(x.ty, len(x.ty.shape)) and _static(w.ty, 2)):
+        return f"needs static shapes [..., K] x [K, N], got {x.ty.shape} and {w.ty.shape}"
     w_op = ctx.matched_bindings.get(mm.args[1], mm.args[1])
     transposed = isinstance(w_op, relax.Call) and w_op.op.name == "relax.permute_dims"
     if transposed and w_op.attrs.axes is not None and [int(a) for a in w_op.attrs.axes] != [1, 0]:
@@ -108,7 +109,7 @@ def _reason(ctx: PatternCheckContext) -> str | None:
     want = "int8" if int8 else "float32"
     if x.ty.dtype != want or w.ty.dtype != want or mm.ty.dtype != "float32":
         return f"dtypes {x.ty.dtype} x {w.ty.dtype} -> {mm.ty.dtype} (supported: {want})"
-    n = int(mm.ty.shape[1])
+    n = int(mm.ty.shape[-1])
     b = ctx.annotated_expr.get("b")
     if b is not None and const_value(b).size != n:
         return f"bias of shape {b.ty.shape} is not one value per output channel"
@@ -386,7 +387,7 @@ class _Canonicalize(PyExprMutator):
 
     def __init__(self, mod, bound: dict, uses: dict):
         super().__init__(mod)
-        self.bound, self.uses = bound, uses
+        self.bound, self.uses, self.copies = bound, uses, 0
 
     def visit_tuple_getitem_(self, op):  # pylint: disable=arguments-renamed
         bn = self.bound.get(op.tuple_value)
@@ -406,7 +407,12 @@ class _Canonicalize(PyExprMutator):
         value = self.bound.get(arg)
         if isinstance(value, relax.Call) and value.op.name == "relax.dequantize" and \
                 self.uses.get(arg, 0) > 1:
-            return self.builder_.emit(self.visit_expr(value))
+            # A new Call object per copy (visit_expr memoises and would bind one object to every
+            # copy, which the pattern checks then take for one variable) and a name of its own.
+            dq = self.visit_expr(value)
+            self.copies += 1
+            return self.builder_.emit(relax.Call(dq.op, dq.args, dq.attrs, dq.ty_args),
+                                      f"{arg.name}_dq{self.copies}")
         return self.visit_expr(arg)
 
     def _as_clip(self, call):

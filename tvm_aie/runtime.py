@@ -34,6 +34,8 @@ def host_inputs(program: Program, arrays: list) -> dict:
     for ddr, arr in zip(program.inputs(), arrays):
         arr = np.asarray(arr)
         want = tuple(ddr.valid_shape or ddr.shape)
+        if arr.size == np.prod(want):  # [B, S, K] is the [B*S, K] of a dense layer: same bytes
+            arr = arr.reshape(want)
         if arr.shape != want or arr.dtype != np.dtype(ddr.dtype):
             raise ValueError(f"AIE program {program.name}: input {ddr.name} must be {want} "
                              f"{ddr.dtype}, got {arr.shape} {arr.dtype}")
@@ -62,4 +64,4 @@ def _aie_run(blob, *args):
     n_in = len(program.inputs())
     outs, _ = run_program(program, [a.numpy() for a in args[:n_in]])
     for dst, val in zip(args[n_in:], outs):
-        dst.copyfrom(np.ascontiguousarray(val))
+        dst.copyfrom(np.ascontiguousarray(val).reshape(dst.shape))
