@@ -101,6 +101,10 @@ class BufferDescriptor:
     acquire: LockOp | None = None
     release: LockOp | None = None
     next: int | None = None  # BD id to chain to on the same channel; None ends the chain
+    # Zero padding per dimension (outermost first, in elements) that a memory tile's MM2S
+    # channel puts on the stream before and after the data (AM020); None = no padding.
+    pad_before: list | None = None
+    pad_after: list | None = None
 
     @property
     def elements(self) -> int:

@@ -36,6 +36,7 @@ class Device:
     clock_hz: int
     interface_in_bytes_per_cycle: int
     interface_out_bytes_per_cycle: int
+    ddr_bytes_per_cycle: int
     macs_per_cycle: dict
     data_memory_bytes: int
     data_memory_banks: int
@@ -47,6 +48,7 @@ class Device:
     stream_switch_latency_cycles: int
     core_stream_ports: dict
     stream_bytes_per_cycle: int
+    stream_switch_ports: dict
     cascade_bits: int
     cascade_directions: tuple
     tile_dma: dict

@@ -2,7 +2,8 @@
 
 Loading checks everything the program states against itself and the device catalog (buffers in
 memory and not overlapping, BD patterns inside their buffers, channels and BDs within the tile's
-DMA, every channel on a route and every MM2S channel on one, cascades between neighbours in the
+DMA, every channel on a route and every MM2S channel on one, routes within every stream switch's
+ports, padding only where a memory tile's MM2S does it, cascades between neighbours in the
 device's cascade direction, kernels on their own tile's buffers), so a malformed program fails
 with a ValueError naming the culprit instead of misbehaving later. Running has two modes that take
 the same cycles: ``functional`` moves bytes and computes, ``timing`` only counts.
@@ -17,13 +18,15 @@ import numpy as np
 
 from ..target import get_device
 from .cascade import CascadeLink
-from .dma import (Port, Route, Transfer, channel_agent, chain_is_cyclic, pattern_bounds,
-                  pattern_elements, port_name)
+from .dma import (PaddedTransfer, Port, Route, Transfer, channel_agent, chain_is_cyclic,
+                  padded_pattern, pattern_bounds, pattern_elements, port_name)
 from .engine import Engine
 from .kernels import KERNELS
 from .locks import Lock
 from .memory import Memories, tile_key
+from .noc import Ddr
 from .report import SimReport, SimResult
+from .switch import StreamSwitches
 
 MODES = ("functional", "timing")
 # Core code operations (see _Array._compile), and how far timing mode unrolls a core's loops.
@@ -136,11 +139,35 @@ class _Array:
         if bd.buffer not in self.buffers:
             raise ValueError(f"{where}: unknown buffer {bd.buffer}")
         b = self.buffers[bd.buffer]
-        if tile_key(b.tile) != tile_key(ch.tile):
+        if tile_key(b.tile) != tile_key(ch.tile) and not self._reaches_neighbour(ch, b.tile):
             raise ValueError(f"{where}: buffer {b.name} is on tile {tile_key(b.tile)}, not the "
-                             f"DMA's tile")
+                             f"DMA's tile (nor an east/west memory tile its channel reaches)")
         mem = self.memories.tile_bytes.get(tile_key(b.tile))
         return mem, b.offset, b.dtype, math.prod(b.shape)
+
+    def _reaches_neighbour(self, ch, tile) -> bool:
+        """A memory tile's DMA channels below ``neighbour_channels`` also address the memory of
+        the memory tiles east and west of it (AM020)."""
+        return (self.memories.kind(ch.tile) == "memtile" and self.memories.kind(tile) == "memtile"
+                and ch.channel < self.device.memtile["neighbour_channels"]
+                and tile[1] == ch.tile[1] and abs(tile[0] - ch.tile[0]) == 1)
+
+    def _padding(self, ch, bd, where: str) -> tuple[list, list] | None:
+        """The BD's (before, after) zero padding per dimension, or None; only a memory tile's
+        MM2S channel pads (AM020)."""
+        if bd.pad_before is None and bd.pad_after is None:
+            return None
+        dims = len(bd.sizes)
+        before, after = bd.pad_before or [0] * dims, bd.pad_after or [0] * dims
+        kind = self.memories.kind(ch.tile)
+        if ch.direction != "mm2s" or kind != "memtile" or not self.device.memtile.get(
+                "mm2s_zero_padding"):
+            raise ValueError(f"{where}: zero padding is done by memory-tile MM2S channels only, "
+                             f"this is a {kind} {ch.direction} channel")
+        if len(before) != dims or len(after) != dims or min(before + after) < 0:
+            raise ValueError(f"{where}: padding {before} / {after} must give a count >= 0 for "
+                             f"each of the {dims} dimensions")
+        return before, after
 
     def _transfer_factory(self, ch, bd, port: Port):
         where = f"DMA channel {port.name} BD {bd.id}"
@@ -157,12 +184,22 @@ class _Array:
             raise ValueError(f"{where}: pattern reaches elements [{lo}, {hi}] of {bd.buffer}, "
                              f"which has {count}")
         isz = np.dtype(dtype).itemsize
-        nbytes = math.prod(bd.sizes) * isz
+        padding = self._padding(ch, bd, where)
+        if padding is None:
+            nbytes = math.prod(bd.sizes) * isz
+        else:
+            nbytes = math.prod(b + n + a for b, n, a in zip(padding[0], bd.sizes, padding[1])) * isz
         if mem is None:
             return lambda: Transfer(port, nbytes, None, None)
-        elems = pattern_elements(bd.offset, bd.sizes, bd.strides)
+        if padding is None:
+            elems = pattern_elements(bd.offset, bd.sizes, bd.strides)
+        else:
+            elems, pad = padded_pattern(bd.offset, bd.sizes, bd.strides, *padding)
+            pad = np.repeat(pad, isz)
         byte_index = (base + elems[:, None] * isz + np.arange(isz)).reshape(-1)
-        return lambda: Transfer(port, nbytes, mem, byte_index)
+        if padding is None:
+            return lambda: Transfer(port, nbytes, mem, byte_index)
+        return lambda: PaddedTransfer(port, nbytes, mem, byte_index, pad)
 
     def _rate(self, port: Port) -> int:
         kind = self.memories.kind(port.channel.tile)
@@ -174,7 +211,14 @@ class _Array:
         return rate
 
     def _routes(self) -> None:
+        switches = StreamSwitches(self.device)
+        ddr = Ddr(self.device.ddr_bytes_per_cycle)
+        # An S2MM port several routes end at is one packet-switched stream: they share ports.
+        into: dict = {}
         for r in self.program.routes:
+            for d in r.dsts:
+                into[tuple(d)] = into.get(tuple(d), 0) + 1
+        for i, r in enumerate(self.program.routes):
             src = port_name(r.src[:2], "mm2s", r.src[2])
             dsts = [port_name(d[:2], "s2mm", d[2]) for d in r.dsts]
             for name in [src, *dsts]:
@@ -182,11 +226,16 @@ class _Array:
                     raise ValueError(f"route {src} -> {dsts}: no DMA channel {name}")
             if self.ports[src].routes:  # S2MM ports may merge several routes, MM2S ports not
                 raise ValueError(f"DMA channel {src} is the source of two routes")
-            # Switches crossed with X-then-Y routing: the source's, one per hop, the destination's.
-            switches = max(abs(d[0] - r.src[0]) + abs(d[1] - r.src[1]) + 1 for d in r.dsts)
+            merged = len(r.dsts) == 1 and into[tuple(r.dsts[0])] > 1
+            crossed = switches.add_route(f"{src} -> {', '.join(dsts)}",
+                                         ("packet", dsts[0]) if merged else i, tuple(r.src[:2]),
+                                         [tuple(d[:2]) for d in r.dsts])
             ends = [self.ports[n] for n in [src, *dsts]]
+            shims = sum(self.memories.kind(p.channel.tile) == "shim" for p in ends)
             Route(self.engine, ends[0], ends[1:], min(self._rate(p) for p in ends),
-                  switches * self.device.stream_switch_latency_cycles, self.memories.functional)
+                  crossed * self.device.stream_switch_latency_cycles, self.memories.functional,
+                  ddr, shims)
+        switches.check()
         for name, port in self.ports.items():
             if not port.routes:
                 raise ValueError(f"DMA channel {name} is on no route")

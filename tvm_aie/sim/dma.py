@@ -9,8 +9,15 @@ rate being the stream width limited by the DMAs at either end, plus the latency 
 switches it crosses.
 
 Several routes may end at one S2MM port: a packet-switched merge. The port takes one chunk at a
-time, so the streams serialise on it; when a chunk has arrived the other routes into the port go
-first (round-robin arbitration), and the bytes land in the port's BDs in arrival order.
+time, so the streams serialise on it; it grants them round-robin (a pointer moves past each route
+it served, as the switch's packet arbiter does), and the bytes land in the port's BDs in arrival
+order. A chunk never spans a source BD, so a source's BD is one packet.
+
+A route with a shim end also books its chunk's bytes on DDR (:mod:`.noc`), which all shims share:
+the chunk takes the longer of its stream time and its DDR time.
+
+A memory tile's MM2S BD may pad: ``pad_before``/``pad_after`` elements of zeros around each
+dimension go on the stream (taking stream cycles) without reading memory.
 """
 
 from __future__ import annotations
@@ -36,6 +43,25 @@ def pattern_elements(offset: int, sizes: list, strides: list) -> np.ndarray:
     return idx.reshape(-1)
 
 
+def padded_pattern(offset: int, sizes: list, strides: list, before: list,
+                   after: list) -> tuple[np.ndarray, np.ndarray]:
+    """(element indices, is padding) of a BD with zero padding, outermost dimension first.
+
+    Dimension ``d`` visits ``before[d] + sizes[d] + after[d]`` positions; a position in the
+    padding of any dimension is a zero (its index is ``offset``, never read)."""
+    idx = np.full([1] * len(sizes), offset, dtype=np.int64)
+    pad = np.zeros([1] * len(sizes), dtype=bool)
+    for d, (size, stride, b, a) in enumerate(zip(sizes, strides, before, after)):
+        shape = [1] * len(sizes)
+        shape[d] = b + size + a
+        pos = np.arange(-b, size + a, dtype=np.int64)
+        outside = (pos < 0) | (pos >= size)
+        idx = idx + (np.where(outside, 0, pos) * stride).reshape(shape)
+        pad = pad | outside.reshape(shape)
+    idx, pad = np.broadcast_arrays(idx, pad)
+    return np.where(pad, offset, idx).reshape(-1), pad.reshape(-1)
+
+
 def pattern_bounds(offset: int, sizes: list, strides: list) -> tuple[int, int]:
     """Smallest and largest element index the pattern touches (without enumerating it)."""
     lo = hi = offset
@@ -59,12 +85,17 @@ class Port:
         self.routes: list = []
         self.busy = False
         self.bytes = 0
+        self.turn = 0  # round-robin pointer: the route asked first
 
     def try_routes(self, last=None) -> None:
-        """Let the routes into this port start a chunk; ``last`` (just served) goes last."""
-        order = [r for r in self.routes if r is not last] + ([last] if last in self.routes else [])
-        for route in order:
-            route.try_move()
+        """Let the routes into this port start a chunk, round-robin from the one after ``last``
+        (just served)."""
+        routes = self.routes
+        if last is not None:
+            self.turn = routes.index(last) + 1
+        n = len(routes)
+        for i in range(self.turn, self.turn + n):
+            routes[i % n].try_move()
 
 
 class Transfer(Wait):
@@ -95,10 +126,27 @@ class Transfer(Wait):
                f"no BD ready on {', '.join(idle)}"
 
 
+class PaddedTransfer(Transfer):
+    """A memory-tile MM2S BD with zero padding: ``pad`` marks the stream bytes that are zeros."""
+
+    def __init__(self, port: Port, nbytes: int, memory, byte_index, pad):
+        super().__init__(port, nbytes, memory, byte_index)
+        self.pad = pad
+
+    def read(self, nbytes: int) -> np.ndarray:
+        data = super().read(nbytes)
+        data[self.pad[self.pos:self.pos + nbytes]] = 0
+        return data
+
+
 class Route:
-    def __init__(self, engine, src: Port, dsts: list, rate: int, latency: int, functional: bool):
+    """``ddr``: the shared DDR (:class:`.noc.Ddr`) booked once per shim end, or None."""
+
+    def __init__(self, engine, src: Port, dsts: list, rate: int, latency: int, functional: bool,
+                 ddr=None, ddr_ends: int = 0):
         self.engine, self.src, self.dsts = engine, src, dsts
         self.rate, self.latency, self.functional = rate, latency, functional
+        self.ddr, self.ddr_ends = ddr, ddr_ends
         self.in_flight = False
         for p in [src, *dsts]:
             p.routes.append(self)
@@ -113,8 +161,11 @@ class Route:
         self.in_flight = True
         for d in self.dsts:
             d.busy = True
-        self.engine.at(self.engine.now + math.ceil(nbytes / self.rate) + self.latency,
-                       self._arrive, nbytes)
+        now = self.engine.now
+        cycles = math.ceil(nbytes / self.rate)
+        for _ in range(self.ddr_ends):
+            cycles = max(cycles, self.ddr.book(now, nbytes) - now)
+        self.engine.at(now + cycles + self.latency, self._arrive, nbytes)
 
     def _arrive(self, nbytes: int) -> None:
         if self.functional:
@@ -132,8 +183,7 @@ class Route:
         self.in_flight = False
         for d in self.dsts:
             d.busy = False
-        self.try_move()
-        for d in self.dsts:
+        for d in self.dsts:  # this route is among each destination's, so it is tried too
             d.try_routes(last=self)
 
 
