@@ -54,13 +54,6 @@ CAUSES = [
      "repeated split index.", False),
     (r"MatchCast", "Reshape with allowzero=1 and a 0 in the shape (an empty tensor): TVM 0.27's "
      "importer fails on the shape it cannot prove.", False),
-    (r"autopad_same: ValueError: not enough values to unpack", "a bug in tvm-aie's partitioner: "
-     "its clip canonicalisation (`_as_clip` in tvm_aie/partition.py) takes every `call_tir` to "
-     "have two arguments and fails on the one-argument `pad` TVM imports for auto_pad=SAME.",
-     False),
-    (r"clip_min_greater_than_max", "a bug in tvm-aie's partitioner: with constant bounds it "
-     "rewrites the importer's maximum-then-minimum into `relax.clip`, which gives `min` where "
-     "ONNX gives `max` when min > max.", False),
 ]
 
 
