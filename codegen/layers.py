@@ -135,6 +135,44 @@ class ConvLayer:
 
 
 @dataclass
+class BmmLayer:
+    """``c[b] = scale * a[b] @ b[b]`` over the batch dimensions of two activations.
+
+    int8: ``(a - a_zp) @ (b - b_zp)`` exactly in int32, then requantised to the output's int8
+    with ``mult``/``shift`` (one per-tensor scale, repeated over the ``n`` columns).
+    """
+
+    name: str
+    precision: str
+    batch_shape: tuple  # the leading dimensions of both operands
+    m: int
+    k: int
+    n: int
+    input: int | str  # a
+    other: int | str  # b
+    scale: float = 1.0  # fp32: the scalar multiplied in after the matmul
+    a_zp: int = 0
+    b_zp: int = 0
+    out_zp: int = 0
+    mult: np.ndarray | None = None  # [n] int64
+    shift: np.ndarray | None = None  # [n] int64
+    bias = None  # no bias and no activation: the int8 epilogue is the requantisation alone
+    relu = False
+
+    @property
+    def batch(self) -> int:
+        return int(np.prod(self.batch_shape))
+
+    @property
+    def macs(self) -> int:
+        return self.batch * self.m * self.k * self.n
+
+    @property
+    def out_dtype(self) -> str:
+        return self.precision
+
+
+@dataclass
 class Param:
     name: str
     shape: tuple
@@ -312,6 +350,30 @@ def _read_pool(func: relax.Function, name: str, sources: dict) -> ConvLayer:
     return layer
 
 
+def _read_bmm(func: relax.Function, name: str, sources: dict) -> BmmLayer:
+    bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+    calls = {v.op.name: v for v in bound.values()
+             if isinstance(v, relax.Call) and hasattr(v.op, "name")}
+    mm = calls["relax.matmul"]
+    lhs, rhs = (bound.get(a, a) for a in mm.args)
+    int8 = "relax.quantize" in calls
+    a, b = (lhs.args[0], rhs.args[0]) if int8 else (lhs, rhs)
+    *batch, m, k = (int(d) for d in a.ty.shape)
+    n = int(b.ty.shape[-1])
+    layer = BmmLayer(name, "int8" if int8 else "float32", tuple(batch), m, k, n,
+                     sources[a], sources[b])
+    if "relax.multiply" in calls:
+        layer.scale = float(const_value(calls["relax.multiply"].args[1]))
+    if int8:
+        quant = calls["relax.quantize"]
+        layer.a_zp, layer.b_zp = int(_scalar(lhs.args[2])), int(_scalar(rhs.args[2]))
+        layer.out_zp = int(_scalar(quant.args[2]))
+        ratio = np.float64(_scalar(lhs.args[1])) * _scalar(rhs.args[1]) / _scalar(quant.args[1])
+        mult, shift = quantize_multiplier(ratio)
+        layer.mult, layer.shift = np.repeat(mult, n), np.repeat(shift, n)
+    return layer
+
+
 def read_layer_graph(func: relax.Function) -> LayerGraph:
     """The layers of a ``Codegen="aie"`` function, with where each one's input comes from."""
     params = [Param(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
@@ -325,7 +387,11 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
         elif isinstance(val, relax.Call) and val.op in composites:
             x, comp = val.args[0], composites[val.op]
             kind = str(comp.attrs["Composite"])
-            if kind.startswith(("aie.conv2d", "aie.pool2d")):
+            if kind.startswith("aie.bmm"):
+                name = f"bmm{len(layers)}"
+                sources = {p: source[a] for p, a in zip(comp.params, val.args)}
+                layers.append(_read_bmm(comp, name, sources))
+            elif kind.startswith(("aie.conv2d", "aie.pool2d")):
                 sources = {p: source[a] for p, a in zip(comp.params, val.args)}
                 if kind.startswith("aie.pool2d"):
                     name = f"pool{len(layers)}"

@@ -3,7 +3,8 @@
 Reads the function's layers, plans their configurations (tuned or default), schedules each layer's
 TensorIR with its configuration, reads the tile layout back from the scheduled TIR and lowers the
 chain to an AIE program, returned serialised (uint8) so the executable can carry it as a constant.
-A program holds one family: a chain of dense layers or a chain of conv2d layers. A chain the
+A program holds one family: a chain of dense layers, a chain of conv2d (and pooling) layers, or
+one batched matmul of two activations. A chain the
 array cannot hold at once is split into several programs (:func:`compile_programs`).
 """
 
@@ -16,11 +17,12 @@ import logging
 import numpy as np
 import tvm
 
-from ..schedules import conv2d, dense
+from ..schedules import bmm, conv2d, dense
 from ..schedules.dense import TilingError
 from ..target import get_device
 from .layers import ConvLayer, read_layers
 from .lower import lower_dense_chain
+from .lower_bmm import lower_bmm
 from .lower_conv import lower_conv_chain
 from .place import PlacementError
 from .plan import plan_chain
@@ -72,6 +74,16 @@ def compile_function(func, name: str, device, pinned: dict | None = None):
 def compile_chain(layers: list, name: str, device, pinned: dict | None = None):
     """The AIE program of a chain of layers of one family."""
     families = {type(layer).__name__ for layer in layers}
+    if families == {"BmmLayer"}:
+        if len(layers) != 1:
+            raise ValueError(f"{name}: a batched matmul is a program of its own, got "
+                             f"{[layer.name for layer in layers]}")
+        (layer,) = layers
+        wl = bmm.BmmWorkload(layer.batch, layer.m, layer.k, layer.n, layer.precision)
+        cfg = (pinned or {}).get(0) or bmm.default_config(wl, device)
+        bmm.check(wl, cfg, device)
+        log.info("aie: %s %s -> %s", name, layer.name, cfg)
+        return lower_bmm(name, layer, cfg, device)
     if families == {"ConvLayer"}:
         return _compile_conv(layers, name, device, pinned or {})
     if families != {"DenseLayer"}:

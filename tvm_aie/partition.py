@@ -30,6 +30,10 @@ pre-processing, so the int8 pattern needs neither.
 Pooling on its own (max, average, global average as ONNX's ``mean`` over H and W; no padding) is
 a layer of the conv family too: the codegen runs it as a depthwise window over the same bands.
 
+Batched matmuls of two activations (attention's QKᵀ and P·V: ``matmul(a, b)`` of one rank >= 3
+and the same batch dimensions, in fp32 optionally times a scalar, or between QDQ pairs) are a
+family of their own, one program each.
+
 Before matching, :class:`_Canonicalize` rewrites what TVM's ONNX importer writes into one form:
 ``batch_norm(...)[0]`` into a per-channel multiply-add, Clip's ``call_tir(maximum/minimum)`` into
 ``clip``, and a dequantize read by several ops (a block input that also feeds a residual add) into
@@ -336,6 +340,62 @@ def _check_pool(ctx: PatternCheckContext) -> bool:
     return reason is None
 
 
+def _bmm_pattern(int8: bool, scale: bool):
+    """``matmul`` of two activations (attention), optionally times a scalar constant (fp32)."""
+    a, b = wildcard(), wildcard()
+    ann = {"a": a, "b": b}
+    lhs, rhs = (ann.setdefault("lhs", _dq(a)), ann.setdefault("rhs", _dq(b))) if int8 else (a, b)
+    out = ann["matmul"] = is_op("relax.matmul")(lhs, rhs)
+    if scale:
+        ann["scale"] = is_const()
+        out = is_op("relax.multiply")(out, ann["scale"])
+    if int8:
+        out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
+    ann["root"] = out
+    return out, ann
+
+
+def _bmm_reason(ctx: PatternCheckContext) -> str | None:
+    if has_leaking_intermediate_variables(ctx):
+        return "an intermediate of the layer is used outside it"
+    ann = ctx.annotated_expr
+    a, b, mm = ann["a"], ann["b"], ann["matmul"]
+    if isinstance(a, tvm.ir.GenericConst) or isinstance(b, tvm.ir.GenericConst):
+        return "one operand is a constant (a dense layer)"
+    ra, rb = len(a.ty.shape), len(b.ty.shape)
+    if ra < 3 or ra != rb or not (_static(a.ty, ra) and _static(b.ty, rb)):
+        return f"needs static batched operands of one rank, got {a.ty.shape} x {b.ty.shape}"
+    if _ints(a.ty.shape)[:-2] != _ints(b.ty.shape)[:-2]:
+        return "batch dimensions differ (broadcast)"
+    int8 = "quant" in ann
+    if a.ty.dtype != b.ty.dtype or a.ty.dtype != ("int8" if int8 else "float32"):
+        return f"dtypes {a.ty.dtype} x {b.ty.dtype}"
+    if "scale" in ann and const_value(ann["scale"]).size != 1:
+        return "the scale after the matmul is not a scalar"
+    if not int8:
+        return None
+    calls = (ann["lhs"], ann["rhs"], ann["quant"])
+    if any(const_value(c.args[i]).size != 1 for c in calls for i in (1, 2)):
+        return "quantisation is not per tensor"
+    if ann["quant"].attrs.out_dtype != "int8":
+        return f"output quantised to {ann['quant'].attrs.out_dtype}"
+    s_a, s_b, s_o = (const_value(c.args[1]).astype(np.float64) for c in calls)
+    try:
+        quantize_multiplier(s_a * s_b / s_o)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _check_bmm(ctx: PatternCheckContext) -> bool:
+    reason = _bmm_reason(ctx)
+    if reason is not None:
+        var = ctx.value_to_bound_var.get(ctx.annotated_expr["matmul"])
+        if var is not None:
+            _rejected.setdefault(var.name, reason)
+    return reason is None
+
+
 def _patterns():
     """All dense, conv2d and pooling variants, shortest first (later registered = tried first);
     pooling on its own goes first, so a max-pool after a conv is fused into the conv."""
@@ -358,6 +418,9 @@ def _patterns():
         for kind in ("max", "avg", "mean"):
             out.append((f"aie.pool2d_{kind}_" + ("int8" if int8 else "fp32"),
                         *_pool_pattern(int8, kind), _check_pool))
+        for scale in (False,) if int8 else (False, True):
+            out.append(("aie.bmm_" + ("int8" if int8 else "fp32") + ("_scale" if scale else ""),
+                        *_bmm_pattern(int8, scale), _check_bmm))
     return sorted(out, key=lambda p: (not p[0].startswith("aie.pool2d"), p[0].count("_")))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .codegen.layers import ConvLayer, DenseLayer, LayerGraph, read_layer_graph
+from .codegen.layers import BmmLayer, ConvLayer, DenseLayer, LayerGraph, read_layer_graph
 from .partition import partition_for_aie
 from .quant import ADD_LEFT_SHIFT, QMAX, QMIN
 
@@ -114,6 +114,19 @@ def _conv(bb: relax.BlockBuilder, x, layer: ConvLayer, residual=None):
     return y
 
 
+def _bmm(bb: relax.BlockBuilder, a, b, layer: BmmLayer):
+    """Batched matmul as the array does it: int8 centred on the zero points, int32 accumulation,
+    per-tensor requantisation; fp32 matmul times the scale."""
+    if layer.precision == "float32":
+        y = bb.emit(relax.op.matmul(a, b))
+        return bb.emit(relax.op.multiply(y, _const(layer.scale, "float32"))) \
+            if layer.scale != 1.0 else y
+    a, b = (bb.emit(relax.op.subtract(relax.op.astype(t, "int32"), _const(zp, "int32")))
+            for t, zp in ((a, layer.a_zp), (b, layer.b_zp)))
+    acc = bb.emit(relax.op.matmul(a, b, out_dtype="int32"))
+    return _int8_epilogue(bb, acc, layer, (-1,), layer.out_zp)
+
+
 def reference_function(graph: LayerGraph) -> relax.Function:
     """A plain Relax function computing the layers of an offloaded function as the array does."""
     bb = relax.BlockBuilder()
@@ -123,7 +136,11 @@ def reference_function(graph: LayerGraph) -> relax.Function:
             values = {}
             for layer in graph.layers:
                 x = params[layer.input] if isinstance(layer.input, int) else values[layer.input]
-                if isinstance(layer, ConvLayer):
+                if isinstance(layer, BmmLayer):
+                    o = layer.other
+                    values[layer.name] = _bmm(bb, x, params[o] if isinstance(o, int) else
+                                              values[o], layer)
+                elif isinstance(layer, ConvLayer):
                     r = layer.residual
                     r = None if r is None else params[r] if isinstance(r, int) else values[r]
                     values[layer.name] = _conv(bb, x, layer, r)
