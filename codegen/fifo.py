@@ -5,7 +5,10 @@ one producer to one or more consumers. An endpoint on a compute tile owns ``dept
 data memory with a "free" and a "full" semaphore; depth 2 is ping-pong double buffering, so the DMA
 fills one slot while the core works on the other. AIE (AIE1) locks are single bits, so there each
 slot gets its own free/full pair; slots are used in order, so the handshake is the same. An
-endpoint on a shim tile is a DDR tensor walked by one n-D buffer descriptor. Between the endpoints is one circuit-switched stream route; several
+endpoint on a shim tile is a DDR tensor walked by one n-D buffer descriptor; an endpoint on a
+memory tile is a region of one large buffer walked the same way, gated by semaphores the caller
+chooses (a memory tile holds a whole feature map that several producers fill and readers take
+once it is complete). Between the endpoints is one circuit-switched stream route; several
 consumers make it a broadcast (the idea of mlir-aie's IRON ``ObjectFifo``, written for this program
 format).
 """

@@ -308,7 +308,8 @@ def _read_conv(func: relax.Function, name: str, sources: dict) -> ConvLayer:
     layer.in_scale, layer.in_zp = _scalar(lhs.args[1]), int(_scalar(lhs.args[2]))
     conv_scale, conv_zp = _scalar(quants[0].args[1]), int(_scalar(quants[0].args[2]))
     layer.out_scale, layer.out_zp = _scalar(quants[-1].args[1]), int(_scalar(quants[-1].args[2]))
-    layer.w_scale = np.broadcast_to(const_value(rhs.args[1]).reshape(-1), (cout,)).astype(np.float32)
+    layer.w_scale = np.broadcast_to(const_value(rhs.args[1]).reshape(-1),
+                                    (cout,)).astype(np.float32)
     acc_scale = np.float64(layer.in_scale) * layer.w_scale.astype(np.float64)
     layer.mult, layer.shift = quantize_multiplier(acc_scale / conv_scale)
     layer.bias = _int_bias(bias, acc_scale, weight.reshape(cout, -1).T, layer.in_zp)

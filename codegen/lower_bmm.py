@@ -58,7 +58,8 @@ def lower_bmm(name: str, layer, cfg, device) -> Program:
         def step(i, eps=eps, bufs=bufs, params=params, roles=roles):
             call = KernelCall("bmm", {**bufs, **{r: eps[r].slot(i) for r, _ in roles}}, params)
             return [fifos.acquire(eps[r], prod, i) for r, prod in roles] + \
-                [Instr(op="call", call=call)] + [fifos.release(eps[r], prod, i) for r, prod in roles]
+                [Instr(op="call", call=call)] + \
+                [fifos.release(eps[r], prod, i) for r, prod in roles]
 
         program.cores.append(Core(tile=list(tile), body=_core_loop(count, math.lcm(depth), step)))
     used = {tuple(b.tile) for b in program.buffers} | {tuple(d.tile) for d in program.dmas}
@@ -66,8 +67,9 @@ def lower_bmm(name: str, layer, cfg, device) -> Program:
     program.meta = {
         "precision": layer.precision, "macs": int(layer.macs), "padded_macs": int(layer.macs),
         "layers": [{"name": layer.name, "op": "bmm", "precision": layer.precision,
-                    "summary": f"bmm {batch}x[{m}x{k}x{n}] {layer.precision}", "blocks": -(-batch // cfg.tiles),
-                    "macs": int(layer.macs), "config": cfg.to_dict(), "tiles": [list(t) for t in tiles]}],
+                    "summary": f"bmm {batch}x[{m}x{k}x{n}] {layer.precision}",
+                    "blocks": -(-batch // cfg.tiles), "macs": int(layer.macs),
+                    "config": cfg.to_dict(), "tiles": [list(t) for t in tiles]}],
         "onchip_intermediates": [],
     }
     return program

@@ -40,7 +40,8 @@ class _ConvChainLowering:
         self.res = TileResources(self.program, device, device.first_compute_row)
         self.placement = place_layers([(layer.name, lay.n_par, 1)
                                        for layer, lay in zip(layers, layouts)], device)
-        self.images = {}  # tensor (layer input source) -> (memory-tile image, reader locks, workload)
+        # tensor (a layer's input source) -> (its memory-tile image, reader locks, workload)
+        self.images = {}
 
     def run(self) -> Program:
         first, last = self.layers[0], self.layers[-1]

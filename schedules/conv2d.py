@@ -5,8 +5,9 @@ The design the codegen implements (:mod:`tvm_aie.codegen.lower_conv`), expressed
 * the layer's input lives in a memory tile as a zero-point-padded image ``[C, H+pt+pb, W+pl+pr]``
   (the DMA writes the interior; the border keeps the padding value, so no kernel pads);
 * output rows go in bands of ``th``; each band's input rows, halo included
-  (``th_in = (th-1)*stride + KH``, and the ``w_read`` padded columns the conv reads), are read from the memory tile with one 4-D pattern whose
-  outer stride ``th*stride`` rows makes neighbouring bands overlap, and broadcast to the tiles;
+  (``th_in = (th-1)*stride + KH``, and the ``w_read`` padded columns the conv reads), are read
+  from the memory tile with one 4-D pattern whose outer stride ``th*stride`` rows makes
+  neighbouring bands overlap, and broadcast to the tiles;
 * the output channels are split over ``n_par`` tiles (whole groups per tile for grouped and
   depthwise convs); tile p keeps its weights ``W[p*Op:(p+1)*Op]`` resident and emits
   ``[Op, th(/pool), Wo(/pool)]`` per band (plus, with a residual add, receives the skip
@@ -127,7 +128,8 @@ def tile_buffers(wl: ConvWorkload, cfg: ConvConfig) -> list[tuple[str, int, int]
         ("input band A", wl.c * band_rows(wl, cfg.th) * wl.w_read * _nbytes(wl.precision),
          2 if cfg.double_buffer_a else 1)] + \
         ([("residual block R", block, 2 if cfg.double_buffer_a else 1)] if wl.residual else []) + [
-        ("output block C", block, 2 if cfg.double_buffer_c else 1)] + ([] if wl.kind == "maxpool" else [
+        ("output block C", block, 2 if cfg.double_buffer_c else 1)] + (
+        [] if wl.kind == "maxpool" else [
             ("weights W", op * wl.cin_g * wl.kh * wl.kw * _nbytes(wl.precision), 1),
             ("params", sum(_up(op * _nbytes(d), VECTOR_ALIGN) for d in params), 1)])
 
@@ -297,7 +299,8 @@ def tile_layout(scheduled, wl: ConvWorkload) -> ConvTileLayout:
     facts = {
         "A is the padded band of every input channel":
             lay.a.shape == (1, wl.c, band_rows(wl, cfg.th), wl.w_read),
-        "W is the tile's output channels": lay.w.shape == (wl.o // cfg.n_par, wl.cin_g, wl.kh, wl.kw),
+        "W is the tile's output channels":
+            lay.w.shape == (wl.o // cfg.n_par, wl.cin_g, wl.kh, wl.kw),
         "C is [1, Op, th, Wo]": lay.c.shape == (1, wl.o // cfg.n_par, cfg.th, wl.wo),
         "grid matches the config": (lay.bands * lay.th, lay.n_par) == (wl.ho, cfg.n_par),
         "buffers are in tile memory": {lay.a.scope, lay.w.scope, lay.c.scope} == {SCOPE},

@@ -59,8 +59,8 @@ def conv_model(shape, layers, int8: bool, seed=0, head=None):
                     s_w = np.abs(w).reshape(o, -1).max(axis=1) / 127
                     w_q = np.round(w / s_w.reshape(-1, 1, 1, 1)).astype(np.int8)
                     xf = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
-                    wf = bb.emit(relax.op.dequantize(_c(w_q, "int8"), _c(s_w), _c(np.zeros(o), "int8"),
-                                                     axis=0))
+                    wf = bb.emit(relax.op.dequantize(_c(w_q, "int8"), _c(s_w),
+                                                     _c(np.zeros(o), "int8"), axis=0))
                     y = bb.emit(relax.op.nn.conv2d(xf, wf, **conv_kw))
                     if spec["bias"]:
                         b_q = np.round(b / (s_in * s_w)).astype(np.int32)
@@ -70,7 +70,8 @@ def conv_model(shape, layers, int8: bool, seed=0, head=None):
                     if spec["act"] == "relu":
                         y = bb.emit(relax.op.nn.relu(y))
                     s_out, zp_out = 4 * s_in / np.sqrt(2), int(rng.integers(-20, 20))
-                    y = bb.emit(relax.op.quantize(y, _c(s_out), _c(zp_out, "int8"), out_dtype="int8"))
+                    y = bb.emit(relax.op.quantize(y, _c(s_out), _c(zp_out, "int8"),
+                                                  out_dtype="int8"))
                     if spec.get("residual"):
                         yf = bb.emit(relax.op.dequantize(y, _c(s_out), _c(zp_out, "int8")))
                         rf = bb.emit(relax.op.dequantize(block_in, _c(s_block),
@@ -135,7 +136,8 @@ def _aie_funcs(mod):
 
 
 def check_model(shape, layers, int8, configs=None, seed=0, head=None):
-    """Build for the array (``configs``: index -> ConvConfig pinned), run, compare; return report."""
+    """Build for the array (``configs``: index -> ConvConfig pinned), run, compare; return the
+    report."""
     mod, out_scale = conv_model(shape, layers, int8, seed, head)
     x = np.random.default_rng(seed + 1).normal(0, 1, (1, *shape)).astype(np.float32)
     pick = (lambda found, device: configs) if configs else None

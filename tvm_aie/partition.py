@@ -1,7 +1,8 @@
 """Relax patterns for what the AIE array runs, and :func:`partition_for_aie`.
 
-Two families: dense layers and conv2d layers (below). The array runs dense layers ``y = act(x @ W + b)`` with a constant weight, in fp32 or in int8 as
-onnxruntime's QDQ quantiser writes them (as TVM's ONNX importer gives them)::
+The families: dense layers, conv2d and pooling layers, batched matmuls (below). The array runs
+dense layers ``y = act(x @ W + b)`` with a constant weight, in fp32 or in int8 as onnxruntime's
+QDQ quantiser writes them (as TVM's ONNX importer gives them)::
 
     dequantize(x_int8) -> matmul(., permute_dims?(dequantize(W_int8)))
         -> add(., dequantize(b_int32))? -> relu? -> quantize -> int8
@@ -11,9 +12,9 @@ other on the array. ONNX ``Gemm(transB=1)`` imports with ``permute_dims`` on the
 without, so both are matched. Each check rejects what the codegen cannot do (the layer then stays on
 the CPU, with the reason logged): non-constant weights, symbolic shapes, other than
 ``[..., K] x [K, N]`` (leading input dimensions are rows: a transformer's ``[B, S, D]``
-activations are the ``[B*S, D]`` matrix), dtypes other than float32/int8, weight zero points other than 0, per-channel
-scales on another axis than N, requantisation scales outside the multiplier-and-shift range, and
-intermediates used outside the layer.
+activations are the ``[B*S, D]`` matrix), dtypes other than float32/int8, weight zero points
+other than 0, per-channel scales on another axis than N, requantisation scales outside the
+multiplier-and-shift range, and intermediates used outside the layer.
 
 The array also runs 2-D convolutions (NCHW, batch 1, dilation 1; standard, grouped, depthwise and
 pointwise; any stride and padding) with a constant OIHW weight, in fp32 or QDQ int8 as above::
@@ -216,7 +217,8 @@ def _conv_reason(ctx: PatternCheckContext) -> str | None:
         if const_value(b).size != cout:
             return f"bias of shape {b.ty.shape} is not one value per output channel"
     for key in ("bn_scale", "bn_shift"):
-        if key in ann and (const_value(ann[key]).size != cout or list(ann[key].ty.shape)[-2:] != [1, 1]):
+        if key in ann and (const_value(ann[key]).size != cout or
+                           list(ann[key].ty.shape)[-2:] != [1, 1]):
             return "the scale/shift after the conv is not one value per output channel"
     if "clip" in ann and float(ann["clip"].args[1].value) != 0:
         return "clip with a lower bound other than 0"
@@ -253,7 +255,8 @@ def _conv_reason(ctx: PatternCheckContext) -> str | None:
         except ValueError as err:
             return f"residual add: {err}"
     if "pool_dq" in ann:
-        pairs = [(const_value(c.args[1]), const_value(c.args[2])) for c in (quant, ann["pool_dq"], root)]
+        pairs = [(const_value(c.args[1]), const_value(c.args[2]))
+                 for c in (quant, ann["pool_dq"], root)]
         if any(not (np.array_equal(s, pairs[0][0]) and np.array_equal(z, pairs[0][1]))
                for s, z in pairs[1:]):
             return "max-pool changes the quantisation parameters"
@@ -309,7 +312,8 @@ def _pool_reason(ctx: PatternCheckContext) -> str | None:
             return "mean is not a global average pool (axes 2, 3, keepdims)"
         window = [int(d) for d in list(x.ty.shape)[2:]]
     else:
-        if any(_ints(a.padding)) or _ints(a.dilation) != [1, 1] or a.ceil_mode or a.layout != "NCHW":
+        if any(_ints(a.padding)) or _ints(a.dilation) != [1, 1] or a.ceil_mode or \
+                a.layout != "NCHW":
             return "pool with padding, dilation or ceil mode"
         window = _ints(a.pool_size)
     if not int8:
@@ -407,12 +411,14 @@ def _patterns():
                     ("_relu" if relu else "")
                 out.append((name, *_dense_pattern(int8, bias, relu), _check_dense))
                 # fp32 also takes a folded batch norm and ReLU6 (clip); QDQ models fold both
+                acts = ("relu", "clip") if relu else (None,)
                 for bn, act in [(False, "relu" if relu else None)] if int8 else \
-                        [(bn, a) for bn in (False, True) for a in (("relu", "clip") if relu else (None,))]:
+                        [(bn, a) for bn in (False, True) for a in acts]:
                     for pool, res in ((False, False), (True, False), (False, True)):
                         name = "aie.conv2d_" + ("int8" if int8 else "fp32") + "".join(
-                            f"_{k}" for k in ("bias" if bias else "", "bn" if bn else "", act or "",
-                                              "pool" if pool else "", "residual" if res else "") if k)
+                            f"_{k}" for k in ("bias" if bias else "", "bn" if bn else "",
+                                              act or "", "pool" if pool else "",
+                                              "residual" if res else "") if k)
                         out.append((name, *_conv_pattern(int8, bias, bn, act, pool, res),
                                     _check_conv))
         for kind in ("max", "avg", "mean"):
@@ -455,7 +461,8 @@ class _Canonicalize(PyExprMutator):
     def visit_tuple_getitem_(self, op):  # pylint: disable=arguments-renamed
         bn = self.bound.get(op.tuple_value)
         if op.index != 0 or not isinstance(bn, relax.Call) or bn.op.name != "relax.nn.batch_norm" \
-                or bn.attrs.training or not all(isinstance(a, tvm.ir.GenericConst) for a in bn.args[1:]):
+                or bn.attrs.training or \
+                not all(isinstance(a, tvm.ir.GenericConst) for a in bn.args[1:]):
             return super().visit_tuple_getitem_(op)
         gamma, beta, mean, var = (const_value(a).astype(np.float64) for a in bn.args[1:5])
         scale = gamma / np.sqrt(var + float(bn.attrs.epsilon))

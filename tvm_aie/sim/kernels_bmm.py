@@ -32,7 +32,8 @@ class BatchMatMul:
         if list(b.shape) != [self.k, self.n] or list(c.shape) != [self.m, self.n]:
             raise ValueError(f"{where}: shapes {a.shape} @ {b.shape} -> {c.shape} do not agree")
         if {a.dtype, b.dtype, c.dtype} != {self.precision}:
-            raise ValueError(f"{where}: dtypes {a.dtype}, {b.dtype}, {c.dtype}, not {self.precision}")
+            raise ValueError(f"{where}: dtypes {a.dtype}, {b.dtype}, {c.dtype}, "
+                             f"not {self.precision}")
         if link_in is not None or link_out is not None:
             raise ValueError(f"{where}: bmm does not use the cascade")
         self.scale, self.out_zp = float(p.get("scale", 1.0)), int(p.get("out_zp", 0))

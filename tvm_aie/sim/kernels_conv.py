@@ -29,8 +29,8 @@ def conv2d_cycles(device, precision: str, groups: int, group_size: int, cin_g: i
     ``[th*Wo, cin_g*KH*KW] @ [cin_g*KH*KW, group_size]`` on the mmul datapath, costed by
     :func:`~tvm_aie.sim.kernels.matmul_cycles` (catalog MAC rate, intrinsic padding, vector load
     bound) with one call overhead for the whole band; the max-pool and the residual add are one
-    more pass each over the block at the vector load rate. Depthwise convs (``group_size`` 1, K = KH*KW) pad each
-    intrinsic heavily, which is why they run far below peak on the mmul unit.
+    more pass each over the block at the vector load rate. Depthwise convs (``group_size`` 1,
+    K = KH*KW) pad each intrinsic heavily, which is why they run far below peak on the mmul unit.
     """
     per_group = matmul_cycles(device, precision, th * wo, cin_g * kh * kw, group_size, out_dtype,
                               False) - CALL_OVERHEAD
