@@ -7,6 +7,10 @@ whether the FIFOs are double-buffered (DMA overlaps compute), by the cascade len
 pass tile to tile) and by padding. All are computed from the workload and config, which the
 scheduled TIR carries in its ``aie.dense_config`` annotation, so the same vector is available to
 MetaSchedule's feature extractor and to :mod:`tvm_aie.tune.search`.
+
+:func:`estimate` folds them into a first-order cycle count (a row-block pipeline of kernel call,
+A in and C out over the streams), which the search uses as the model's prior: XGBoost then learns
+only how the simulator departs from it (stalls, routes, fills), so it ranks well from few samples.
 """
 
 from __future__ import annotations
@@ -20,7 +24,37 @@ from ..schedules import dense
 NAMES = ["log_tiles", "n_par", "cascade", "tm", "m_blocks", "log_kc", "log_nc",
          "a_bytes", "c_bytes", "w_bytes", "mem_used", "log_macs_tile", "log_macs_block",
          "calls_block", "intensity", "padding", "double_buffer_a", "double_buffer_c",
-         "cascade_share", "io_kib"]
+         "cascade_share", "io_kib", "log_kernel", "log_a_dma", "log_c_dma", "log_estimate"]
+
+
+def _times(workload, config, device) -> tuple[int, float, float]:
+    """Cycles per row block of the chain's last tile's kernel, of A in and of C out."""
+    from ..sim import matmul_cycles  # pylint: disable=import-outside-toplevel
+
+    _, k_pad, n_pad = dense.padded_shape(workload, config, device)
+    kc, nc = k_pad // config.cascade, n_pad // config.n_par
+    kernel = matmul_cycles(device, workload.precision, config.tm, kc, nc, workload.out_dtype,
+                           False)
+    a_in = config.tm * kc * np.dtype(workload.in_dtype).itemsize / device.stream_bytes_per_cycle
+    c_out = config.tm * nc * np.dtype(workload.out_dtype).itemsize / device.stream_bytes_per_cycle
+    return kernel, a_in, c_out
+
+
+def estimate(workload: dense.DenseWorkload, config: dense.DenseConfig, device) -> float:
+    """First-order cycles of one inference: fill the pipeline, then one row block per interval.
+
+    A double-buffered FIFO overlaps its transfer with the kernel; a single-buffered one adds to it.
+    The cascade stages compute at once and pass partial sums one intrinsic column group at a
+    time, so each hop adds one group's transfer.
+    """
+    kernel, a_in, c_out = _times(workload, config, device)
+    m_blocks = dense.padded_shape(workload, config, device)[0] // config.tm
+    mn = device.mmul_shape(workload.precision)[2]
+    hop = config.tm * mn * np.dtype(workload.acc_dtype).itemsize * 8 / device.cascade_bits
+    interval = max(kernel + (0 if config.double_buffer_a else a_in) +
+                   (0 if config.double_buffer_c else c_out), a_in, c_out)
+    fill = a_in + kernel + (config.cascade - 1) * hop + c_out
+    return fill + (m_blocks - 1) * interval
 
 
 def features(workload: dense.DenseWorkload, config: dense.DenseConfig, device) -> list[float]:
@@ -41,7 +75,9 @@ def features(workload: dense.DenseWorkload, config: dense.DenseConfig, device) -
             float(config.double_buffer_a), float(config.double_buffer_c),
             1.0 / config.cascade,
             m_pad * (k_pad * np.dtype(workload.in_dtype).itemsize +
-                     n_pad * np.dtype(workload.out_dtype).itemsize) / 1024]
+                     n_pad * np.dtype(workload.out_dtype).itemsize) / 1024,
+            *(math.log2(1 + t) for t in _times(workload, config, device)),
+            math.log2(estimate(workload, config, device))]
 
 
 def feature_matrix(workload, configs: list, device) -> np.ndarray:

@@ -3,8 +3,10 @@
 Each round measures a batch. The XGBoost tuner fits a gradient-boosted regressor of log cycles on
 :mod:`~tvm_aie.tune.features` of everything measured so far, ranks every unmeasured legal config,
 and measures the best-ranked ones plus a few random ones (exploration, so a wrong model cannot
-trap the search). Until it has one batch of results it measures at random, starting with the
-default heuristic's config (so a tuned task is never slower than the default). Random search draws
+trap the search). The regressor starts from the analytical :func:`~tvm_aie.tune.features.estimate`
+(its base margin) and learns the simulator's departure from it; before the first measurement the
+ranking is the estimate's. The first batch also holds the default heuristic's config (so a tuned
+task is never slower than the default). Random search draws
 the same space uniformly without replacement, for comparison.
 
 Everything measured goes to the database as it arrives, and a run starts from what the database
@@ -22,7 +24,7 @@ import numpy as np
 
 from ..schedules.dense import DenseConfig
 from ..target import get_device
-from .features import feature_matrix
+from .features import estimate, feature_matrix
 from .measure import measure_batch
 
 TUNERS = ("xgb", "random")
@@ -47,17 +49,21 @@ def _key(cfg: DenseConfig) -> tuple:
     return (cfg.tm, cfg.n_par, cfg.cascade, cfg.double_buffer_a, cfg.double_buffer_c)
 
 
-def _fit_predict(x_train, y_train, x_all, seed: int) -> np.ndarray:
+def _fit_predict(x_train, y_train, prior_train, x_all, prior_all, seed: int) -> np.ndarray:
+    """Predicted log cycles of ``x_all``: the prior (log estimate) plus the learnt correction."""
+    if not len(y_train):
+        return prior_all
     import xgboost as xgb  # pylint: disable=import-outside-toplevel
 
-    params = {"max_depth": 6, "eta": 0.2, "objective": "reg:squarederror", "nthread": 1,
-              "seed": seed, "subsample": 1.0, "min_child_weight": 1}
-    booster = xgb.train(params, xgb.DMatrix(x_train, label=y_train), num_boost_round=60)
-    return booster.predict(xgb.DMatrix(x_all))
+    params = {"max_depth": 3, "eta": 0.2, "objective": "reg:squarederror", "nthread": 1,
+              "seed": seed, "min_child_weight": 2, "lambda": 2.0}
+    booster = xgb.train(params, xgb.DMatrix(x_train, label=y_train, base_margin=prior_train),
+                        num_boost_round=30)
+    return booster.predict(xgb.DMatrix(x_all, base_margin=prior_all))
 
 
-def _next_batch(tuner, configs, feats, measured: dict, size: int, rng, seed: int, first: list,
-                warmup: int):
+def _next_batch(tuner, configs, feats, prior, measured: dict, size: int, rng, seed: int,
+                first: list):
     """Indices of the next configs to measure (see the module docstring for the policy)."""
     todo = [i for i, c in enumerate(configs) if _key(c) not in measured]
     if not todo:
@@ -69,14 +75,14 @@ def _next_batch(tuner, configs, feats, measured: dict, size: int, rng, seed: int
     ok = {k: v for k, v in measured.items() if v is not None}
     if not size or not todo:
         return first
-    if tuner == "random" or len(ok) < warmup:
+    if tuner == "random":
         return first + [todo[i] for i in rng.choice(len(todo), size, replace=False)]
-    worst = math.log(max(ok.values())) + 1.0  # failed candidates: worse than anything seen
+    worst = math.log(max(ok.values())) + 1.0 if ok else 0.0  # failed: worse than anything seen
     idx = {_key(c): i for i, c in enumerate(configs)}
     rows = [idx[k] for k in measured if k in idx]
     y = np.array([math.log(measured[_key(configs[i])]) if measured[_key(configs[i])] else worst
                   for i in rows])
-    pred = _fit_predict(feats[rows], y, feats[todo], seed)
+    pred = _fit_predict(feats[rows], y, prior[rows], feats[todo], prior[todo], seed)
     n_explore = int(round(size * EXPLORE))
     order = [todo[i] for i in np.argsort(pred, kind="stable")]
     chosen, rest = order[:size - n_explore], order[size - n_explore:]
@@ -98,7 +104,9 @@ def tune_task(task, db, trials: int, *, tuner: str = "xgb", seed: int = 0, batch
     measure = measure or (lambda t, cfgs: measure_batch(t, cfgs, executor))
     space = task.space()
     configs = space.configs
-    feats = feature_matrix(task.workload, configs, get_device(task.device))
+    device = get_device(task.device)
+    feats = feature_matrix(task.workload, configs, device)
+    prior = np.log([estimate(task.workload, c, device) for c in configs])
     default = task.default_config()
     first = [default, *first]
     measured, curve = {}, []
@@ -107,8 +115,8 @@ def tune_task(task, db, trials: int, *, tuner: str = "xgb", seed: int = 0, batch
         curve.append(_best(curve, rec["cycles"]))
     while len(measured) < trials:
         rng = np.random.default_rng([seed, len(measured)])
-        picks = _next_batch(tuner, configs, feats, measured, min(batch, trials - len(measured)),
-                            rng, seed, first, batch)
+        picks = _next_batch(tuner, configs, feats, prior, measured,
+                            min(batch, trials - len(measured)), rng, seed, first)
         if not picks:
             break  # the whole space is measured
         results = measure(task, [configs[i] for i in picks])

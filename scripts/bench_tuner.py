@@ -1,0 +1,123 @@
+"""Benchmark the autotuner: XGBoost tuner vs random search on the same spaces, and tuned vs default
+builds of the bundled models.
+
+1. Tasks: the dense workloads of the bundled int8 models (jet_mlp, mlp_1024, autoencoder) and a few
+   larger dense shapes. Every legal config of each task is measured once on the simulator (timing
+   mode), which gives the exhaustive optimum; the table is kept in ``WORK/exhaustive.jsonl`` (a
+   tuning database) so reruns skip it. The simulator is deterministic, so both searches then
+   "measure" by looking the table up: the same numbers they would get, at no cost.
+2. For each task and seed, both searches run until they have measured a config within 3% of the
+   optimum; printed: the median trials over seeds, per task, and the medians over tasks.
+3. Each bundled model is tuned (XGBoost, graph-level allocation, whole chain simulated) and its
+   default-plan and tuned cycles printed; the database keeps the default when tuning is not faster.
+
+    python scripts/bench_tuner.py [--work-dir bench_tune] [--seeds 5] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+
+from tvm_aie import zoo
+from tvm_aie.frontend import load_onnx
+from tvm_aie.schedules.dense import DenseConfig, DenseWorkload
+from tvm_aie.target import get_device
+from tvm_aie.tune import Database, Task, executor, extract_tasks, tune_model, tune_task
+from tvm_aie.tune.plot import tuning_curves
+
+DEVICE = "ve2802"
+MODELS = [("jet_mlp", "int8"), ("jet_mlp", None), ("mlp_1024", "int8"), ("autoencoder", "int8")]
+EXTRA = [DenseWorkload(64, 512, 512, "int8"), DenseWorkload(16, 1024, 256, "int8"),
+         DenseWorkload(32, 256, 512, "float32")]
+WITHIN = 1.03
+
+
+def bench_tasks() -> list[Task]:
+    seen, tasks = set(), []
+    for name in ("jet_mlp", "mlp_1024", "autoencoder"):
+        for t in extract_tasks(load_onnx(zoo.onnx_model(name, quant="int8")), DEVICE):
+            if t.workload not in seen and len(t.space().configs) >= 30:  # a search worth running
+                seen.add(t.workload)
+                tasks.append(t)
+    return tasks + [Task(wl, DEVICE) for wl in EXTRA]
+
+
+def exhaustive(task: Task, db: Database, ex) -> dict:
+    """Cycles of every legal config (measured once, then read back from the database)."""
+    n = len(task.space().configs)
+    tune_task(task, db, n, tuner="random", seed=0, batch=64, executor=ex)
+    return {DenseConfig.from_dict(r["config"]): r["cycles"] for r in db.measurements(task.key)}
+
+
+def trials_to_reach(task: Task, table: dict, tuner: str, seed: int, budget: int) -> tuple:
+    """(trials until a config within 3% of the optimum is measured, the best-so-far curve)."""
+    target = min(c for c in table.values() if c is not None) * WITHIN
+
+    def lookup(_task, configs):
+        return [{"cycles": table[c], "error": None} for c in configs]
+
+    with tempfile.TemporaryDirectory() as d:
+        res = tune_task(task, Database(f"{d}/db.jsonl"), budget, tuner=tuner, seed=seed, batch=8,
+                        measure=lookup)
+    hit = next((i + 1 for i, c in enumerate(res.curve) if c is not None and c <= target), None)
+    return (hit or budget + 1), res.curve
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work-dir", default="bench_tune")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--model-trials", type=int, default=200, help="per model, for part 3")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    tasks = bench_tasks()
+    db = Database(f"{args.work_dir}/exhaustive.jsonl")
+    print(f"{len(tasks)} tasks on {DEVICE}; exhaustive tables in {db.path}")
+    rows, curves, optimum = [], {}, {}
+    with executor(args.workers) as ex:
+        tables = [exhaustive(t, db, ex) for t in tasks]
+    print(f"\n{'task':<26}{'space':>7}{'rejected':>9}{'optimum':>9}{'default':>9}"
+          f"{'xgb trials':>12}{'random trials':>15}   (to within 3% of the optimum; median of "
+          f"{args.seeds} seeds)")
+    for task, table in zip(tasks, tables):
+        budget = len(table)
+        runs = {tuner: [trials_to_reach(task, table, tuner, s, budget) for s in range(args.seeds)]
+                for tuner in ("xgb", "random")}
+        med = {tuner: statistics.median(n for n, _ in r) for tuner, r in runs.items()}
+        opt = min(c for c in table.values() if c is not None)
+        rows.append((task, med))
+        curves[str(task)] = {tuner: r[0][1] for tuner, r in runs.items()}
+        optimum[str(task)] = opt
+        print(f"{str(task):<26}{budget:>7}{sum(task.space().rejected.values()):>9}{opt:>9}"
+              f"{table[task.default_config()]:>9}{med['xgb']:>12g}{med['random']:>15g}")
+    m_xgb = statistics.median(m["xgb"] for _, m in rows)
+    m_rand = statistics.median(m["random"] for _, m in rows)
+    print(f"\nmedian over {len(rows)} tasks: xgb {m_xgb:g} trials, random {m_rand:g} trials "
+          f"(ratio {m_xgb / m_rand:.2f}; goal <= 0.33)")
+    png = f"{args.work_dir}/tuning_curves.png"
+    tuning_curves(curves, png, optimum)
+    print(f"tuning curves (seed 0): {png}")
+
+    print(f"\n{'model':<20}{'layers':>7}{'default cycles':>16}{'tuned cycles':>14}{'speedup':>9}")
+    dev = get_device(DEVICE)
+    for name, quant in MODELS:
+        mod = load_onnx(zoo.onnx_model(name, quant=quant))
+        mdb = Database(f"{args.work_dir}/{name}_{quant or 'fp32'}.jsonl")
+        with executor(args.workers) as ex:
+            res = tune_model(mod, dev, mdb, args.model_trials, seed=0, batch=8, executor=ex)
+        for d in res.designs:
+            print(f"{name + ' ' + (quant or 'fp32'):<20}{len(d['tasks']):>7}"
+                  f"{d['default_cycles']:>16}{d['cycles']:>14}"
+                  f"{d['default_cycles'] / d['cycles']:>8.2f}x"
+                  f"{'' if d['tuned'] else '  (default kept: tuned not faster)'}")
+    print(f"\n{time.perf_counter() - t0:.0f} s")
+    return 0 if m_xgb <= m_rand / 3 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
