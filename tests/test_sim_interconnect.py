@@ -43,7 +43,7 @@ def _both_modes(p, inputs=None):
 
 def _eastward(cols: int) -> Program:
     """Compute tiles (0..cols-1, 3) each send 64 bytes to a shim east of them: X then Y, every
-    route runs east along row 3, so the link out of tile (cols-1, 3) carries all of them."""
+    route would run east along row 3 through the link out of tile (cols-1, 3)."""
     shims = [(5 + i // 2, 0, i % 2) for i in range(cols)]
     tiles = [(c, 3) for c in range(cols)] + [s[:2] for s in shims]
     return _program(tiles, ddr=[DdrTensor(f"y{c}", [64], "int8", "output") for c in range(cols)],
@@ -54,15 +54,41 @@ def _eastward(cols: int) -> Program:
                     routes=[Route([c, 3, 0], [list(s)]) for c, s in enumerate(shims)])
 
 
-def test_routes_within_switch_ports_load_and_beyond_fail_naming_tile_direction_routes():
-    assert simulate(_eastward(4), mode="timing").report.cycles > 0  # 4 east master ports: fits
+def test_a_route_whose_switch_is_full_takes_the_shortest_free_path():
+    """Four routes fill the 4 east ports out of tile (4,3); the fifth, from (4,3) to shim (7,0),
+    goes down and then east along the shim row instead: as short (6 links), so the run is still
+    the longest route's 64 / 4 + 9 switches (tile (0,3) to shim (5,0))."""
+    assert simulate(_eastward(5), mode="timing").report.cycles == 64 // RATE + 9 * HOP
+
+
+def _npu1_into_memtiles(k: int) -> Program:
+    """NPU1 (4 columns, memory tiles in row 1): k compute MM2S channels each send 64 bytes to a
+    memory-tile S2MM channel. Every stream must enter the memory-tile row from above, and each
+    memory tile has 4 north slave ports: 16 streams at most, whatever the paths."""
+    dev = get_device("npu1")
+    srcs = [(c, r, ch) for r in range(2, 6) for c in range(4) for ch in (0, 1)][:k]
+    dsts = [(c, 1, ch) for ch in range(6) for c in range(4)][:k]
+    tiles = sorted({s[:2] for s in srcs} | {d[:2] for d in dsts})
+    bufs = [Buffer(f"b{i}", list(s[:2]), dev.stack_bytes + 64 * s[2], [64], "int8")
+            for i, s in enumerate(srcs)]
+    bufs += [Buffer(f"m{i}", list(d[:2]), 64 * d[2], [64], "int8") for i, d in enumerate(dsts)]
+    dmas = [DmaChannel(list(s[:2]), "mm2s", s[2], [_bd(0, f"b{i}", 64)])
+            for i, s in enumerate(srcs)]
+    dmas += [DmaChannel(list(d[:2]), "s2mm", d[2], [_bd(0, f"m{i}", 64)])
+             for i, d in enumerate(dsts)]
+    return Program("t", "npu1", [TileSpec(c, r, "memtile" if r == 1 else "compute")
+                                 for c, r in tiles], buffers=bufs, dmas=dmas,
+                   routes=[Route(list(s), [list(d)]) for s, d in zip(srcs, dsts)])
+
+
+def test_routes_beyond_every_path_fail_at_load_naming_tile_direction_routes():
+    assert simulate(_npu1_into_memtiles(16), mode="timing").report.cycles > 0
     with pytest.raises(ValueError) as e:
-        simulate(_eastward(5), mode="timing")
+        simulate(_npu1_into_memtiles(17), mode="timing")
     msg = str(e.value)
-    assert msg.startswith("stream switch of compute tile 4,3: 5 streams leave to the east "
+    assert msg.startswith("stream switch of compute tile 0,2: 5 streams leave to the south "
                           "through its 4 master ports: ")
-    for c in range(5):
-        assert f"{c},3:mm2s0 -> " in msg
+    assert "0,4:mm2s0 -> 0,1:s2mm4" in msg  # the 17th route, on its X-then-Y path
 
 
 def test_memory_tile_route_leaves_vertically_to_a_row_with_east_west_ports():
@@ -119,18 +145,18 @@ def test_packet_merge_grants_sources_round_robin():
 
 
 def test_packet_merge_shares_switch_ports_that_circuits_cannot():
-    """Eight shim channels (shims 0-3) east along row 0 to column 4: as eight circuits the link
-    out of shim (2,0) already needs 6 east ports (it has 4); merged into one S2MM port they are one
-    packet stream there, and the eight 64-byte packets serialise on the port."""
-    sources = [(c, ch) for c in range(4) for ch in (0, 1)]
-    circuits = [(4, 3 + i // 2, i % 2) for i in range(8)]
-    with pytest.raises(ValueError, match="stream switch of shim tile 2,0: 6 streams leave to the "
-                                         "east through its 4 master ports"):
-        simulate(_merge(sources, circuits), mode="timing")
-    p = _merge(sources, [(4, 3, 0)] * 8)
-    lat = {c: (4 - c + 3 + 1) * HOP for c in range(4)}
-    assert simulate(p, mode="timing").report.cycles == 2 * sum(64 // RATE + lat[c]
-                                                               for c, _ in sources)
+    """Twenty NPU1 compute channels into one memory-tile S2MM port: as circuits 17 cannot load
+    (above), merged they are one packet stream wherever they meet, so each takes its X-then-Y
+    path, and the twenty 64-byte packets serialise on the port: sum of 16 + switches x 4."""
+    p = _npu1_into_memtiles(20)
+    srcs = [r.src for r in p.routes]
+    p.routes = [Route(list(src), [[0, 1, 0]]) for src in srcs]
+    p.buffers = [b for b in p.buffers if b.name.startswith("b")]
+    p.buffers.append(Buffer("m", [0, 1], 0, [64 * 20], "int8"))
+    p.dmas = [ch for ch in p.dmas if ch.direction == "mm2s"]
+    p.dmas.append(DmaChannel([0, 1], "s2mm", 0, [_bd(0, "m", 64 * 20)]))
+    assert simulate(p, mode="timing").report.cycles == sum(64 // RATE + (c + r) * HOP
+                                                           for c, r, _ in srcs)
 
 
 # ---- DDR through the NoC ----

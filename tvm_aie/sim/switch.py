@@ -2,16 +2,19 @@
 
 Each tile's stream switch has a fixed number of master ports (leaving) and slave ports (arriving)
 per direction, from the catalog (``stream_switch_ports``: AM009 / AM020 tables; a memory tile has
-no east or west ports). A route is routed the way the codegen lays it out, X then Y from its
-source, except that the horizontal leg runs in the nearest row, towards the destination, whose
-switches have east/west ports (a memory tile's column is left vertically first). A broadcast is a
-tree: a link its branches share is used once. Routes merged into one S2MM port are one
-packet-switched stream: where they share a link they share its port, which is what packet
-switching saves. A program that needs more ports than a switch has fails at load, naming the
-tile, the direction and the routes.
+no east or west ports). Routes are placed in program order, the way a router would: X then Y from
+the source (the horizontal leg in the nearest row, towards the destination, whose switches have
+east/west ports, since a memory tile's column is left vertically first); if a switch on that path
+has no port left, the shortest path whose switches all have one (breadth-first search, only then,
+so it costs nothing on programs that fit). A broadcast is a tree: a link its branches share is
+used once. Routes merged into one S2MM port are one packet-switched stream: where they share a
+link they share its port, which is what packet switching saves. A route no free path can carry
+fails at load, naming the tile, the direction and the routes on its X-then-Y path's full switch.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 from .memory import tile_key
 
@@ -63,6 +66,8 @@ class StreamSwitches:
         longest = 0
         for dst in dsts:
             steps = self.links(src, dst)
+            if not all(link in tree or self._free(link, stream) for link in steps):
+                steps = self._search(src, dst, stream, tree) or steps
             tree.update(dict.fromkeys(steps))
             longest = max(longest, len(steps) + 1)
         for a, b in tree:
@@ -70,6 +75,38 @@ class StreamSwitches:
             self.usage.setdefault((a, "master", out), {}).setdefault(stream, name)
             self.usage.setdefault((b, "slave", into), {}).setdefault(stream, name)
         return longest
+
+    def _free(self, link, stream) -> bool:
+        """Whether ``stream`` can cross ``link``: it holds its ports already, or both have room."""
+        (a, b), ports = link, self.device.stream_switch_ports
+        out, into = _STEP[(b[0] - a[0], b[1] - a[1])]
+        for tile, side, direction in ((a, "master", out), (b, "slave", into)):
+            held = self.usage.get((tile, side, direction), {})
+            if stream not in held and len(held) >= ports[self.kind(tile[1])][side][direction]:
+                return False
+        return True
+
+    def _search(self, src, dst, stream, tree: dict) -> list | None:
+        """The shortest path from ``src`` to ``dst`` over links with a free port (or in ``tree``,
+        the route's own), or None."""
+        cols = self.device.columns
+        came = {src: None}
+        queue = deque([src])
+        while queue:
+            a = queue.popleft()
+            if a == dst:
+                steps = []
+                while came[a] is not None:
+                    steps.append((came[a], a))
+                    a = came[a]
+                return steps[::-1]
+            for dc, dr in _STEP:
+                b = (a[0] + dc, a[1] + dr)
+                if (b not in came and 0 <= b[0] < cols and 0 <= b[1] < self.rows
+                        and ((a, b) in tree or self._free((a, b), stream))):
+                    came[b] = a
+                    queue.append(b)
+        return None
 
     def check(self) -> None:
         """Every switch within its port counts, or a ValueError naming the tile and the routes."""
