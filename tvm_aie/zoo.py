@@ -42,7 +42,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 # dense networks: name -> (layer widths, the op between the first two layers or None, dense form)
-_MLPS = {
+MLPS = {
     "jet_mlp": ([16, 64, 32, 32, 5], None, "gemm"),
     "jet_mlp_matmul": ([16, 64, 32, 32, 5], None, "matmul"),
     "autoencoder": ([128, 64, 32, 8, 32, 64, 128], None, "matmul"),
@@ -59,12 +59,12 @@ OUTPUT = "y"
 
 def names() -> list[str]:
     """The names :func:`onnx_model` accepts."""
-    return [*_MLPS, *_SHAPES]
+    return [*MLPS, *_SHAPES]
 
 
 def input_shape(name: str, batch: int | str = 1) -> tuple:
     """The shape of model ``name``'s input ``x``."""
-    return (batch, _MLPS[name][0][0]) if name in _MLPS else (batch, *_SHAPES[name])
+    return (batch, MLPS[name][0][0]) if name in MLPS else (batch, *_SHAPES[name])
 
 
 def _he(rng, shape, fan_in):
@@ -86,8 +86,8 @@ def weights(name: str) -> dict[str, np.ndarray]:
     weights are [out, in/groups, kh, kw] as in ONNX and PyTorch."""
     rng = np.random.default_rng(sum(map(ord, name)))
     w = {}
-    if name in _MLPS:
-        widths = _MLPS[name][0]
+    if name in MLPS:
+        widths = MLPS[name][0]
         for i, (k, n) in enumerate(zip(widths, widths[1:])):
             w[f"w{i}"], w[f"b{i}"] = _he(rng, (k, n), k), _bias(rng, n)
     elif name == "lenet":
@@ -149,7 +149,7 @@ class _Graph:
 
 
 def _mlp(g, w, name):
-    widths, middle, form = _MLPS[name]
+    widths, middle, form = MLPS[name]
     x, last = INPUT, len(widths) - 2
     for i in range(last + 1):
         x = g.dense(x, w[f"w{i}"], w[f"b{i}"], i, form)
@@ -217,8 +217,8 @@ _BUILDERS = {"lenet": _lenet, "mobilenet_block": _mobilenet_block, "transformer"
 
 def output_shape(name: str, batch: int | str = 1) -> tuple:
     """The shape of model ``name``'s output ``y``."""
-    if name in _MLPS:
-        return (batch, _MLPS[name][0][-1])
+    if name in MLPS:
+        return (batch, MLPS[name][0][-1])
     return (batch, 10) if name == "lenet" else input_shape(name, batch)
 
 

@@ -41,7 +41,7 @@ class Mlp(nn.Module):
     def __init__(self, name: str):
         super().__init__()
         w = zoo.weights(name)
-        self.middle = zoo._MLPS[name][1]  # pylint: disable=protected-access
+        self.middle = zoo.MLPS[name][1]
         self.layers = nn.ModuleList(_linear(w, f"w{i}", f"b{i}")
                                     for i in range(len([k for k in w if k.startswith("w")])))
 
