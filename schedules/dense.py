@@ -277,13 +277,14 @@ def schedule(prim_func, workload: DenseWorkload, config: DenseConfig, device=Non
 
     ``device`` (a :class:`~tvm_aie.target.Device` or a name; default device if None) gives the
     intrinsic shape. The config and intrinsic are annotated on the blocks because MetaSchedule
-    builders see only the scheduled module, not the trace.
+    builders see only the scheduled module, not the trace. ``prim_func`` may also be a fresh
+    ``Schedule`` of it, which is scheduled in place (a MetaSchedule space function gets one).
     """
     device = device if hasattr(device, "mmul_shape") else get_device(device)
     check(workload, config, device)
     mm, mk, mn = device.mmul_shape(workload.precision)
     m_pad, k_pad, n_pad = padded_shape(workload, config, device)
-    sch = tvm.s_tir.Schedule(prim_func)
+    sch = prim_func if isinstance(prim_func, tvm.s_tir.Schedule) else tvm.s_tir.Schedule(prim_func)
     block = _einsum_block(sch)
     sch.pad_einsum(block, [m_pad, n_pad, k_pad])
     i, j, k = sch.get_loops(block)

@@ -8,6 +8,8 @@ builds of the bundled models.
    "measure" by looking the table up: the same numbers they would get, at no cost.
 2. For each task and seed, both searches run until they have measured a config within 3% of the
    optimum; printed: the median trials over seeds, per task, and the medians over tasks.
+   MetaSchedule driving the same simulator (``tvm_aie.tune.metaschedule``: evolutionary search,
+   XGBModel on the same features) runs on the largest spaces for comparison (real measurements).
 3. Each bundled model is tuned (XGBoost, graph-level allocation, whole chain simulated) and its
    default-plan and tuned cycles printed; the database keeps the default when tuning is not faster.
 
@@ -67,12 +69,31 @@ def trials_to_reach(task: Task, table: dict, tuner: str, seed: int, budget: int)
     return (hit or budget + 1), res.curve
 
 
+def compare_metaschedule(tasks, tables, args) -> None:
+    """MetaSchedule vs the native XGBoost tuner at the same trial budget, on the largest spaces."""
+    from tvm_aie.tune import metaschedule  # pylint: disable=import-outside-toplevel
+
+    n = args.ms_trials
+    print(f"\nMetaSchedule vs native tuner, {n} trials each (seed 0):")
+    print(f"{'task':<26}{'optimum':>9}{'MS best':>9}{'MS measured':>13}{'MS rejected':>13}"
+          f"{'native best':>13}")
+    big = sorted(zip(tasks, tables), key=lambda p: -len(p[1]))[:3]
+    for task, table in big:
+        with tempfile.TemporaryDirectory() as d:
+            _, runner, builder = metaschedule.tune(task, d, n, seed=0, batch=8)
+        _, curve = trials_to_reach(task, table, "xgb", 0, n)
+        opt = min(c for c in table.values() if c is not None)
+        print(f"{str(task):<26}{opt:>9}{min(runner.cycles, default=0):>9}{len(runner.cycles):>13}"
+              f"{sum(builder.rejected.values()):>13}{curve[-1]:>13}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work-dir", default="bench_tune")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--model-trials", type=int, default=200, help="per model, for part 3")
+    ap.add_argument("--ms-trials", type=int, default=64, help="MetaSchedule comparison (0: skip)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     tasks = bench_tasks()
@@ -99,6 +120,8 @@ def main(argv=None) -> int:
     m_rand = statistics.median(m["random"] for _, m in rows)
     print(f"\nmedian over {len(rows)} tasks: xgb {m_xgb:g} trials, random {m_rand:g} trials "
           f"(ratio {m_xgb / m_rand:.2f}; goal <= 0.33)")
+    if args.ms_trials:
+        compare_metaschedule(tasks, tables, args)
     png = f"{args.work_dir}/tuning_curves.png"
     tuning_curves(curves, png, optimum)
     print(f"tuning curves (seed 0): {png}")
