@@ -51,8 +51,8 @@ def test_extract_tasks(jet):
 
 
 def _layer_configs(ex):
-    (blob,) = [p for p in ex.aie_lowered["aie_programs"].body.fields[1:]]
-    return [DenseConfig.from_dict(lay["config"]) for lay in load_program(blob.data).meta["layers"]]
+    (_, blob) = tvm.relax.VirtualMachine(ex, tvm.cpu())["aie_programs"]()
+    return [DenseConfig.from_dict(lay["config"]) for lay in load_program(blob).meta["layers"]]
 
 
 def _run(ex):
