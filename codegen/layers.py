@@ -15,6 +15,7 @@ the kernel multiplies the raw int8 input, so the input zero point is folded into
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,6 +167,38 @@ class BmmLayer:
     @property
     def macs(self) -> int:
         return self.batch * self.m * self.k * self.n
+
+    @property
+    def out_dtype(self) -> str:
+        return self.precision
+
+
+@dataclass
+class RowLayer:
+    """An element- or row-wise layer on ``[rows, cols]`` (the last axis is ``cols``).
+
+    ``op``: "gelu", "softmax", "layernorm" (fp32, with ``gamma``/``beta``/``eps``) or "lut" (int8:
+    ``y = lut[x + 128]``, the table being the layer's QDQ float function at every int8 input).
+    """
+
+    name: str
+    op: str
+    precision: str
+    shape: tuple
+    input: int | str
+    gamma: np.ndarray | None = None
+    beta: np.ndarray | None = None
+    eps: float = 1e-5
+    lut: np.ndarray | None = None  # [256] int8
+    macs = 0  # no multiply-accumulates in the model's count
+
+    @property
+    def cols(self) -> int:
+        return int(self.shape[-1])
+
+    @property
+    def rows(self) -> int:
+        return int(np.prod(self.shape)) // self.cols
 
     @property
     def out_dtype(self) -> str:
@@ -375,6 +408,45 @@ def _read_bmm(func: relax.Function, name: str, sources: dict) -> BmmLayer:
     return layer
 
 
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """Exact (erf) GELU in float64."""
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
+
+
+def _lut(call, dq, quant) -> np.ndarray:
+    """``q(f(dq(i)))`` for every int8 ``i``, computed as the QDQ graph does: float32 values,
+    round half to even, saturate."""
+    x = (np.arange(-128, 128, dtype=np.float32) - np.float32(_scalar(dq.args[2]))) * \
+        np.float32(_scalar(dq.args[1]))
+    name = call.op.name
+    if name == "relax.multiply":
+        y = x * np.float32(const_value(call.args[1]).reshape(()))
+    else:
+        f = {"relax.nn.gelu": _gelu, "relax.sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+             "relax.tanh": np.tanh}[name]
+        y = f(x.astype(np.float64)).astype(np.float32)
+    q = np.round(y / np.float32(_scalar(quant.args[1]))) + _scalar(quant.args[2])
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def _read_rowwise(func: relax.Function, name: str, sources: dict) -> RowLayer:
+    (x,) = func.params
+    calls = [b.value for block in func.body.blocks for b in block.bindings
+             if isinstance(b.value, relax.Call)]
+    shape = tuple(int(d) for d in x.ty.shape)
+    if calls[-1].op.name == "relax.quantize":
+        dq, op, quant = calls
+        return RowLayer(name, "lut", "int8", shape, sources[x], lut=_lut(op, dq, quant))
+    (op,) = calls
+    kind = {"relax.nn.gelu": "gelu", "relax.nn.softmax": "softmax",
+            "relax.nn.layer_norm": "layernorm"}[op.op.name]
+    layer = RowLayer(name, kind, "float32", shape, sources[x])
+    if kind == "layernorm":
+        layer.gamma, layer.beta = (const_value(a).astype(np.float32) for a in op.args[1:3])
+        layer.eps = float(op.attrs.epsilon)
+    return layer
+
+
 def read_layer_graph(func: relax.Function) -> LayerGraph:
     """The layers of a ``Codegen="aie"`` function, with where each one's input comes from."""
     params = [Param(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
@@ -388,7 +460,11 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
         elif isinstance(val, relax.Call) and val.op in composites:
             x, comp = val.args[0], composites[val.op]
             kind = str(comp.attrs["Composite"])
-            if kind.startswith("aie.bmm"):
+            if kind.startswith("aie.rowwise"):
+                name = f"row{len(layers)}"
+                sources = {p: source[a] for p, a in zip(comp.params, val.args)}
+                layers.append(_read_rowwise(comp, name, sources))
+            elif kind.startswith("aie.bmm"):
                 name = f"bmm{len(layers)}"
                 sources = {p: source[a] for p, a in zip(comp.params, val.args)}
                 layers.append(_read_bmm(comp, name, sources))

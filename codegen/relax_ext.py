@@ -17,13 +17,14 @@ import logging
 import numpy as np
 import tvm
 
-from ..schedules import bmm, conv2d, dense
+from ..schedules import bmm, conv2d, dense, rowwise
 from ..schedules.dense import TilingError
 from ..target import get_device
 from .layers import ConvLayer, read_layers
 from .lower import lower_dense_chain
 from .lower_bmm import lower_bmm
 from .lower_conv import lower_conv_chain
+from .lower_rows import lower_rowwise
 from .place import PlacementError
 from .plan import plan_chain
 from .resources import ResourceError
@@ -74,6 +75,15 @@ def compile_function(func, name: str, device, pinned: dict | None = None):
 def compile_chain(layers: list, name: str, device, pinned: dict | None = None):
     """The AIE program of a chain of layers of one family."""
     families = {type(layer).__name__ for layer in layers}
+    if families == {"RowLayer"}:
+        if len(layers) != 1:
+            raise ValueError(f"{name}: a row-wise layer is a program of its own")
+        (layer,) = layers
+        wl = rowwise.RowWorkload(layer.op, layer.rows, layer.cols, layer.precision)
+        cfg = (pinned or {}).get(0) or rowwise.default_config(wl, device)
+        rowwise.check(wl, cfg, device)
+        log.info("aie: %s %s -> %s", name, layer.name, cfg)
+        return lower_rowwise(name, layer, cfg, device)
     if families == {"BmmLayer"}:
         if len(layers) != 1:
             raise ValueError(f"{name}: a batched matmul is a program of its own, got "
@@ -98,6 +108,22 @@ def compile_chain(layers: list, name: str, device, pinned: dict | None = None):
     return lower_dense_chain(name, layers, layouts, device)
 
 
+def _family(layer) -> str:
+    return type(layer).__name__
+
+
+def _reads_only_handover(layers: list, start: int, end: int) -> bool:
+    """Whether ``layers[start:end]`` read only what a part gets: the function's inputs (first
+    part) or the previous part's output, and each other's outputs."""
+    allowed = {layer.name for layer in layers[start:end]} | \
+        ({layers[start - 1].name} if start else set())
+    return all((isinstance(src, int) and start == 0) or src in allowed
+               for layer in layers[start:end]
+               for src in [layer.input] + [s for s in (getattr(layer, "residual", None),
+                                                       getattr(layer, "other", None))
+                                           if s is not None])
+
+
 def compile_programs(func, name: str, device, pinned: dict | None = None) -> list:
     """The programs of one partitioned function: one if the array holds the whole chain, else
     the chain split greedily into the longest prefixes that fit, run one after another with
@@ -107,8 +133,17 @@ def compile_programs(func, name: str, device, pinned: dict | None = None) -> lis
     programs, start = [], 0
     while start < len(layers):
         why = None
-        for end in range(len(layers), start, -1):
+        # a program holds one family; batched matmuls and row-wise layers are one layer each
+        family = _family(layers[start])
+        stop = start + 1
+        while stop < len(layers) and _family(layers[stop]) == family and \
+                family not in ("BmmLayer", "RowLayer"):
+            stop += 1
+        for end in range(stop, start, -1):
             part = f"{name}.{len(programs)}" if programs or end < len(layers) else name
+            if not _reads_only_handover(layers, start, end):
+                raise ValueError(f"{name}: {layers[start].name}..{layers[end - 1].name} read a "
+                                 f"tensor that is not the previous program's output")
             sub = {i - start: cfg for i, cfg in pinned.items() if start <= i < end}
             try:
                 program = compile_chain(layers[start:end], part, device, sub)
@@ -117,6 +152,8 @@ def compile_programs(func, name: str, device, pinned: dict | None = None) -> lis
                 if end == start + 1:
                     raise
                 why = f"{layers[start].name}..{layers[end - 1].name} do not fit: {err}"
+        if end < len(layers) and not why:
+            why = f"{layers[end].name} is of another family ({_family(layers[end])})"
         if why:
             log.info("aie: %s split after %s: %s", name, layers[end - 1].name, why)
             program.meta["split"] = why

@@ -35,6 +35,9 @@ Batched matmuls of two activations (attention's QKᵀ and P·V: ``matmul(a, b)``
 and the same batch dimensions, in fp32 optionally times a scalar, or between QDQ pairs) are a
 family of their own, one program each.
 
+Row-wise layers: fp32 GELU, softmax and layer norm over the last axis; in int8 QDQ any GELU,
+sigmoid, tanh or scalar multiply, as a 256-entry lookup table (exact for per-tensor int8).
+
 Before matching, :class:`_Canonicalize` rewrites what TVM's ONNX importer writes into one form:
 ``batch_norm(...)[0]`` into a per-channel multiply-add, Clip's ``call_tir(maximum/minimum)`` into
 ``clip``, and a dequantize read by several ops (a block input that also feeds a residual add) into
@@ -400,6 +403,69 @@ def _check_bmm(ctx: PatternCheckContext) -> bool:
     return reason is None
 
 
+_UNARY = {"gelu": "relax.nn.gelu", "sigmoid": "relax.sigmoid", "tanh": "relax.tanh"}
+
+
+def _rowwise_pattern(kind: str):
+    """Element- and row-wise layers: fp32 ``gelu``, ``softmax`` and ``layer_norm`` over the last
+    axis; int8 (``kind="lut"``) any of GELU / sigmoid / tanh / a scalar multiply between a
+    dequantize and a quantize, which a 256-entry table maps exactly."""
+    x = wildcard()
+    ann = {"x": x}
+    if kind == "lut":
+        inp = ann["lhs"] = _dq(x)
+        ann["scale"] = is_const()
+        ops = [is_op(op)(inp) for op in _UNARY.values()] + \
+            [is_op("relax.multiply")(inp, ann["scale"])]
+        op = ops[0]
+        for alt in ops[1:]:
+            op = op | alt
+        ann["op"] = op
+        out = ann["quant"] = is_op("relax.quantize")(op, is_const(), is_const())
+    elif kind == "layernorm":
+        out = ann["op"] = is_op("relax.nn.layer_norm")(x, is_const(), is_const())
+    else:
+        out = ann["op"] = is_op(f"relax.nn.{kind}")(x)
+    ann["root"] = out
+    return out, ann
+
+
+def _rowwise_reason(ctx: PatternCheckContext) -> str | None:
+    if has_leaking_intermediate_variables(ctx):
+        return "an intermediate of the layer is used outside it"
+    ann = ctx.annotated_expr
+    x, op = ann["x"], ann["op"]
+    rank = len(x.ty.shape)
+    if rank < 1 or not _static(x.ty, rank):
+        return f"needs a static shape, got {x.ty.shape}"
+    if "quant" in ann:
+        if x.ty.dtype != "int8" or ann["quant"].attrs.out_dtype != "int8":
+            return f"dtypes {x.ty.dtype} -> {ann['quant'].attrs.out_dtype}"
+        if any(const_value(c.args[i]).size != 1
+               for c in (ann["lhs"], ann["quant"]) for i in (1, 2)):
+            return "quantisation is not per tensor"
+        if op.op.name == "relax.multiply" and const_value(op.args[1]).size != 1:
+            return "multiply by more than a scalar"
+        return None
+    if x.ty.dtype != "float32":
+        return f"dtype {x.ty.dtype}"
+    if op.op.name == "relax.nn.softmax" and int(op.attrs.axis) not in (-1, rank - 1):
+        return "softmax not over the last axis"
+    if op.op.name == "relax.nn.layer_norm" and \
+            [int(a) % rank for a in op.attrs.axes] != [rank - 1]:
+        return "layer norm not over the last axis"
+    return None
+
+
+def _check_rowwise(ctx: PatternCheckContext) -> bool:
+    reason = _rowwise_reason(ctx)
+    if reason is not None:
+        var = ctx.value_to_bound_var.get(ctx.annotated_expr["op"])
+        if var is not None:
+            _rejected.setdefault(var.name, reason)
+    return reason is None
+
+
 def _patterns():
     """All dense, conv2d and pooling variants, shortest first (later registered = tried first);
     pooling on its own goes first, so a max-pool after a conv is fused into the conv."""
@@ -427,7 +493,11 @@ def _patterns():
         for scale in (False,) if int8 else (False, True):
             out.append(("aie.bmm_" + ("int8" if int8 else "fp32") + ("_scale" if scale else ""),
                         *_bmm_pattern(int8, scale), _check_bmm))
-    return sorted(out, key=lambda p: (not p[0].startswith("aie.pool2d"), p[0].count("_")))
+    out += [(f"aie.rowwise_{kind}_fp32", *_rowwise_pattern(kind), _check_rowwise)
+            for kind in ("gelu", "softmax", "layernorm")]
+    out.append(("aie.rowwise_lut_int8", *_rowwise_pattern("lut"), _check_rowwise))
+    first = ("aie.pool2d", "aie.rowwise")  # tried last: a conv's own epilogue goes first
+    return sorted(out, key=lambda p: (not p[0].startswith(first), p[0].count("_")))
 
 
 register_patterns(_patterns())
@@ -540,7 +610,7 @@ def _log_cpu_ops(mod: tvm.IRModule) -> None:
             continue
         op = call.op.name
         if op in ("relax.matmul", "relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
-                  "relax.mean"):
+                  "relax.mean", "relax.nn.softmax", "relax.nn.layer_norm", "relax.nn.gelu"):
             why = _rejected.get(binding.var.name, "not part of a supported pattern")
         else:
             why = "no AIE pattern for this operator on its own"
@@ -550,7 +620,9 @@ def _log_cpu_ops(mod: tvm.IRModule) -> None:
 def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     """Group what the array runs into functions with ``Codegen="aie"``, the rest stays on the CPU.
 
-    Consecutive offloaded layers merge into one function, so their intermediates stay on the array.
+    Consecutive dense, conv2d and pooling layers merge into one function, so their intermediates
+    stay on the array; batched matmuls and row-wise layers become functions of their own (their
+    operands come and go through DDR), matched after the others so a layer's own epilogue wins.
     """
     _rejected.clear()
     # Dead-code elimination (in _canonicalize) also matters: unused bindings would count as uses
@@ -558,8 +630,11 @@ def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     # mean/var outputs are bound but never read.
     mod = _canonicalize(mod)
     patterns = get_patterns_with_prefix("aie")
-    mod = relax.transform.FuseOpsByPattern(patterns, bind_constants=True,
+    alone = [p for p in patterns if p.name.startswith(("aie.bmm", "aie.rowwise"))]
+    chained = [p for p in patterns if p not in alone]
+    mod = relax.transform.FuseOpsByPattern(chained, bind_constants=True,
                                            annotate_codegen=False)(mod)
     mod = relax.transform.MergeCompositeFunctions()(mod)
+    mod = relax.transform.FuseOpsByPattern(alone, bind_constants=True, annotate_codegen=True)(mod)
     _log_cpu_ops(mod)
     return mod

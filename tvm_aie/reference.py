@@ -16,7 +16,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .codegen.layers import BmmLayer, ConvLayer, DenseLayer, LayerGraph, read_layer_graph
+from .codegen.layers import (BmmLayer, ConvLayer, DenseLayer, LayerGraph, RowLayer,
+                             read_layer_graph)
 from .partition import partition_for_aie
 from .quant import ADD_LEFT_SHIFT, QMAX, QMIN
 
@@ -127,6 +128,21 @@ def _bmm(bb: relax.BlockBuilder, a, b, layer: BmmLayer):
     return _int8_epilogue(bb, acc, layer, (-1,), layer.out_zp)
 
 
+def _rowwise(bb: relax.BlockBuilder, x, layer: RowLayer):
+    """int8 tables as the array applies them; fp32 row-wise layers as TVM's own ops (the array's
+    GELU polynomial differs from them by its stated error only)."""
+    if layer.op == "lut":
+        index = bb.emit(relax.op.add(relax.op.astype(x, "int32"), _const(128, "int32")))
+        return bb.emit(relax.op.take(_const(layer.lut, "int8"), index, axis=0))
+    if layer.op == "gelu":
+        return bb.emit(relax.op.nn.gelu(x))
+    if layer.op == "softmax":
+        return bb.emit(relax.op.nn.softmax(x, axis=-1))
+    return bb.emit(relax.op.nn.layer_norm(x, _const(layer.gamma, "float32"),
+                                          _const(layer.beta, "float32"), axes=[-1],
+                                          epsilon=layer.eps))
+
+
 def reference_function(graph: LayerGraph) -> relax.Function:
     """A plain Relax function computing the layers of an offloaded function as the array does."""
     bb = relax.BlockBuilder()
@@ -136,7 +152,9 @@ def reference_function(graph: LayerGraph) -> relax.Function:
             values = {}
             for layer in graph.layers:
                 x = params[layer.input] if isinstance(layer.input, int) else values[layer.input]
-                if isinstance(layer, BmmLayer):
+                if isinstance(layer, RowLayer):
+                    values[layer.name] = _rowwise(bb, x, layer)
+                elif isinstance(layer, BmmLayer):
                     o = layer.other
                     values[layer.name] = _bmm(bb, x, params[o] if isinstance(o, int) else
                                               values[o], layer)

@@ -5,7 +5,7 @@ catalog."""
 
 from .array import MAX_CYCLES, simulate
 from .engine import CycleLimitError, DeadlockError, SimulationError
-from . import kernels_bmm, kernels_conv  # noqa: F401  register the bmm and conv2d kernels
+from . import kernels_bmm, kernels_conv, kernels_rows  # noqa: F401  register their kernels
 from .kernels import KERNELS, matmul_cycles
 from .report import SimReport, SimResult
 

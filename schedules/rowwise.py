@@ -1,0 +1,72 @@
+"""Element- and row-wise layers (GELU, softmax, layer norm, int8 lookup tables) on the tile grid.
+
+The layer's ``[rows, cols]`` tensor goes through in blocks of ``tr`` whole rows (a softmax or layer
+norm needs its whole row on one tile); blocks are dealt round-robin to ``tiles`` compute tiles,
+each double-buffered in and out. The knobs are ``tr`` and ``tiles``; the legality check names
+the buffer that does not fit. (No TensorIR template: a block is the whole row-wise computation,
+there is no reduction to tile.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..codegen.resources import VECTOR_ALIGN
+from .dense import TilingError, _nbytes, _up
+
+
+@dataclass(frozen=True)
+class RowWorkload:
+    op: str  # "gelu" | "softmax" | "layernorm" | "lut"
+    rows: int
+    cols: int
+    precision: str
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.rows}x{self.cols} {self.precision}"
+
+
+@dataclass(frozen=True)
+class RowConfig:
+    tr: int
+    tiles: int
+    double_buffer: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tile_buffers(wl: RowWorkload, cfg: RowConfig) -> list[tuple[str, int, int]]:
+    block = cfg.tr * wl.cols * _nbytes(wl.precision)
+    depth = 2 if cfg.double_buffer else 1
+    params = {"layernorm": 2 * _up(wl.cols * 4, VECTOR_ALIGN), "lut": 256}.get(wl.op, 0)
+    return [("X", block, depth), ("Y", block, depth)] + ([("params", params, 1)] if params else [])
+
+
+def check(wl: RowWorkload, cfg: RowConfig, device) -> None:
+    where = f"{wl} with tr={cfg.tr} tiles={cfg.tiles}"
+    if cfg.tr < 1 or wl.rows % cfg.tr:
+        raise TilingError(f"{where}: tr must divide the {wl.rows} rows", "shape")
+    if not 1 <= cfg.tiles <= min(wl.rows // cfg.tr, device.compute_rows):
+        raise TilingError(f"{where}: between 1 tile and one per block, in one column", "shape")
+    budget, used = device.usable_data_memory_bytes, 0
+    for name, size, count in tile_buffers(wl, cfg):
+        used += _up(size, VECTOR_ALIGN) * count
+        if used > budget:
+            raise TilingError(f"{where}: {name} does not fit: a tile needs {used:,} B so far, "
+                              f"it has {budget:,} B of data memory", "memory")
+
+
+def default_config(wl: RowWorkload, device) -> RowConfig:
+    """The largest block that gives every tile of a column (or every row) a block and fits."""
+    tiles = min(wl.rows, device.compute_rows)
+    last = None
+    for tr in (d for d in range(wl.rows // tiles, 0, -1) if wl.rows % d == 0):
+        for db in (True, False):
+            cfg = RowConfig(tr, min(tiles, wl.rows // tr), db)
+            try:
+                check(wl, cfg, device)
+                return cfg
+            except TilingError as err:
+                last = err
+    raise last or TilingError(f"{wl}: no legal configuration", "shape")
