@@ -177,8 +177,10 @@ class BmmLayer:
 class RowLayer:
     """An element- or row-wise layer on ``[rows, cols]`` (the last axis is ``cols``).
 
-    ``op``: "gelu", "softmax", "layernorm" (fp32, with ``gamma``/``beta``/``eps``) or "lut" (int8:
-    ``y = lut[x + 128]``, the table being the layer's QDQ float function at every int8 input).
+    ``op``: "gelu", "softmax", "layernorm" (fp32, with ``gamma``/``beta``/``eps``), "add" (of
+    ``other``, a second tensor of the same shape; int8 through
+    :func:`tvm_aie.quant.requantize_add` with ``add``) or "lut" (int8: ``y = lut[x + 128]``, the
+    table being the layer's QDQ float function at every input).
     """
 
     name: str
@@ -190,6 +192,9 @@ class RowLayer:
     beta: np.ndarray | None = None
     eps: float = 1e-5
     lut: np.ndarray | None = None  # [256] int8
+    other: int | str | None = None
+    add: tuple | None = None  # int8: (x_zp, x_mult, x_shift, other_zp, other_mult, other_shift)
+    out_zp: int = 0
     macs = 0  # no multiply-accumulates in the model's count
 
     @property
@@ -430,14 +435,34 @@ def _lut(call, dq, quant) -> np.ndarray:
 
 
 def _read_rowwise(func: relax.Function, name: str, sources: dict) -> RowLayer:
-    (x,) = func.params
+    x, *rest = func.params
     calls = [b.value for block in func.body.blocks for b in block.bindings
              if isinstance(b.value, relax.Call)]
     shape = tuple(int(d) for d in x.ty.shape)
+    bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+
+    def param_of(expr):  # the parameter an operand is, or dequantizes
+        expr = bound.get(expr, expr)
+        return expr.args[0] if isinstance(expr, relax.Call) else expr
+
+    if len(calls) == 4:  # q(dq(a) + dq(b))
+        dqs, add, quant = calls[:2], calls[2], calls[3]
+        (a, b) = (bound.get(arg, arg) for arg in add.args)
+        out_scale = _scalar(quant.args[1])
+        terms = []
+        for dq in (a, b):
+            (mult,), (shift,) = quantize_multiplier(_scalar(dq.args[1]) / out_scale)
+            terms += [int(_scalar(dq.args[2])), int(mult), int(shift)]
+        return RowLayer(name, "add", "int8", shape, sources[param_of(add.args[0])],
+                        other=sources[param_of(add.args[1])], add=tuple(terms),
+                        out_zp=int(_scalar(quant.args[2])))
     if calls[-1].op.name == "relax.quantize":
         dq, op, quant = calls
         return RowLayer(name, "lut", "int8", shape, sources[x], lut=_lut(op, dq, quant))
     (op,) = calls
+    if op.op.name == "relax.add":  # of two tensors
+        a, b = (bound.get(arg, arg) for arg in op.args)
+        return RowLayer(name, "add", "float32", shape, sources[a], other=sources[b])
     kind = {"relax.nn.gelu": "gelu", "relax.nn.softmax": "softmax",
             "relax.nn.layer_norm": "layernorm"}[op.op.name]
     layer = RowLayer(name, kind, "float32", shape, sources[x])

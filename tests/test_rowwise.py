@@ -98,3 +98,52 @@ def test_rowwise_legality_names_the_buffer():
     with pytest.raises(TilingError, match="X does not fit"):
         rowwise.check(rowwise.RowWorkload("softmax", 64, 16384, "float32"),
                       rowwise.RowConfig(1, 1), get_device())
+
+
+def add_model(shape, kind, int8):
+    """``a + b`` of two inputs (int8: QDQ, requantised to a third scale), or fp32 ``a + c + b`` /
+    ``a * c + b`` with ``c`` along the last axis (the constant op stays on the CPU)."""
+    a = relax.Var("a", relax.TensorType(shape, "float32"))
+    b = relax.Var("b", relax.TensorType(shape, "float32"))
+    c = _c(np.linspace(-1, 1, shape[-1]))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [a, b]):
+        with bb.dataflow():
+            if int8:
+                qa = bb.emit(relax.op.quantize(a, _c(0.03), _c(4, "int8"), out_dtype="int8"))
+                qb = bb.emit(relax.op.quantize(b, _c(0.05), _c(-6, "int8"), out_dtype="int8"))
+                y = bb.emit(relax.op.add(relax.op.dequantize(qa, _c(0.03), _c(4, "int8")),
+                                         relax.op.dequantize(qb, _c(0.05), _c(-6, "int8"))))
+                y = bb.emit(relax.op.quantize(y, _c(0.06), _c(1, "int8"), out_dtype="int8"))
+                y = bb.emit(relax.op.dequantize(y, _c(0.06), _c(1, "int8")))
+            elif kind == "add":
+                y = bb.emit(relax.op.add(a, b))
+            else:
+                op = relax.op.add if kind == "addc" else relax.op.multiply
+                y = bb.emit(relax.op.add(op(a, c), b))  # the second add: two tensors again
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.integers(1, 10), min_size=1, max_size=3),
+       st.sampled_from(["add", "addc", "mulc", "int8"]), st.integers(0, 20))
+def test_elementwise_adds(shape, kind, seed):
+    mod = add_model(tuple(shape), kind, kind == "int8")
+    rng = np.random.default_rng(seed)
+    a, b = (rng.normal(0, 2, shape).astype(np.float32) for _ in range(2))
+    ex = tvm_aie.build(mod)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    y = vm["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy()
+    cpu = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    ref = cpu["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy()
+    if kind == "int8":
+        exact = relax.VirtualMachine(build_reference(mod), tvm.cpu())
+        np.testing.assert_array_equal(
+            y, exact["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy())
+        assert np.abs(y - ref).max() <= 0.06 * 1.001
+    else:
+        np.testing.assert_allclose(y, ref, rtol=0, atol=1e-6 * max(1.0, np.abs(ref).max()))
+    ops = [layer["op"] for s in tvm_aie.report(ex).subgraphs for layer in s.layers]
+    assert ops == ["add"]

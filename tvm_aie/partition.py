@@ -35,8 +35,11 @@ Batched matmuls of two activations (attention's QKᵀ and P·V: ``matmul(a, b)``
 and the same batch dimensions, in fp32 optionally times a scalar, or between QDQ pairs) are a
 family of their own, one program each.
 
-Row-wise layers: fp32 GELU, softmax and layer norm over the last axis; in int8 QDQ any GELU,
-sigmoid, tanh or scalar multiply, as a 256-entry lookup table (exact for per-tensor int8).
+Row-wise layers: fp32 GELU, softmax and layer norm over the last axis and the add of two tensors
+of one shape (residual connections); in int8 QDQ the add of two tensors (requantised) and any
+GELU, sigmoid, tanh or scalar multiply, as a 256-entry lookup table (exact for per-tensor int8).
+A bias or scale (a constant add or multiply) is offloaded only inside the layer it follows: on
+its own it would cost a round trip through DDR for one operation per element.
 
 Before matching, :class:`_Canonicalize` rewrites what TVM's ONNX importer writes into one form:
 ``batch_norm(...)[0]`` into a per-channel multiply-add, Clip's ``call_tir(maximum/minimum)`` into
@@ -424,6 +427,13 @@ def _rowwise_pattern(kind: str):
         out = ann["quant"] = is_op("relax.quantize")(op, is_const(), is_const())
     elif kind == "layernorm":
         out = ann["op"] = is_op("relax.nn.layer_norm")(x, is_const(), is_const())
+    elif kind in ("add", "addq"):  # two activations of one shape (a residual connection)
+        y = ann["y"] = wildcard()
+        a, b = (ann.setdefault("lhs", _dq(x)), ann.setdefault("rhs", _dq(y))) if kind == "addq" \
+            else (x, y)
+        out = ann["op"] = is_op("relax.add")(a, b)
+        if kind == "addq":
+            out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
     else:
         out = ann["op"] = is_op(f"relax.nn.{kind}")(x)
     ann["root"] = out
@@ -438,16 +448,29 @@ def _rowwise_reason(ctx: PatternCheckContext) -> str | None:
     rank = len(x.ty.shape)
     if rank < 1 or not _static(x.ty, rank):
         return f"needs a static shape, got {x.ty.shape}"
+    if "y" in ann:
+        y = ann["y"]
+        if isinstance(y, tvm.ir.GenericConst) or list(y.ty.shape) != list(x.ty.shape):
+            return "the operands of the add are not two tensors of one shape"
+        if "quant" in ann:
+            s_out = const_value(ann["quant"].args[1]).astype(np.float64)
+            try:
+                for dq in (ann["lhs"], ann["rhs"]):
+                    quantize_multiplier(const_value(dq.args[1]).astype(np.float64) / s_out)
+            except ValueError as err:
+                return str(err)
     if "quant" in ann:
         if x.ty.dtype != "int8" or ann["quant"].attrs.out_dtype != "int8":
             return f"dtypes {x.ty.dtype} -> {ann['quant'].attrs.out_dtype}"
+        if "y" in ann and ann["y"].ty.dtype != "int8":
+            return f"dtypes {x.ty.dtype} + {ann['y'].ty.dtype}"
         if any(const_value(c.args[i]).size != 1
-               for c in (ann["lhs"], ann["quant"]) for i in (1, 2)):
+               for c in (ann["lhs"], ann.get("rhs", ann["lhs"]), ann["quant"]) for i in (1, 2)):
             return "quantisation is not per tensor"
         if op.op.name == "relax.multiply" and const_value(op.args[1]).size != 1:
             return "multiply by more than a scalar"
         return None
-    if x.ty.dtype != "float32":
+    if x.ty.dtype != "float32" or "y" in ann and ann["y"].ty.dtype != "float32":
         return f"dtype {x.ty.dtype}"
     if op.op.name == "relax.nn.softmax" and int(op.attrs.axis) not in (-1, rank - 1):
         return "softmax not over the last axis"
@@ -494,8 +517,9 @@ def _patterns():
             out.append(("aie.bmm_" + ("int8" if int8 else "fp32") + ("_scale" if scale else ""),
                         *_bmm_pattern(int8, scale), _check_bmm))
     out += [(f"aie.rowwise_{kind}_fp32", *_rowwise_pattern(kind), _check_rowwise)
-            for kind in ("gelu", "softmax", "layernorm")]
-    out.append(("aie.rowwise_lut_int8", *_rowwise_pattern("lut"), _check_rowwise))
+            for kind in ("gelu", "softmax", "layernorm", "add")]
+    out += [(f"aie.rowwise_{kind}_int8", *_rowwise_pattern(kind), _check_rowwise)
+            for kind in ("lut", "addq")]
     first = ("aie.pool2d", "aie.rowwise")  # tried last: a conv's own epilogue goes first
     return sorted(out, key=lambda p: (not p[0].startswith(first), p[0].count("_")))
 

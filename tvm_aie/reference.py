@@ -12,6 +12,8 @@ reference is checked against numpy and onnxruntime independently of the array.
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -40,20 +42,18 @@ def _clip_int8(bb, y, lo=QMIN["int8"]):
     return bb.emit(relax.op.astype(y, "int8"))
 
 
-def _int8_add(bb: relax.BlockBuilder, y, r, layer):
-    """:func:`tvm_aie.quant.requantize_add` of the conv's int8 output and the residual."""
-    add = layer.add
-
+def _int8_add(bb: relax.BlockBuilder, y, r, terms, out_zp: int):
+    """:func:`tvm_aie.quant.requantize_add` of two int8 tensors; ``terms`` are each one's
+    (zero point, multiplier, shift) to the output's scale, one after the other."""
     def scaled(x, zp, mult, shift):
         x = bb.emit(relax.op.left_shift(relax.op.subtract(relax.op.astype(x, "int64"),
                                                           _const(zp, "int64")),
                                         _const(ADD_LEFT_SHIFT, "int64")))
         return _rounding_shift(bb, x, _const(mult, "int64"), _const(shift, "int64"))
 
-    total = bb.emit(relax.op.add(scaled(y, add.conv_zp, add.conv_mult, add.conv_shift),
-                                 scaled(r, add.res_zp, add.res_mult, add.res_shift)))
+    total = bb.emit(relax.op.add(scaled(y, *terms[:3]), scaled(r, *terms[3:])))
     total = _rounding_shift(bb, total, _const(1, "int64"), _const(ADD_LEFT_SHIFT, "int64"))
-    return _clip_int8(bb, bb.emit(relax.op.add(total, _const(layer.out_zp, "int64"))))
+    return _clip_int8(bb, bb.emit(relax.op.add(total, _const(out_zp, "int64"))))
 
 
 def _int8_epilogue(bb: relax.BlockBuilder, acc, layer, chan_shape, zero_point: int):
@@ -98,7 +98,7 @@ def _conv(bb: relax.BlockBuilder, x, layer: ConvLayer, residual=None):
                                          groups=layer.groups, out_dtype="int32"))
         y = _int8_epilogue(bb, acc, layer, chan, layer.epilogue_zp)
         if residual is not None:
-            y = _int8_add(bb, y, residual, layer)
+            y = _int8_add(bb, y, residual, astuple(layer.add), layer.out_zp)
     else:
         y = bb.emit(relax.op.nn.conv2d(x, _const(layer.weight, "float32"), strides=layer.stride,
                                        padding=layer.padding, groups=layer.groups))
@@ -128,12 +128,16 @@ def _bmm(bb: relax.BlockBuilder, a, b, layer: BmmLayer):
     return _int8_epilogue(bb, acc, layer, (-1,), layer.out_zp)
 
 
-def _rowwise(bb: relax.BlockBuilder, x, layer: RowLayer):
+def _rowwise(bb: relax.BlockBuilder, x, layer: RowLayer, other=None):
     """int8 tables as the array applies them; fp32 row-wise layers as TVM's own ops (the array's
     GELU polynomial differs from them by its stated error only)."""
     if layer.op == "lut":
         index = bb.emit(relax.op.add(relax.op.astype(x, "int32"), _const(128, "int32")))
-        return bb.emit(relax.op.take(_const(layer.lut, "int8"), index, axis=0))
+        return bb.emit(relax.op.take(_const(layer.lut, "int8"), index, axis=0, mode="clip"))
+    if layer.op == "add" and layer.precision == "int8":
+        return _int8_add(bb, x, other, layer.add, layer.out_zp)
+    if layer.op == "add":
+        return bb.emit(relax.op.add(x, other))
     if layer.op == "gelu":
         return bb.emit(relax.op.nn.gelu(x))
     if layer.op == "softmax":
@@ -153,7 +157,9 @@ def reference_function(graph: LayerGraph) -> relax.Function:
             for layer in graph.layers:
                 x = params[layer.input] if isinstance(layer.input, int) else values[layer.input]
                 if isinstance(layer, RowLayer):
-                    values[layer.name] = _rowwise(bb, x, layer)
+                    o = layer.other
+                    o = None if o is None else params[o] if isinstance(o, int) else values[o]
+                    values[layer.name] = _rowwise(bb, x, layer, o)
                 elif isinstance(layer, BmmLayer):
                     o = layer.other
                     values[layer.name] = _bmm(bb, x, params[o] if isinstance(o, int) else

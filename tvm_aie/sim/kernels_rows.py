@@ -1,5 +1,6 @@
-"""The row-wise kernel: GELU, softmax, layer norm (fp32) or an int8 lookup table on one block of
-whole rows in tile memory. Registered into :data:`tvm_aie.sim.kernels.KERNELS` as ``"rowwise"``.
+"""The row-wise kernel: GELU, softmax, layer norm, an add (fp32 or int8) or an int8 lookup table
+on one block of whole rows in tile memory. Registered into :data:`tvm_aie.sim.kernels.KERNELS`
+as ``"rowwise"``.
 
 How the transcendental parts are computed, and their error:
 
@@ -8,6 +9,7 @@ How the transcendental parts are computed, and their error:
   |GELU error| <= 3e-7 |x| — the kind of polynomial an AIE kernel uses, as the cores have no erf;
 * softmax: ``exp(x - max)`` in float32 (numpy's exp, correctly rounded to float32), sum, divide;
 * layer norm: mean and variance over the row in float32, ``1/sqrt(var + eps)``, scale and shift;
+* the add of two tensors in float32, or in int8 with :func:`tvm_aie.quant.requantize_add`;
 * int8 ``lut``: ``y = lut[x + 128]``, exact by construction (the table holds the layer's QDQ
   function at all 256 inputs), as AIE-ML's vector lookup does it.
 
@@ -22,10 +24,11 @@ import math
 
 import numpy as np
 
+from ..quant import requantize_add
 from .kernels import CALL_OVERHEAD, KERNELS
 from .memory import tile_key
 
-PASSES = {"gelu": 14, "softmax": 12, "layernorm": 8, "lut": 1}
+PASSES = {"gelu": 14, "softmax": 12, "layernorm": 8, "lut": 1, "add": 2}
 LUT_LANES = 16  # parallel lookups per cycle (AIE-ML vector lookup, 8-bit entries)
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
@@ -49,7 +52,9 @@ class RowWise:
         p = call.params
         where = f"rowwise on tile {tile_key(tile)}"
         self.op, self.precision, self.eps = p["op"], p["precision"], float(p.get("eps", 1e-5))
-        need = {"x", "y"} | {"layernorm": {"gamma", "beta"}, "lut": {"lut"}}.get(self.op, set())
+        self.add, self.out_zp = p.get("add"), int(p.get("out_zp", 0))  # int8 add requantisation
+        need = {"x", "y"} | {"layernorm": {"gamma", "beta"}, "lut": {"lut"},
+                             "add": {"x2"}}.get(self.op, set())
         if self.op not in PASSES:
             raise ValueError(f"{where}: unknown op {self.op!r}")
         if missing := need - set(buffers):
@@ -75,6 +80,11 @@ class RowWise:
         x = view(self.buffers["x"])
         if self.op == "lut":
             out = view(self.buffers["lut"])[x.astype(np.int16) + 128]
+        elif self.op == "add" and self.precision == "int8":
+            out = requantize_add(x, *self.add[:3], view(self.buffers["x2"]), *self.add[3:],
+                                 self.out_zp)
+        elif self.op == "add":
+            out = x + view(self.buffers["x2"])
         elif self.op == "gelu":
             out = np.float32(0.5) * x * (np.float32(1) + erf(x / np.float32(math.sqrt(2))))
         elif self.op == "softmax":
