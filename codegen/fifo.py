@@ -118,8 +118,10 @@ def _slot_channel(res: TileResources, ep: TileEndpoint, direction: str) -> list:
 
 
 def _ddr_channel(res: TileResources, ep: DdrEndpoint, direction: str, near_col: int) -> list:
-    shim = res.nearest_shim(near_col, direction)
-    ch = res.channel(shim, direction)
+    """A shim channel on the tensor: a DMA channel, or a PL stream port for a ``"pl"`` tensor."""
+    pl = res.program.ddr_tensor(ep.tensor).io == "pl"
+    shim = res.nearest_shim(near_col, direction, pl)
+    ch = res.pl_port(shim, direction) if pl else res.channel(shim, direction)
     bd = BufferDescriptor(id=0, buffer=ep.tensor, offset=ep.offset, sizes=list(ep.sizes),
                           strides=list(ep.strides))
     res.program.dmas.append(DmaChannel(tile=list(shim), direction=direction, channel=ch, bds=[bd]))

@@ -11,11 +11,15 @@ a :class:`~tvm_aie.codegen.program.Program` in which
   last tile adds the bias, requantises and emits its ``[tm, Nc]`` output block;
 * output block ``p`` of layer i is exactly K slice ``p`` of layer i+1 (the plan pins
   ``cascade[i+1] = n_par[i]``), so it goes tile to tile on one broadcast route and intermediate
-  tensors never leave the array; the first layer reads DDR and the last writes DDR through shims.
+  tensors never leave the array; the first layer reads DDR and the last writes DDR through shims
+  (shim DMA channels over the NoC), or, with ``io="pl"``, the programmable logic streams the input
+  in and takes the output through the shims' PL stream ports, as AIE4ML's designs are fed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import numpy as np
@@ -26,6 +30,25 @@ from .program import Cascade, Core, DdrTensor, Instr, KernelCall, Program, TileS
 from .resources import TileResources
 
 INPUT, OUTPUT = "input", "output"
+IO = ("ddr", "pl")
+# io of chains lowered without one, set by build(..., io=...) through shim_io()
+_IO = contextvars.ContextVar("tvm_aie_io", default="ddr")
+
+
+def _checked_io(io: str) -> str:
+    if io not in IO:
+        raise ValueError(f"io must be one of {IO}, not {io!r}")
+    return io
+
+
+@contextlib.contextmanager
+def shim_io(io: str):
+    """Within the block, dense chains lowered without an explicit ``io`` use ``io``."""
+    token = _IO.set(_checked_io(io))
+    try:
+        yield
+    finally:
+        _IO.reset(token)
 
 
 def _pad(a: np.ndarray, shape) -> np.ndarray:
@@ -46,8 +69,8 @@ def _core_loop(iterations: int, unroll: int, step) -> list:
 class _DenseChainLowering:
     """Builds the program layer by layer; one instance per offloaded subgraph."""
 
-    def __init__(self, name: str, layers: list, layouts: list, device):
-        self.layers, self.layouts, self.device = layers, layouts, device
+    def __init__(self, name: str, layers: list, layouts: list, device, io: str):
+        self.layers, self.layouts, self.device, self.io = layers, layouts, device, io
         self.program = Program(name=name, device=device.name)
         self.res = TileResources(self.program, device, first_compute_row(device))
         self.placement = place_layers(
@@ -56,9 +79,9 @@ class _DenseChainLowering:
     def run(self) -> Program:
         first, last = self.layouts[0], self.layouts[-1]
         x = DdrTensor(INPUT, [first.m_pad, first.k_pad], self.layers[0].in_dtype, "input",
-                      valid_shape=[self.layers[0].m, self.layers[0].k])
+                      valid_shape=[self.layers[0].m, self.layers[0].k], io=self.io)
         y = DdrTensor(OUTPUT, [last.m_pad, last.n_pad], self.layers[-1].out_dtype, "output",
-                      valid_shape=[self.layers[-1].m, self.layers[-1].n])
+                      valid_shape=[self.layers[-1].m, self.layers[-1].n], io=self.io)
         self.program.ddr += [x, y]
         # K slices of the first layer come from DDR, one shim MM2S pattern per cascade stage.
         inputs = [fifos.DdrEndpoint(INPUT, c * first.kc, [first.m_pad // first.tm, first.tm, first.kc],
@@ -167,9 +190,15 @@ class _DenseChainLowering:
                        for layer, lay, tiles in zip(self.layers, self.layouts, self.placement)],
             "onchip_intermediates": [f"{layer.name} -> {nxt.name}"
                                      for layer, nxt in zip(self.layers, self.layers[1:])],
+            "io": self.io,
         }
 
 
-def lower_dense_chain(name: str, layers: list, layouts: list, device) -> Program:
-    """One AIE program for a chain of dense layers (see the module docstring for the design)."""
-    return _DenseChainLowering(name, layers, layouts, device).run()
+def lower_dense_chain(name: str, layers: list, layouts: list, device,
+                      io: str | None = None) -> Program:
+    """One AIE program for a chain of dense layers (see the module docstring for the design).
+
+    ``io``: how the input and output reach the array, ``"ddr"`` (shim DMA over the NoC) or
+    ``"pl"`` (PL stream ports); None takes :func:`shim_io`'s, by default ``"ddr"``.
+    """
+    return _DenseChainLowering(name, layers, layouts, device, _checked_io(io or _IO.get())).run()

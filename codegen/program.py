@@ -17,6 +17,10 @@ Conventions (those of AIE-ML, AM020):
   S2MM BDs write what arrives into the buffer.
 * DDR tensors (``ddr``) are the host's buffers: program inputs, outputs and constants. Their shapes
   are the padded shapes the array works on; ``valid_shape`` is the part the model sees.
+  ``io`` says how the array reaches one: ``"ddr"`` (default) through a shim DMA channel over the
+  NoC, or ``"pl"`` through a shim's programmable-logic stream port (PL logic streams the tensor in
+  or takes it out; AM009/AM020 array interface). A shim channel whose BDs name a PL tensor is that
+  PL port: on a shim, DMA channels and PL ports share the numbers of the south stream ports.
 * Buffers may carry ``initial`` (the name of a constant): they are loaded when the device is
   configured, as kernels' weights are, and are not part of the per-inference traffic.
 
@@ -57,6 +61,7 @@ class DdrTensor:
     dtype: str
     role: str  # "input" | "output" | "constant"
     valid_shape: list | None = None
+    io: str = "ddr"  # "ddr" | "pl": how the shim reaches it (see the module docstring)
 
 
 @dataclass

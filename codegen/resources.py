@@ -1,4 +1,4 @@
-"""Per-tile resources the codegen hands out: data memory, locks and DMA channels.
+"""Per-tile resources the codegen hands out: data memory, locks, DMA channels and PL ports.
 
 Every allocation is checked against the device catalog at the moment it is made, so a design that
 does not fit fails with the tile, the resource and the numbers, not later in the simulator.
@@ -28,7 +28,8 @@ class TileResources:
         self.first_compute_row = first_compute_row
         self._mem_top: dict = {}
         self._locks: dict = {}
-        self._channels: dict = {}
+        self._channels: dict = {}  # DMA channels in use per (tile, direction)
+        self._numbers: dict = {}  # channel numbers handed out per (tile, direction)
 
     def kind(self, tile) -> str:
         row = tile[1]
@@ -85,18 +86,48 @@ class TileResources:
             raise ResourceError(f"{kind} tile {_key(tile)} has no free {direction} DMA channel "
                                 f"({table[direction]} in use)")
         self._channels[(_key(tile), direction)] = used + 1
-        return used
+        return self._number(tile, direction)
+
+    def pl_port(self, tile, direction: str) -> int:
+        """The next free PL stream port of ``direction`` on shim ``tile`` (its channel number)."""
+        if self.free_pl_ports(tile, direction) == 0:
+            raise ResourceError(f"shim tile {_key(tile)} has no free {direction} PL stream port "
+                                f"({self._pl_limit(direction)} in use by DMA channels and PL "
+                                f"streams)")
+        return self._number(tile, direction)
+
+    def _pl_limit(self, direction: str) -> int:
+        return self.device.pl_interface["in_streams" if direction == "mm2s" else "out_streams"]
+
+    def free_pl_ports(self, tile, direction: str) -> int:
+        """A shim's south stream ports not yet taken by its DMA channels or PL streams."""
+        return self._pl_limit(direction) - self._numbers.get((_key(tile), direction), 0)
+
+    def _number(self, tile, direction: str) -> int:
+        """Channel numbers per tile and direction, in order; on a shim its DMA channels and PL
+        ports share them (the south stream ports, :mod:`tvm_aie.sim.plio`)."""
+        n = self._numbers.get((_key(tile), direction), 0)
+        self._numbers[(_key(tile), direction)] = n + 1
+        return n
 
     def free_channels(self, tile, direction: str) -> int:
         kind = self.kind(tile)
         table = {"shim": self.device.shim_dma, "memtile": self.device.memtile,
                  "compute": self.device.tile_dma}[kind]
-        return table[direction] - self._channels.get((_key(tile), direction), 0)
+        free = table[direction] - self._channels.get((_key(tile), direction), 0)
+        if kind == "shim" and self.device.pl_interface is not None:
+            free = min(free, self.free_pl_ports(tile, direction))
+        return free
 
-    def nearest_shim(self, col: int, direction: str) -> tuple:
-        """The shim tile nearest to column ``col`` that still has a free ``direction`` channel."""
+    def nearest_shim(self, col: int, direction: str, pl: bool = False) -> tuple:
+        """The shim tile nearest to column ``col`` that still has a free ``direction`` channel
+        (``pl``: PL stream port)."""
+        if pl and self.device.pl_interface is None:
+            raise ResourceError(f"{self.device.name} has no PL interface to stream through")
+        free = self.free_pl_ports if pl else self.free_channels
         for dist in range(self.device.columns):
             for c in (col - dist, col + dist):
-                if 0 <= c < self.device.columns and self.free_channels((c, 0), direction) > 0:
+                if 0 <= c < self.device.columns and free((c, 0), direction) > 0:
                     return (c, 0)
-        raise ResourceError(f"no shim tile has a free {direction} channel left")
+        what = "PL stream port" if pl else "channel"
+        raise ResourceError(f"no shim tile has a free {direction} {what} left")

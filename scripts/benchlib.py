@@ -16,6 +16,7 @@ import time
 import numpy as np
 from onnx import TensorProto, helper
 
+from tvm_aie.codegen.lower import shim_io
 from tvm_aie.codegen.relax_ext import compile_function
 from tvm_aie.frontend import load_onnx
 from tvm_aie.partition import partition_for_aie
@@ -86,10 +87,12 @@ def offloaded_functions(model) -> list:
             if f.attrs is not None and "Codegen" in f.attrs]
 
 
-def compile_subgraph(func, name: str, pinned: dict | None = None):
-    """``(program, seconds)``: the AIE program of one subgraph, configs pinned per layer index."""
+def compile_subgraph(func, name: str, pinned: dict | None = None, io: str = "ddr"):
+    """``(program, seconds)``: the AIE program of one subgraph, configs pinned per layer index;
+    ``io``: a dense chain's input and output through shim DMA from DDR or PL stream ports."""
     t0 = time.perf_counter()
-    program = compile_function(func, name, device(), pinned)
+    with shim_io(io):
+        program = compile_function(func, name, device(), pinned)
     return program, time.perf_counter() - t0
 
 
@@ -100,11 +103,11 @@ def simulate(program, name: str = "aie_0"):
     return rep, time.perf_counter() - t0
 
 
-def dense_cycles(m: int, k: int, n: int, config, precision: str = "int8"):
-    """The report of one dense layer compiled with ``config`` pinned, and the compile and
-    simulation seconds."""
+def dense_cycles(m: int, k: int, n: int, config, precision: str = "int8", io: str = "ddr"):
+    """The report of one dense layer compiled with ``config`` pinned (``io`` as
+    :func:`compile_subgraph`'s), and the compile and simulation seconds."""
     (name, func), = offloaded_functions(dense_model(m, k, n, precision))
-    program, t_compile = compile_subgraph(func, name, {0: config})
+    program, t_compile = compile_subgraph(func, name, {0: config}, io)
     rep, t_sim = simulate(program, name)
     return rep, t_compile, t_sim
 

@@ -14,7 +14,11 @@ from tvm.relax.frontend.onnx import from_onnx
 
 import tvm_aie
 from tvm_aie import zoo
+from tvm_aie.offload import MANIFEST_FUNC
 from tvm_aie.reference import build_reference
+from tvm_aie.runtime import load_program
+from tvm_aie.sim import simulate
+from tvm_aie.sim.workloads import dense_program
 from tvm_aie.target import device_tags, get_device
 
 TAGS = sorted(set(device_tags()) - {"aie"})
@@ -61,8 +65,8 @@ def _dense_int8(m: int, k: int, n: int) -> tuple[onnx.ModelProto, np.ndarray]:
     return qmodel, rng.standard_normal((m, k)).astype(np.float32)
 
 
-def _check(model: onnx.ModelProto, x: np.ndarray, tag: str, int8: bool):
-    ex = tvm_aie.build(from_onnx(model, keep_params_in_input=False), target=tag)
+def _check(model: onnx.ModelProto, x: np.ndarray, tag: str, int8: bool, io: str = "ddr"):
+    ex = tvm_aie.build(from_onnx(model, keep_params_in_input=False), target=tag, io=io)
     y = _run(ex, x)
     if int8:
         ref = _run(build_reference(from_onnx(model, keep_params_in_input=False)), x)
@@ -73,7 +77,7 @@ def _check(model: onnx.ModelProto, x: np.ndarray, tag: str, int8: bool):
     rep = tvm_aie.report(ex)
     assert rep.device == get_device(tag).name
     assert rep.offloaded_share == 1.0
-    return rep
+    return rep, ex
 
 
 @pytest.mark.parametrize("tag", TAGS)
@@ -86,5 +90,23 @@ def test_jet_mlp_runs_on_every_device(tag, quant):
 @pytest.mark.parametrize("tag", TAGS)
 def test_int8_dense_512_runs_on_every_device(tag):
     model, x = _dense_int8(512, 512, 512)
-    rep = _check(model, x, tag, True)
+    rep, _ = _check(model, x, tag, True)
     assert sum(s.macs for s in rep.subgraphs) == 512 ** 3
+
+
+def test_int8_dense_through_pl_streams_is_bit_exact():
+    """``build(..., io="pl")``: the layer's input and output cross the shims' PL stream ports
+    instead of DMA from DDR, with outputs bit-exact against the integer reference; the DDR-fed
+    and PL-fed programs of the layer compute the same bytes."""
+    model, x = _dense_int8(64, 512, 256)
+    rep, ex = _check(model, x, "aie-ml/vek280", True, io="pl")
+    assert sum(s.macs for s in rep.subgraphs) == 64 * 512 * 256
+    programs = list(tvm.relax.VirtualMachine(ex, tvm.cpu())[MANIFEST_FUNC]())[1:]
+    assert {t.io for blob in programs for t in load_program(blob).ddr} == {"pl"}
+    ddr, pl = (dense_program(64, 512, 256, 2, 4, tm=16, io=io) for io in ("ddr", "pl"))
+    assert {t.io for t in pl.ddr} == {"pl"} and pl.meta["io"] == "pl"
+    x8 = {"input": np.random.default_rng(1).integers(-128, 128, (64, 512), dtype=np.int8)}
+    np.testing.assert_array_equal(simulate(pl, x8).outputs["output"],
+                                  simulate(ddr, x8).outputs["output"])
+    with pytest.raises(ValueError, match="npu1 has no PL interface"):
+        tvm_aie.build(from_onnx(model, keep_params_in_input=False), target="aie-ml/npu1", io="pl")

@@ -6,6 +6,8 @@ Device: VE2802 (AIE-ML): shims in row 0, memory tiles in rows 1-2, compute tiles
 stream moves 4 bytes per cycle; each switch a chunk crosses adds 4 cycles.
 """
 
+import io
+import json
 import math
 
 import numpy as np
@@ -188,6 +190,99 @@ def test_shims_share_the_ddr_bandwidth(k):
     p = _shims_streaming(k, n)
     x = {f"x{i}": np.full(n, i, np.int8) for i in range(k)}
     assert _both_modes(p, x).report.cycles == expected
+
+
+# ---- the shim's PL interface: stream ports beside DDR ----
+
+def _pl(p: Program) -> Program:
+    """The same program with every DDR tensor fed or drained through PL stream ports."""
+    for t in p.ddr:
+        t.io = "pl"
+    return p
+
+
+def test_pl_stream_moves_n_bytes_at_the_pl_rate():
+    """PL port 5 of shim (0,0) (a number past the DMA's two) streams 1000 bytes into compute
+    tile (0,3), and the tile streams them back out through PL port 3: each way 1000 / 4 cycles
+    (64 bits at the PL clock, half the AIE clock = 4 B/cycle) plus 4 switches."""
+    assert DEV.pl_stream_bytes_per_cycle == 4
+    n = 1000
+    x = np.arange(n).astype(np.int8)
+    p = _pl(_program([(0, 0), (0, 3)],
+                     ddr=[DdrTensor("x", [n], "int8", "input"),
+                          DdrTensor("y", [n], "int8", "output")],
+                     buffers=[Buffer("b", [0, 3], BASE, [n], "int8")],
+                     locks=[Lock("full", [0, 3], 0, 0)],
+                     dmas=[DmaChannel([0, 0], "mm2s", 5, [_bd(0, "x", n)]),
+                           DmaChannel([0, 3], "s2mm", 0, [_bd(0, "b", n, release=LockOp("full"))]),
+                           DmaChannel([0, 3], "mm2s", 0, [_bd(0, "b", n, acquire=LockOp("full"))]),
+                           DmaChannel([0, 0], "s2mm", 3, [_bd(0, "y", n)])],
+                     routes=[Route([0, 0, 5], [[0, 3, 0]]), Route([0, 3, 0], [[0, 0, 3]])]))
+    res = _both_modes(p, {"x": x})
+    np.testing.assert_array_equal(res.outputs["y"], x)
+    assert res.report.cycles == 2 * (n // 4 + 4 * HOP)
+
+
+@pytest.mark.parametrize("k", [8, 16])
+def test_pl_fed_shims_are_not_capped_by_ddr(k):
+    """The DDR test's k channels of 2700 B through PL ports: each at its stream time 675 plus
+    its 4 or 5 switches, however many; through DDR they take ceil(k * 2700 / 27) = 100 k."""
+    n = 100 * DEV.ddr_bytes_per_cycle
+    x = {f"x{i}": np.full(n, i, np.int8) for i in range(k)}
+    ddr = _both_modes(_shims_streaming(k, n), x).report.cycles
+    pl = _both_modes(_pl(_shims_streaming(k, n)), x)
+    assert ddr == 100 * k + 5 * HOP
+    assert pl.report.cycles == n // RATE + 5 * HOP
+    # the bytes arrived as they do from DDR
+    assert pl.report.bytes_moved["total"] == k * n
+
+
+def test_pl_port_limits_name_the_shim():
+    """A shim has 8 PL-to-array and 6 array-to-PL ports, shared with its 2 DMA channels each way
+    (numbers 0..7 / 0..5); NPU1 has no PL; a PL port takes no locks."""
+    def one_port(channel, direction="mm2s", device="ve2802", io="pl", acquire=None):
+        t = DdrTensor("x", [64], "int8", "input" if direction == "mm2s" else "output", io=io)
+        shim = DmaChannel([1, 0], direction, channel, [_bd(0, "x", 64, acquire=acquire)])
+        tile = DmaChannel([1, 3], "s2mm" if direction == "mm2s" else "mm2s", 0, [_bd(0, "b", 64)])
+        ends = ([[1, 0, channel]], [[1, 3, 0]])[::1 if direction == "mm2s" else -1]
+        p = _program([(1, 0), (1, 3)], ddr=[t], buffers=[Buffer("b", [1, 3], BASE, [64], "int8")],
+                     dmas=[shim, tile], routes=[Route(ends[0][0], ends[1])])
+        p.device = device
+        return simulate(p, {"x": np.zeros(64, np.int8)} if direction == "mm2s" else None)
+
+    assert one_port(7).report.cycles == one_port(5, "s2mm").report.cycles == 64 // RATE + 4 * HOP
+    with pytest.raises(ValueError, match=r"shim channel 1,0:mm2s8: a shim tile has 8 mm2s"):
+        one_port(8)
+    with pytest.raises(ValueError, match=r"shim channel 1,0:s2mm6: a shim tile has 6 s2mm"):
+        one_port(6, "s2mm")
+    with pytest.raises(ValueError, match="npu1 has no PL interface"):
+        one_port(0, device="npu1")
+    with pytest.raises(ValueError, match="no locks"):
+        one_port(0, acquire=LockOp("l"))
+    mixed = _shims_streaming(2, 64)  # shim (0,0): DMA channel 0 from DDR, PL port 1
+    mixed.ddr[1].io = "pl"
+    assert simulate(mixed, mode="timing").report.cycles == 64 // RATE + 5 * HOP
+    third = _shims_streaming(2, 64)  # a third DMA channel on shim (0,0), numbered 2
+    third.ddr.append(DdrTensor("x2", [64], "int8", "input"))
+    third.tiles.append(TileSpec(0, 5, "compute"))
+    third.buffers.append(Buffer("b2", [0, 5], BASE, [64], "int8"))
+    third.dmas += [DmaChannel([0, 0], "mm2s", 2, [_bd(0, "x2", 64)]),
+                   DmaChannel([0, 5], "s2mm", 0, [_bd(0, "b2", 64)])]
+    third.routes.append(Route([0, 0, 2], [[0, 5, 0]]))
+    with pytest.raises(ValueError, match="shim tile 0,0: 3 mm2s DMA channels, a shim tile has 2"):
+        simulate(third, mode="timing")
+    third.ddr[2].io = "pl"
+    assert simulate(third, mode="timing").report.cycles == 64 // RATE + 6 * HOP
+
+
+def test_tensor_io_survives_serialisation_and_defaults_to_ddr():
+    p = Program.from_bytes(_pl(_shims_streaming(1, 64)).to_bytes())
+    assert p.ddr[0].io == "pl"
+    d = p.to_json_dict()  # a program written before tensors had io
+    del d["ddr"][0]["io"]
+    out = io.BytesIO()
+    np.savez(out, **{"program.json": np.frombuffer(json.dumps(d).encode(), np.uint8)})
+    assert Program.from_bytes(out.getvalue()).ddr[0].io == "ddr"
 
 
 # ---- memory tiles: n-D patterns, zero padding, neighbour memory ----

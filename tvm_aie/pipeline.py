@@ -14,6 +14,7 @@ from tvm import relax
 
 from .codegen import relax_ext  # noqa: F401  registers relax.ext.aie
 from .codegen.layers import count_macs
+from .codegen.lower import shim_io
 from .offload import offload_to_aie
 from .partition import partition_for_aie
 from .target import device_of_target, get_device
@@ -44,12 +45,16 @@ def register_pipeline() -> None:
         relax.register_pipeline("aie")(aie_pipeline)
 
 
-def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db=None):
+def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db=None,
+          io: str = "ddr"):
     """Compile a Relax module for an AIE target (the shape of the old ``relay.build``).
 
     ``params`` (name -> array) are bound into ``main`` first, so weights become constants the
     partitioner can offload. ``tuning_db``: path of a ``tvm-aie tune`` database whose best configs
-    replace the default heuristic (see :mod:`tvm_aie.tune.apply`). Returns a Relax VM executable;
+    replace the default heuristic (see :mod:`tvm_aie.tune.apply`). ``io``: how dense chains' inputs
+    and outputs reach the array, ``"ddr"`` (shim DMA over the NoC) or ``"pl"`` (the programmable
+    logic streams them through the shims' PL ports; conv, batched-matmul and row-wise programs
+    still use DDR). Returns a Relax VM executable;
     offloaded subgraphs run on the bundled simulator when called.
     """
     if isinstance(target, str):
@@ -58,6 +63,8 @@ def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db
             get_device(tag)  # an unknown device fails here, listing the known ones
         target = tvm.target.Target(target)
     device = device_of_target(target)
+    if io == "pl" and device.pl_interface is None:
+        raise ValueError(f"{device.name} has no PL interface to stream io='pl' through")
     if params:
         mod = relax.transform.BindParams("main", params)(mod)
     if tuning_db is not None:
@@ -66,7 +73,7 @@ def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db
         tuned = relax_ext.tuned_configs(TunedConfigs(tuning_db))
     else:
         tuned = contextlib.nullcontext()
-    with target, tuned:
+    with target, tuned, shim_io(io):
         lowered = offload(mod, device.name)
     return compile_lowered(lowered, target)
 

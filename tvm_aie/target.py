@@ -57,6 +57,8 @@ class Device:
     vector_load_bytes_per_cycle: int
     vector_store_bytes_per_cycle: int
     mmul_shapes: dict
+    # the shim tiles' programmable-logic streams; None on devices without PL (Ryzen AI NPUs)
+    pl_interface: dict | None = None
     sources: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -82,6 +84,14 @@ class Device:
         if precision not in self.mmul_shapes:
             raise ValueError(f"{self.name} has no mmul intrinsic for {precision}")
         return tuple(self.mmul_shapes[precision])
+
+    @property
+    def pl_stream_bytes_per_cycle(self) -> float:
+        """Bytes per AIE cycle one PL stream port carries: its width at the PL clock, and at most
+        what a stream-switch port takes at the AIE clock (the clock-domain crossing's two ends)."""
+        pl = self.pl_interface
+        return min(self.stream_bytes_per_cycle,
+                   pl["stream_bits"] / 8 * pl["pl_clock_hz"] / self.clock_hz)
 
     @property
     def first_compute_row(self) -> int:

@@ -2,9 +2,10 @@
 
 Loading checks everything the program states against itself and the device catalog (buffers in
 memory and not overlapping, BD patterns inside their buffers, channels and BDs within the tile's
-DMA, every channel on a route and every MM2S channel on one, routes within every stream switch's
-ports, padding only where a memory tile's MM2S does it, cascades between neighbours in the
-device's cascade direction, kernels on their own tile's buffers), so a malformed program fails
+DMA, shim channels within the shim's DMA channels and PL stream ports (:mod:`.plio`), every
+channel on a route and every MM2S channel on one, routes within every stream switch's ports,
+padding only where a memory tile's MM2S does it, cascades between neighbours in the device's
+cascade direction, kernels on their own tile's buffers), so a malformed program fails
 with a ValueError naming the culprit instead of misbehaving later. Running has two modes that take
 the same cycles: ``functional`` moves bytes and computes, ``timing`` only counts.
 """
@@ -25,6 +26,7 @@ from .kernels import KERNELS
 from .locks import Lock
 from .memory import Memories, tile_key
 from .noc import Ddr
+from .plio import ShimPorts, channel_io
 from .report import SimReport, SimResult
 from .switch import StreamSwitches
 
@@ -98,6 +100,7 @@ class _Array:
 
     def _channels(self) -> tuple[dict, set]:
         ports, cyclic = {}, set()
+        shims = ShimPorts(self.device)
         for ch in self.program.dmas:
             name = port_name(ch.tile, ch.direction, ch.channel)
             if name in ports:
@@ -106,10 +109,13 @@ class _Array:
                 raise ValueError(f"DMA channel {name}: tile is not among the program's tiles")
             kind = self.memories.kind(ch.tile)
             table = self._dma_table(kind)
-            if ch.direction not in ("mm2s", "s2mm") or not 0 <= ch.channel < table[ch.direction]:
+            io = channel_io(ch, self.ddr, name) if kind == "shim" else "ddr"
+            if kind == "shim":
+                shims.add(ch, io, name)
+            elif ch.direction not in ("mm2s", "s2mm") or not 0 <= ch.channel < table[ch.direction]:
                 raise ValueError(f"DMA channel {name}: a {kind} tile has "
                                  f"{table.get(ch.direction, 0)} {ch.direction} channels")
-            if len(ch.bds) > table["bds"]:
+            if io == "ddr" and len(ch.bds) > table["bds"]:
                 raise ValueError(f"DMA channel {name}: {len(ch.bds)} BDs, a {kind} tile has "
                                  f"{table['bds']}")
             ids = {bd.id for bd in ch.bds}
@@ -121,7 +127,7 @@ class _Array:
                 for op in (bd.acquire, bd.release):
                     if op is not None:
                         self._lock(op.lock, f"DMA channel {name} BD {bd.id}")
-            ports[name] = Port(name, ch)
+            ports[name] = Port(name, ch, pl=io == "pl")
             self.transfers[name] = {bd.id: self._transfer_factory(ch, bd, ports[name])
                                     for bd in ch.bds}
             if chain_is_cyclic(ch):
@@ -204,7 +210,9 @@ class _Array:
     def _rate(self, port: Port) -> int:
         kind = self.memories.kind(port.channel.tile)
         rate = self.device.stream_bytes_per_cycle
-        if kind == "shim":
+        if port.pl:
+            rate = min(rate, self.device.pl_stream_bytes_per_cycle)
+        elif kind == "shim":
             rate = min(rate, self.device.shim_dma["bytes_per_cycle"])
         elif kind == "memtile":
             rate = min(rate, self.device.memtile["bytes_per_cycle_per_channel"])
@@ -231,7 +239,7 @@ class _Array:
                                          ("packet", dsts[0]) if merged else i, tuple(r.src[:2]),
                                          [tuple(d[:2]) for d in r.dsts])
             ends = [self.ports[n] for n in [src, *dsts]]
-            shims = sum(self.memories.kind(p.channel.tile) == "shim" for p in ends)
+            shims = sum(self.memories.kind(p.channel.tile) == "shim" and not p.pl for p in ends)
             Route(self.engine, ends[0], ends[1:], min(self._rate(p) for p in ends),
                   crossed * self.device.stream_switch_latency_cycles, self.memories.functional,
                   ddr, shims)

@@ -51,7 +51,8 @@ def _layer(row: dict) -> float:
     """Steady-state cycles of one call of the layer's kernel alone over its pace per row block."""
     tm = row["tm"]
     runs = [dense_program(tm * calls, row["k"], row["n"], row["n_par"], row["cascade"],
-                          device=row["device"], tm=tm) for calls in CALLS]
+                          device=row["device"], tm=tm, io=row.get("io", "ddr"))
+            for calls in CALLS]
     lo, hi = (simulate(p, mode="timing").report for p in runs)
     pace = (hi.cycles - lo.cycles) / (CALLS[1] - CALLS[0])
     kernel = max(t["busy"] for t in hi.per_tile.values()) / CALLS[1]

@@ -13,8 +13,9 @@ time, so the streams serialise on it; it grants them round-robin (a pointer move
 it served, as the switch's packet arbiter does), and the bytes land in the port's BDs in arrival
 order. A chunk never spans a source BD, so a source's BD is one packet.
 
-A route with a shim end also books its chunk's bytes on DDR (:mod:`.noc`), which all shims share:
-the chunk takes the longer of its stream time and its DDR time.
+A route with a shim DMA end also books its chunk's bytes on DDR (:mod:`.noc`), which all shims
+share: the chunk takes the longer of its stream time and its DDR time. A shim's PL stream port
+(:mod:`.plio`) books nothing there: its rate is the PL stream's.
 
 A memory tile's MM2S BD may pad: ``pad_before``/``pad_after`` elements of zeros around each
 dimension go on the stream (taking stream cycles) without reading memory.
@@ -78,8 +79,9 @@ class Port:
     ``busy`` is set while a chunk crosses the port.
     """
 
-    def __init__(self, name: str, channel):
+    def __init__(self, name: str, channel, pl: bool = False):
         self.name, self.channel = name, channel
+        self.pl = pl  # a shim's PL stream port (:mod:`.plio`): its own rate, no DDR booking
         self.current: Transfer | None = None
         self.stream = f"stream {name}"  # what a transfer on this port is called in stalls
         self.routes: list = []

@@ -32,14 +32,16 @@ def dense_layer(m: int, k: int, n: int, precision: str = "int8", seed: int = 0) 
 
 
 def dense_program(m: int, k: int, n: int, n_par: int, cascade: int, device="ve2802",
-                  precision: str = "int8", tm: int | None = None, seed: int = 0):
-    """The AIE program of one dense layer on ``n_par x cascade`` tiles (``tm``: default plan's)."""
+                  precision: str = "int8", tm: int | None = None, seed: int = 0,
+                  io: str = "ddr"):
+    """The AIE program of one dense layer on ``n_par x cascade`` tiles (``tm``: default plan's;
+    ``io``: input and output through shim DMA from DDR, or PL streams)."""
     device = get_device(device) if isinstance(device, str) else device
     layer = dense_layer(m, k, n, precision, seed)
     wl = dense.DenseWorkload(m=m, k=k, n=n, precision=precision)
     cfg = dense.default_config(wl, device, tm=tm, n_par=n_par, cascade=cascade)
     layout = dense.tile_layout(dense.schedule(dense.dense_prim_func(wl), wl, cfg, device).mod)
-    return lower_dense_chain(f"dense_{m}x{k}x{n}", [layer], [layout], device)
+    return lower_dense_chain(f"dense_{m}x{k}x{n}", [layer], [layout], device, io)
 
 
 def _operands(rng, precision: str, shape) -> np.ndarray:
