@@ -40,7 +40,8 @@ def tile_buffers(wl: RowWorkload, cfg: RowConfig) -> list[tuple[str, int, int]]:
     block = cfg.tr * wl.cols * _nbytes(wl.precision)
     depth = 2 if cfg.double_buffer else 1
     params = {"layernorm": 2 * _up(wl.cols * 4, VECTOR_ALIGN), "lut": 256}.get(wl.op, 0)
-    return [("X", block, depth), ("Y", block, depth)] + ([("params", params, 1)] if params else [])
+    return [("X", block, depth)] + ([("X2", block, depth)] if wl.op == "add" else []) + \
+        [("Y", block, depth)] + ([("params", params, 1)] if params else [])
 
 
 def check(wl: RowWorkload, cfg: RowConfig, device) -> None:

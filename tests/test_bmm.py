@@ -83,3 +83,17 @@ def test_bmm_batches_dealt_round_robin_to_tiles(tiles):
 def test_bmm_legality_names_the_buffer():
     with pytest.raises(TilingError, match="B does not fit"):
         bmm.check(bmm.BmmWorkload(2, 16, 128, 256, "float32"), bmm.BmmConfig(2), get_device())
+
+
+def test_bmm_too_big_for_a_tile_stays_on_cpu(caplog):
+    """No configuration holds a 64x256 by 256x64 fp32 product in one tile: the layer stays on
+    the CPU with the reason logged, and the model still builds and runs."""
+    mod, _ = bmm_model((2,), 64, 256, 64, int8=False)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, (2, 64, 256)).astype(np.float32), rng.normal(0, 1, (2, 256, 64)).astype(
+        np.float32)
+    with caplog.at_level("INFO", logger="tvm_aie"):
+        ex = tvm_aie.build(mod)
+    assert "does not fit the array" in caplog.text
+    np.testing.assert_allclose(_run(ex, a, b), a @ b, rtol=1e-4, atol=1e-4)
+    assert tvm_aie.report(ex).subgraphs == []

@@ -382,3 +382,15 @@ def test_cnn_head_conv_global_pool_dense(int8):
     assert [layer["op"] for layer in conv.layers] == ["conv", "avgpool"]
     assert conv.onchip_intermediates == ["conv0 -> pool1 (memory tile 1,1)"]
     assert len(dense.layers) == 1 and rep.offloaded_share == 1.0
+
+
+def test_conv_too_big_for_the_array_stays_on_cpu(caplog):
+    """A padded input image larger than a memory tile: the conv stays on the CPU, with why."""
+    spec = dict(o=4, k=3, s=1, p=1, groups=1, bias=True, bn=False, act="relu", pool=False)
+    mod, _ = conv_model((64, 66, 66), [spec], int8=False)
+    with caplog.at_level("INFO", logger="tvm_aie"):
+        ex = tvm_aie.build(mod)
+    assert "does not fit in a memory tile" in caplog.text
+    x = np.random.default_rng(0).normal(0, 1, (1, 64, 66, 66)).astype(np.float32)
+    np.testing.assert_allclose(_run(ex, x), _run(tvm.compile(mod, target="llvm"), x), rtol=1e-5,
+                               atol=1e-5)

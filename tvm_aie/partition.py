@@ -64,6 +64,9 @@ from tvm.relax.dpl.pattern import is_const, is_op, wildcard
 from tvm.relax.transform import PatternCheckContext
 
 from .quant import quantize_multiplier
+from .schedules import bmm, conv2d, rowwise
+from .schedules.dense import TilingError
+from .target import UnknownDeviceError, device_of_target, get_device
 
 log = logging.getLogger("tvm_aie")
 
@@ -279,8 +282,37 @@ def _conv_reason(ctx: PatternCheckContext) -> str | None:
     return None
 
 
+def _device():
+    """The AIE device being compiled for (the default one outside an AIE target)."""
+    try:
+        return device_of_target(tvm.target.Target.current(allow_none=True))
+    except UnknownDeviceError:
+        return get_device()
+
+
+def _fit_reason(schedule, workload) -> str | None:
+    """Why no configuration of ``schedule`` runs ``workload`` on the device, or None: a layer
+    the array cannot hold stays on the CPU instead of failing the build."""
+    try:
+        schedule.default_config(workload, _device())
+    except TilingError as err:
+        return f"does not fit the array: {err}"
+    return None
+
+
+def _conv_fit(ctx: PatternCheckContext) -> str | None:
+    ann = ctx.annotated_expr
+    x, w, a = ann["x"], ann["w"], ann["conv"].attrs
+    _, c, h, wd = _ints(x.ty.shape)
+    o, _, kh, kw = _ints(w.ty.shape)
+    pool = tuple(_ints(ann["pool"].attrs.pool_size)) if "pool" in ann else (1, 1)
+    return _fit_reason(conv2d, conv2d.ConvWorkload(
+        c, h, wd, o, kh, kw, tuple(_ints(a.strides)), tuple(_ints(a.padding)), int(a.groups),
+        str(x.ty.dtype), pool, "residual" in ann))
+
+
 def _check_conv(ctx: PatternCheckContext) -> bool:
-    reason = _conv_reason(ctx)
+    reason = _conv_reason(ctx) or _conv_fit(ctx)
     if reason is not None:
         var = ctx.value_to_bound_var.get(ctx.annotated_expr["conv"])
         if var is not None:
@@ -341,8 +373,20 @@ def _pool_reason(ctx: PatternCheckContext) -> str | None:
     return None
 
 
+def _pool_fit(ctx: PatternCheckContext) -> str | None:
+    x, pool = ctx.annotated_expr["x"], ctx.annotated_expr["pool"]
+    _, c, h, w = _ints(x.ty.shape)
+    if pool.op.name == "relax.mean":
+        window, stride, kind = (h, w), (1, 1), "avgpool"
+    else:
+        window, stride = tuple(_ints(pool.attrs.pool_size)), tuple(_ints(pool.attrs.strides))
+        kind = "maxpool" if pool.op.name == "relax.nn.max_pool2d" else "avgpool"
+    return _fit_reason(conv2d, conv2d.ConvWorkload(c, h, w, c, *window, stride, (0, 0, 0, 0), c,
+                                                   str(x.ty.dtype), kind=kind))
+
+
 def _check_pool(ctx: PatternCheckContext) -> bool:
-    reason = _pool_reason(ctx)
+    reason = _pool_reason(ctx) or _pool_fit(ctx)
     if reason is not None:
         var = ctx.value_to_bound_var.get(ctx.annotated_expr["pool"])
         if var is not None:
@@ -397,8 +441,15 @@ def _bmm_reason(ctx: PatternCheckContext) -> str | None:
     return None
 
 
+def _bmm_fit(ctx: PatternCheckContext) -> str | None:
+    a, b = ctx.annotated_expr["a"], ctx.annotated_expr["b"]
+    *batch, m, k = _ints(a.ty.shape)
+    return _fit_reason(bmm, bmm.BmmWorkload(int(np.prod(batch)), m, k, _ints(b.ty.shape)[-1],
+                                            str(a.ty.dtype)))
+
+
 def _check_bmm(ctx: PatternCheckContext) -> bool:
-    reason = _bmm_reason(ctx)
+    reason = _bmm_reason(ctx) or _bmm_fit(ctx)
     if reason is not None:
         var = ctx.value_to_bound_var.get(ctx.annotated_expr["matmul"])
         if var is not None:
@@ -480,8 +531,18 @@ def _rowwise_reason(ctx: PatternCheckContext) -> str | None:
     return None
 
 
+def _rowwise_fit(ctx: PatternCheckContext) -> str | None:
+    ann = ctx.annotated_expr
+    shape = _ints(ann["x"].ty.shape)
+    name = ann["op"].op.name
+    op = "add" if "y" in ann else "lut" if "quant" in ann else \
+        {"relax.nn.gelu": "gelu", "relax.nn.softmax": "softmax"}.get(name, "layernorm")
+    return _fit_reason(rowwise, rowwise.RowWorkload(
+        op, int(np.prod(shape)) // shape[-1], shape[-1], str(ann["x"].ty.dtype)))
+
+
 def _check_rowwise(ctx: PatternCheckContext) -> bool:
-    reason = _rowwise_reason(ctx)
+    reason = _rowwise_reason(ctx) or _rowwise_fit(ctx)
     if reason is not None:
         var = ctx.value_to_bound_var.get(ctx.annotated_expr["op"])
         if var is not None:
