@@ -85,7 +85,15 @@ def _next_batch(tuner, configs, feats, prior, measured: dict, size: int, rng, se
     pred = _fit_predict(feats[rows], y, prior[rows], feats[todo], prior[todo], seed)
     n_explore = int(round(size * EXPLORE))
     order = [todo[i] for i in np.argsort(pred, kind="stable")]
-    chosen, rest = order[:size - n_explore], order[size - n_explore:]
+    # One config per tile grid and row block in the best-ranked part: FIFO depths often do not
+    # change the cycles (one row block: nothing to overlap), and the model cannot know yet.
+    grids, chosen, rest = set(), [], []
+    for i in order:
+        grid = _key(configs[i])[:3]
+        (chosen if grid not in grids and len(chosen) < size - n_explore else rest).append(i)
+        grids.add(grid)
+    chosen += rest[:size - n_explore - len(chosen)]
+    rest = [i for i in rest if i not in chosen]
     if n_explore and rest:
         chosen += [rest[i] for i in rng.choice(len(rest), min(n_explore, len(rest)), replace=False)]
     return first + chosen
