@@ -3,8 +3,8 @@ builds of the bundled models.
 
 1. Tasks: the dense workloads of the bundled int8 models (jet_mlp, mlp_1024, autoencoder) and a few
    larger dense shapes. Every legal config of each task is measured once on the simulator (timing
-   mode), which gives the exhaustive optimum; the table is kept in ``WORK/exhaustive.jsonl`` (a
-   tuning database) so reruns skip it. The simulator is deterministic, so both searches then
+   mode), which gives the exhaustive optimum; the table is kept in ``WORK/exhaustive-<sim>.jsonl``
+   (a tuning database; ``<sim>`` fingerprints the simulator and catalog) so reruns skip it. The simulator is deterministic, so both searches then
    "measure" by looking the table up: the same numbers they would get, at no cost.
 2. For each task and seed, both searches run until they have measured a config within 3% of the
    optimum; printed: the median trials over seeds, per task, and the medians over tasks.
@@ -19,11 +19,14 @@ builds of the bundled models.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import pathlib
 import statistics
 import sys
 import tempfile
 import time
 
+import tvm_aie
 from tvm_aie import zoo
 from tvm_aie.frontend import load_onnx
 from tvm_aie.schedules.dense import DenseConfig, DenseWorkload
@@ -36,6 +39,14 @@ MODELS = [("jet_mlp", "int8"), ("jet_mlp", None), ("mlp_1024", "int8"), ("autoen
 EXTRA = [DenseWorkload(64, 512, 512, "int8"), DenseWorkload(16, 1024, 256, "int8"),
          DenseWorkload(32, 256, 512, "float32")]
 WITHIN = 1.03
+
+
+def sim_fingerprint() -> str:
+    """Digest of the simulator's sources and the device catalog: cached cycles are only valid for
+    the simulator that measured them."""
+    root = pathlib.Path(tvm_aie.__file__).parent
+    files = sorted((root / "sim").glob("*.py")) + [root / "devices.json"]
+    return hashlib.sha1(b"".join(f.read_bytes() for f in files)).hexdigest()[:10]
 
 
 def bench_tasks() -> list[Task]:
@@ -116,7 +127,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     tasks = bench_tasks()
-    db = Database(f"{args.work_dir}/exhaustive.jsonl")
+    db = Database(f"{args.work_dir}/exhaustive-{sim_fingerprint()}.jsonl")
     print(f"{len(tasks)} tasks on {DEVICE}; exhaustive tables in {db.path}")
     rows, curves, optimum = [], {}, {}
     with executor(args.workers) as ex:

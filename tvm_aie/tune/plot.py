@@ -22,6 +22,7 @@ def tuning_curves(curves: dict, path: str, optimum: dict | None = None) -> None:
             ax.plot(range(1, len(curve) + 1), curve, label=tuner)
         if optimum and task in optimum:
             ax.axhline(optimum[task], ls="--", c="gray", lw=1, label="optimum")
+            ax.set_ylim(optimum[task] * 0.95, optimum[task] * 2)  # the first trials dwarf the rest
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("trials")
         ax.set_ylabel("best cycles")
