@@ -145,7 +145,7 @@ def cmd_report(args) -> int:
 
         print(tvm_aie.report(tvm_aie.load(str(path))))
         return 0
-    from .tune import Database  # pylint: disable=import-outside-toplevel
+    from .tune import Database, pareto_front  # pylint: disable=import-outside-toplevel
 
     db = Database(_db_path(args.path))
     tasks: dict = {}
@@ -153,11 +153,15 @@ def cmd_report(args) -> int:
         if r["kind"] == "measure":
             tasks.setdefault(r["task"], []).append(r)
     print(f"{'task':<36}{'trials':>8}{'failed':>8}{'best':>10}  best config")
+    fronts = []
     for key, recs in tasks.items():
         best = db.best(key)
         failed = sum(r["cycles"] is None for r in recs)
         print(f"{key:<36}{len(recs):>8}{failed:>8}{best[1] if best else '-':>10}  "
               f"{best[0] if best else '-'}")
+        front = pareto_front([(r["tiles"], r["cycles"], None) for r in recs if r["cycles"]])
+        fronts.append(f"  {key}: " + "  ".join(f"{t}:{c}" for t, c, _ in front))
+    print("Pareto fronts (tiles:cycles):\n" + "\n".join(fronts))
     designs = [r for r in db.records if r["kind"] == "design"]
     if designs:
         print(design_table(designs))
