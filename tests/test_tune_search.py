@@ -3,7 +3,7 @@
 from tvm_aie.schedules.dense import DenseWorkload
 from tvm_aie.tune import Database, Task, executor, tune_task
 
-TASK = Task(DenseWorkload(1, 1024, 1024, "int8"), "ve2802")
+TASK = Task(DenseWorkload(1, 128, 64, "int8"), "ve2802")
 
 
 def _run(path, seed, tuner="xgb", ex=None, trials=40):
