@@ -445,24 +445,24 @@ def _read_rowwise(func: relax.Function, name: str, sources: dict) -> RowLayer:
         expr = bound.get(expr, expr)
         return expr.args[0] if isinstance(expr, relax.Call) else expr
 
-    if len(calls) == 4:  # q(dq(a) + dq(b))
-        dqs, add, quant = calls[:2], calls[2], calls[3]
-        (a, b) = (bound.get(arg, arg) for arg in add.args)
+    if len(calls) == 4:  # q(dq(a) + dq(b)); operands in parameter order (the add commutes)
+        add, quant = calls[2], calls[3]
+        a, b = sorted(add.args, key=lambda arg: str(sources[param_of(arg)]))
         out_scale = _scalar(quant.args[1])
         terms = []
-        for dq in (a, b):
+        for dq in (bound.get(a, a), bound.get(b, b)):
             (mult,), (shift,) = quantize_multiplier(_scalar(dq.args[1]) / out_scale)
             terms += [int(_scalar(dq.args[2])), int(mult), int(shift)]
-        return RowLayer(name, "add", "int8", shape, sources[param_of(add.args[0])],
-                        other=sources[param_of(add.args[1])], add=tuple(terms),
+        return RowLayer(name, "add", "int8", shape, sources[param_of(a)],
+                        other=sources[param_of(b)], add=tuple(terms),
                         out_zp=int(_scalar(quant.args[2])))
     if calls[-1].op.name == "relax.quantize":
         dq, op, quant = calls
         return RowLayer(name, "lut", "int8", shape, sources[x], lut=_lut(op, dq, quant))
     (op,) = calls
-    if op.op.name == "relax.add":  # of two tensors
-        a, b = (bound.get(arg, arg) for arg in op.args)
-        return RowLayer(name, "add", "float32", shape, sources[a], other=sources[b])
+    if op.op.name == "relax.add":  # of two tensors, in parameter order (the add commutes)
+        a, b = sorted((sources[arg] for arg in op.args), key=str)
+        return RowLayer(name, "add", "float32", shape, a, other=b)
     kind = {"relax.nn.gelu": "gelu", "relax.nn.softmax": "softmax",
             "relax.nn.layer_norm": "layernorm"}[op.op.name]
     layer = RowLayer(name, kind, "float32", shape, sources[x])

@@ -147,3 +147,33 @@ def test_elementwise_adds(shape, kind, seed):
         np.testing.assert_allclose(y, ref, rtol=0, atol=1e-6 * max(1.0, np.abs(ref).max()))
     ops = [layer["op"] for s in tvm_aie.report(ex).subgraphs for layer in s.layers]
     assert ops == ["add"]
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_add_whose_operands_come_in_the_other_order(int8):
+    """``b + a`` with ``a`` the first parameter: the offloaded add still reads its inputs in the
+    function's parameter order."""
+    a = relax.Var("a", relax.TensorType((3, 5), "float32"))
+    b = relax.Var("b", relax.TensorType((3, 5), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [a, b]):
+        with bb.dataflow():
+            if int8:
+                qa = bb.emit(relax.op.quantize(a, _c(0.03), _c(4, "int8"), out_dtype="int8"))
+                qb = bb.emit(relax.op.quantize(b, _c(0.05), _c(-6, "int8"), out_dtype="int8"))
+                y = bb.emit(relax.op.add(relax.op.dequantize(qb, _c(0.05), _c(-6, "int8")),
+                                         relax.op.dequantize(qa, _c(0.03), _c(4, "int8"))))
+                y = bb.emit(relax.op.dequantize(relax.op.quantize(y, _c(0.06), _c(1, "int8"),
+                                                                  out_dtype="int8"),
+                                                _c(0.06), _c(1, "int8")))
+            else:
+                y = bb.emit(relax.op.add(b, a))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    mod = bb.get()
+    rng = np.random.default_rng(1)
+    xs = [tvm.runtime.tensor(rng.normal(0, 2, (3, 5)).astype(np.float32)) for _ in range(2)]
+    y = relax.VirtualMachine(tvm_aie.build(mod), tvm.cpu())["main"](*xs).numpy()
+    ref_mod = build_reference(mod) if int8 else tvm.compile(mod, target="llvm")
+    ref = relax.VirtualMachine(ref_mod, tvm.cpu())["main"](*xs).numpy()
+    np.testing.assert_allclose(y, ref, rtol=0, atol=0 if int8 else 1e-6)
