@@ -35,9 +35,11 @@ import json
 import zipfile
 from dataclasses import asdict, dataclass, field
 
+import ml_dtypes
 import numpy as np
 
 FORMAT_VERSION = 1
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)  # numpy's name "bfloat16" (ml_dtypes registers it)
 
 
 class ProgramFormatError(ValueError):
@@ -216,7 +218,10 @@ class Program:
 
     def to_bytes(self) -> bytes:
         out = io.BytesIO()
-        arrays = {f"const/{k}": np.ascontiguousarray(v) for k, v in self.constants.items()}
+        # .npz has no bfloat16: such constants are stored as their 16-bit patterns
+        arrays = {(f"const_bf16/{k}" if v.dtype == BFLOAT16 else f"const/{k}"):
+                  np.ascontiguousarray(v).view(np.uint16) if v.dtype == BFLOAT16 else
+                  np.ascontiguousarray(v) for k, v in self.constants.items()}
         blob = json.dumps(self.to_json_dict(), sort_keys=True).encode()
         np.savez(out, **{"program.json": np.frombuffer(blob, dtype=np.uint8)}, **arrays)
         return out.getvalue()
@@ -227,6 +232,8 @@ class Program:
             with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as z:
                 d = json.loads(z["program.json"].tobytes().decode())
                 constants = {k[len("const/"):]: z[k] for k in z.files if k.startswith("const/")}
+                constants.update({k[len("const_bf16/"):]: z[k].view(BFLOAT16) for k in z.files
+                                  if k.startswith("const_bf16/")})
         except (zipfile.BadZipFile, ValueError, KeyError, OSError, UnicodeDecodeError) as e:
             raise ProgramFormatError(f"not an AIE program: {e}") from e
         if d.get("format_version") != FORMAT_VERSION:

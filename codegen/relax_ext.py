@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+from dataclasses import replace
 
 import numpy as np
 import tvm
@@ -20,18 +21,44 @@ import tvm
 from ..schedules import bmm, conv2d, dense, rowwise
 from ..schedules.dense import TilingError
 from ..target import get_device
-from .layers import ConvLayer, read_layers
+from .layers import ConvLayer, DenseLayer, read_layers
 from .lower import lower_dense_chain
 from .lower_bmm import lower_bmm
 from .lower_conv import lower_conv_chain
 from .lower_rows import lower_rowwise
 from .place import PlacementError
+from .program import BFLOAT16
 from .plan import plan_chain
 from .resources import ResourceError
 
 log = logging.getLogger("tvm_aie")
 # pick(layers, device) -> {layer index: config}, set by build(..., tuning_db=...)
 _TUNED = contextvars.ContextVar("tvm_aie_tuned", default=None)
+
+
+# "bf16" while build(..., precision="bf16") compiles: fp32 layers then run in bfloat16
+_PRECISION = contextvars.ContextVar("tvm_aie_precision", default=None)
+
+
+@contextlib.contextmanager
+def compute_precision(precision: str | None):
+    """Within the block, fp32 dense and conv layers compile to bfloat16 (``"bf16"``): weights and
+    activations in bf16, accumulation and bias in float32 (the AIE-ML bf16 datapath)."""
+    if precision not in (None, "fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+    token = _PRECISION.set(precision)
+    try:
+        yield
+    finally:
+        _PRECISION.reset(token)
+
+
+def _in_precision(layer):
+    """``layer`` as it runs under the requested precision (fp32 dense/conv -> bfloat16)."""
+    if _PRECISION.get() != "bf16" or getattr(layer, "precision", None) != "float32" or \
+            not isinstance(layer, (DenseLayer, ConvLayer)):
+        return layer
+    return replace(layer, precision="bfloat16", weight=layer.weight.astype(BFLOAT16))
 
 
 @contextlib.contextmanager
@@ -74,6 +101,7 @@ def compile_function(func, name: str, device, pinned: dict | None = None):
 
 def compile_chain(layers: list, name: str, device, pinned: dict | None = None):
     """The AIE program of a chain of layers of one family."""
+    layers = [_in_precision(layer) for layer in layers]
     families = {type(layer).__name__ for layer in layers}
     if families == {"RowLayer"}:
         if len(layers) != 1:

@@ -35,7 +35,7 @@ from ..target import get_device
 SCOPE = "local.aie"  # a compute tile's data memory
 MAX_TM_INTRINSICS = 4  # default and tuned row blocks: at most this many intrinsic rows
 
-_ACC = {"int8": "int32", "float32": "float32"}
+_ACC = {"int8": "int32", "float32": "float32", "bfloat16": "float32"}
 ANN_CONFIG, ANN_MMUL, ANN_BUFFER, ANN_DEPTH = "aie.dense_config", "aie.mmul", "aie.buffer", "aie.depth"
 ANN_ROWS, ANN_PAR, ANN_CASCADE = "aie.row_blocks", "aie.parallel", "aie.cascade"
 

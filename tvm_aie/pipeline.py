@@ -46,7 +46,7 @@ def register_pipeline() -> None:
 
 
 def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db=None,
-          io: str = "ddr"):
+          io: str = "ddr", precision: str | None = None):
     """Compile a Relax module for an AIE target (the shape of the old ``relay.build``).
 
     ``params`` (name -> array) are bound into ``main`` first, so weights become constants the
@@ -54,8 +54,10 @@ def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db
     replace the default heuristic (see :mod:`tvm_aie.tune.apply`). ``io``: how dense chains' inputs
     and outputs reach the array, ``"ddr"`` (shim DMA over the NoC) or ``"pl"`` (the programmable
     logic streams them through the shims' PL ports; conv, batched-matmul and row-wise programs
-    still use DDR). Returns a Relax VM executable;
-    offloaded subgraphs run on the bundled simulator when called.
+    still use DDR). ``precision="bf16"``: fp32 dense and conv layers run in bfloat16 on the array
+    (bf16 weights and activations, float32 accumulation; the host casts at the boundary); the
+    default keeps fp32. Returns a Relax VM executable; offloaded subgraphs run on the bundled
+    simulator when called.
     """
     if isinstance(target, str):
         tag = target.split()[0] if target.strip() else target
@@ -73,7 +75,7 @@ def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db
         tuned = relax_ext.tuned_configs(TunedConfigs(tuning_db))
     else:
         tuned = contextlib.nullcontext()
-    with target, tuned, shim_io(io):
+    with target, tuned, shim_io(io), relax_ext.compute_precision(precision):
         lowered = offload(mod, device.name)
     return compile_lowered(lowered, target)
 

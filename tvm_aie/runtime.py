@@ -36,6 +36,8 @@ def host_inputs(program: Program, arrays: list) -> dict:
         want = tuple(ddr.valid_shape or ddr.shape)
         if arr.size == np.prod(want):  # [B, S, K] is the [B*S, K] of a dense layer: same bytes
             arr = arr.reshape(want)
+        if arr.dtype == np.float32 and ddr.dtype == "bfloat16":  # a bf16 program: the host casts
+            arr = arr.astype(ddr.dtype)
         if arr.shape != want or arr.dtype != np.dtype(ddr.dtype):
             raise ValueError(f"AIE program {program.name}: input {ddr.name} must be {want} "
                              f"{ddr.dtype}, got {arr.shape} {arr.dtype}")
@@ -64,4 +66,4 @@ def _aie_run(blob, *args):
     n_in = len(program.inputs())
     outs, _ = run_program(program, [a.numpy() for a in args[:n_in]])
     for dst, val in zip(args[n_in:], outs):
-        dst.copyfrom(np.ascontiguousarray(val).reshape(dst.shape))
+        dst.copyfrom(np.ascontiguousarray(val).astype(str(dst.dtype)).reshape(dst.shape))

@@ -71,7 +71,7 @@ def _matmul_cycles(device_name: str, precision: str, m: int, k: int, n: int, out
     mp, kp, np_ = (math.ceil(m / mm) * mm, math.ceil(k / mk) * mk, math.ceil(n / mn) * mn)
     mac = math.ceil(mp * kp * np_ / device.peak_macs_per_cycle(precision))
     groups = math.ceil(m / (GROUP * mm)) * math.ceil(n / (GROUP * mn))
-    in_bytes = 1 if precision == "int8" else 4
+    in_bytes = {"int8": 1, "bfloat16": 2}.get(precision, 4)
     # GROUP A tiles and GROUP B tiles per K step, on their own load unit each
     busier = groups * kp * GROUP * max(mm, mn) * in_bytes
     load = math.ceil(busier / (device.vector_load_bytes_per_cycle // 2))
@@ -89,12 +89,13 @@ class MatMul:
     """``c = epilogue(a[:, a_offset:a_offset+k] @ b (+ cascade in) (+ bias))``.
 
     int8: exact int32 accumulation; the epilogue is :func:`tvm_aie.quant.requantize` for int8/int16
-    output, or the accumulator itself for int32 (ReLU as max 0). float32: float32 arithmetic. With
+    output, or the accumulator itself for int32 (ReLU as max 0). float32: float32 arithmetic;
+    bfloat16: bf16 operands accumulated in float32, rounded to the output's dtype. With
     ``cascade_out`` the accumulator goes to the next core instead (no epilogue, no ``c``).
     """
 
     name = "matmul"
-    IN = {"int8": "int8", "float32": "float32"}
+    IN = {"int8": "int8", "float32": "float32", "bfloat16": "bfloat16"}
 
     def __init__(self, call, tile, buffers: dict, device, link_in, link_out):
         p = call.params
@@ -167,6 +168,8 @@ class MatMul:
         b = view(self.buffers["b"])
         if self.precision == "float32":
             return a @ b
+        if self.precision == "bfloat16":  # bf16 operands, float32 accumulation (AM020)
+            return a.astype(np.float32) @ b.astype(np.float32)
         # float64 products of int8 are exact and sums stay exact below 2^53; BLAS keeps it fast.
         # int32 accumulator lanes: later additions (cascade, bias) wrap as the hardware's do.
         return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64).astype(np.int32)

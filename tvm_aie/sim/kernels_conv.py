@@ -44,7 +44,7 @@ class Conv2d:
     """``c = maxpool(epilogue(conv2d(a[cin_offset:], w, stride) (+ bias)))`` for one band."""
 
     name = "conv2d"
-    IN = {"int8": "int8", "float32": "float32"}
+    IN = {"int8": "int8", "float32": "float32", "bfloat16": "bfloat16"}
 
     def __init__(self, call, tile, buffers: dict, device, link_in, link_out):
         p = call.params
@@ -127,7 +127,7 @@ class Conv2d:
         if self.kind == "maxpool":
             return win[self.cin_offset:self.cin_offset + self.groups].max(axis=(3, 4))
         w = view(self.buffers["w"])
-        calc = np.float64 if self.precision == "int8" else np.float32
+        calc = np.float64 if self.precision == "int8" else np.float32  # bf16 accumulates in fp32
         acc = np.empty((w.shape[0], self.th, self.wo), calc)
         gs = self.group_size
         for g in range(self.groups):
