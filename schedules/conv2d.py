@@ -33,6 +33,7 @@ from tvm.s_tir import SBlock
 from tvm.tirx import For
 
 from ..codegen.resources import VECTOR_ALIGN
+from .legalize import legalized_prim_func
 from .dense import (_ACC, _COMPACT, ANN_BUFFER, ANN_DEPTH, ANN_PAR, ANN_ROWS, SCOPE, TileBuffer,
                     TilingError, _nbytes, _plain, _up)
 
@@ -193,18 +194,11 @@ def default_config(wl: ConvWorkload, device) -> ConvConfig:
 
 def conv_prim_func(wl: ConvWorkload) -> tvm.tirx.PrimFunc:
     """The TIR of the conv as Relax legalises it (int8 accumulates in int32)."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, wl.c, wl.h, wl.w), wl.precision))
-    w = relax.Var("w", relax.TensorType((wl.o, wl.cin_g, wl.kh, wl.kw), wl.precision))
-    with bb.function("main", [x, w]):
-        with bb.dataflow():
-            y = bb.emit_output(bb.emit(relax.op.nn.conv2d(
-                x, w, strides=wl.stride, padding=wl.padding, groups=wl.groups,
-                out_dtype=wl.acc_dtype)))
-        bb.emit_func_output(y)
-    mod = relax.transform.LegalizeOps()(bb.get())
-    (func,) = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
-    return func
+    return legalized_prim_func(
+        [("x", (1, wl.c, wl.h, wl.w), wl.precision),
+         ("w", (wl.o, wl.cin_g, wl.kh, wl.kw), wl.precision)],
+        lambda x, w: relax.op.nn.conv2d(x, w, strides=wl.stride, padding=wl.padding,
+                                        groups=wl.groups, out_dtype=wl.acc_dtype))
 
 
 def schedule(prim_func, wl: ConvWorkload, cfg: ConvConfig, device):

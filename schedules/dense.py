@@ -31,6 +31,7 @@ from tvm.tirx import For
 from ..codegen.place import PlacementError, place_layers
 from ..codegen.resources import VECTOR_ALIGN
 from ..target import get_device
+from .legalize import legalized_prim_func
 
 SCOPE = "local.aie"  # a compute tile's data memory
 MAX_TM_INTRINSICS = 4  # default and tuned row blocks: at most this many intrinsic rows
@@ -251,16 +252,10 @@ def space(workload: DenseWorkload, device) -> Space:
 
 def dense_prim_func(workload: DenseWorkload) -> tvm.tirx.PrimFunc:
     """The TIR of the matmul as Relax legalises it (int8 accumulates in int32)."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((workload.m, workload.k), workload.in_dtype))
-    w = relax.Var("w", relax.TensorType((workload.k, workload.n), workload.weight_dtype))
-    with bb.function("main", [x, w]):
-        with bb.dataflow():
-            y = bb.emit_output(bb.emit(relax.op.matmul(x, w, out_dtype=workload.acc_dtype)))
-        bb.emit_func_output(y)
-    mod = relax.transform.LegalizeOps()(bb.get())
-    (func,) = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
-    return func
+    return legalized_prim_func(
+        [("x", (workload.m, workload.k), workload.in_dtype),
+         ("w", (workload.k, workload.n), workload.weight_dtype)],
+        lambda x, w: relax.op.matmul(x, w, out_dtype=workload.acc_dtype))
 
 
 def _einsum_block(sch):
