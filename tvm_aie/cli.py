@@ -4,6 +4,7 @@
     tvm-aie run m.npz [--input x.npy] [-o y.npy]
     tvm-aie tune model.onnx --device aie-ml/vek280 --trials 500 --work-dir tune/
     tvm-aie report m.npz | tune/
+    tvm-aie trace model.onnx --trace trace.json --png array.png
 
 A model is an ONNX file, or ``zoo:NAME[:int8]`` for a bundled one. Each subcommand is one ``cmd_*``
 function and one subparser, so new ones (e.g. a simulator ``trace``) slot in beside them.
@@ -168,6 +169,33 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _numbered(path: str, i: int) -> pathlib.Path | None:
+    """``path`` for the first program, ``stem_i.suffix`` for the others; None if not wanted."""
+    if not path:
+        return None
+    p = pathlib.Path(path)
+    return p if i == 0 else p.with_name(f"{p.stem}_{i}{p.suffix}")
+
+
+def cmd_trace(args) -> int:
+    import tvm_aie  # pylint: disable=import-outside-toplevel
+    from .report import programs  # pylint: disable=import-outside-toplevel
+    from .sim.view import view  # pylint: disable=import-outside-toplevel
+
+    ex = tvm_aie.load(args.model) if args.model.endswith(".npz") else \
+        tvm_aie.build(load_model(args.model, args.batch), target=args.device)
+    _, progs = programs(ex)
+    if not progs:
+        print("nothing of this model runs on the array: no trace")
+        return 1
+    for i, (name, program) in enumerate(progs):
+        trace, png = _numbered(args.trace, i), _numbered(args.png, i)
+        rep = view(program, trace, png).report
+        written = ", ".join(str(p) for p in (trace, png) if p) or "nothing written"
+        print(f"{name}: {rep.tiles_used} cores, {rep.cycles:,} cycles -> {written}")
+    return 0
+
+
 def _model_args(p, device=True):
     p.add_argument("model", help="ONNX file or zoo:NAME[:int8]")
     if device:
@@ -202,6 +230,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write the tuning curves to this PNG")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_tune)
+    p = sub.add_parser("trace", help="simulate each AIE program of a model once and write its "
+                                     "Perfetto trace JSON and array picture")
+    _model_args(p)
+    p.add_argument("--trace", default="trace.json", help="trace path ('' for none); programs "
+                                                         "after the first get _1, _2, ...")
+    p.add_argument("--png", default="array.png", help="array picture path ('' for none)")
+    p.set_defaults(func=cmd_trace)
     p = sub.add_parser("report", help="report of a saved executable, or of a tuning work dir")
     p.add_argument("path", help=".npz executable, or a tuning work dir / database")
     p.set_defaults(func=cmd_report)

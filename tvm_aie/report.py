@@ -112,13 +112,19 @@ def subgraph_report(name: str, program) -> SubgraphReport:
         split=program.meta.get("split"))
 
 
+def programs(ex) -> tuple[dict, list]:
+    """The manifest of an executable built by :func:`tvm_aie.build` and its ``(name, Program)``
+    pairs, in the order the model runs them."""
+    items = relax.VirtualMachine(ex, tvm.cpu())[MANIFEST_FUNC]()
+    manifest = json.loads(items[0].numpy().tobytes().decode())
+    return manifest, [(name, load_program(blob))
+                      for name, blob in zip(manifest["programs"], list(items)[1:])]
+
+
 def report(ex) -> Report:
     """The :class:`Report` of an executable built by :func:`tvm_aie.build`."""
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    items = vm[MANIFEST_FUNC]()
-    manifest = json.loads(items[0].numpy().tobytes().decode())
+    manifest, progs = programs(ex)
     dev = get_device(manifest["device"])
-    subgraphs = [subgraph_report(name, load_program(blob))
-                 for name, blob in zip(manifest["programs"], list(items)[1:])]
+    subgraphs = [subgraph_report(name, program) for name, program in progs]
     return Report(device=dev.name, clock_hz=dev.clock_hz, model_macs=manifest["model_macs"],
                   offloaded_macs=sum(s.macs for s in subgraphs), subgraphs=subgraphs)
