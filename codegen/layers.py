@@ -6,7 +6,8 @@ layer (attribute ``Composite="aie.dense_*"`` or ``"aie.conv2d_*"``) and calls th
 order; a dense composite is ``matmul(x, permute_dims?(W))``, optionally ``+ b`` and ``relu``, a
 conv2d composite ``conv2d(x, W)``, optionally ``+ reshape(b)``, ``batch_norm`` (folded here into W
 and b), ``relu`` and a max-pool; in int8 both are wrapped in the ``dequantize ... quantize`` of
-onnxruntime's QDQ format.
+onnxruntime's QDQ format. An ``aie.flatten_*`` composite (a reshape) becomes a
+:class:`FlattenLayer` between a conv part and a dense head.
 
 For int8 layers this also fixes the integer arithmetic the array does (see :mod:`tvm_aie.quant`):
 the kernel multiplies the raw int8 input, so the input zero point is folded into the int32 bias
@@ -204,6 +205,25 @@ class RowLayer:
     @property
     def rows(self) -> int:
         return int(np.prod(self.shape)) // self.cols
+
+    @property
+    def out_dtype(self) -> str:
+        return self.precision
+
+
+@dataclass
+class FlattenLayer:
+    """A conv or pooling layer's ``[1, C, H, W]`` output seen as the ``[1, C*H*W]`` row (ONNX
+    ``Flatten``). Row-major order is unchanged, so it moves no data: the program addresses the
+    same bytes under the new shape (in int8 ``q(reshape(dq(x)))`` of one scale and zero point is
+    the identity on the int8 values)."""
+
+    name: str
+    precision: str
+    in_shape: tuple  # (1, C, H, W)
+    out_shape: tuple  # (1, C*H*W)
+    input: int | str
+    macs = 0
 
     @property
     def out_dtype(self) -> str:
@@ -489,6 +509,11 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
                 name = f"row{len(layers)}"
                 sources = {p: source[a] for p, a in zip(comp.params, val.args)}
                 layers.append(_read_rowwise(comp, name, sources))
+            elif kind.startswith("aie.flatten"):
+                name = f"flatten{len(layers)}"
+                layers.append(FlattenLayer(name, str(x.ty.dtype),
+                                           tuple(int(d) for d in x.ty.shape),
+                                           tuple(int(d) for d in val.ty.shape), source[x]))
             elif kind.startswith("aie.bmm"):
                 name = f"bmm{len(layers)}"
                 sources = {p: source[a] for p, a in zip(comp.params, val.args)}

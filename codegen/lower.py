@@ -13,7 +13,8 @@ a :class:`~tvm_aie.codegen.program.Program` in which
   ``cascade[i+1] = n_par[i]``), so it goes tile to tile on one broadcast route and intermediate
   tensors never leave the array; the first layer reads DDR and the last writes DDR through shims
   (shim DMA channels over the NoC), or, with ``io="pl"``, the programmable logic streams the input
-  in and takes the output through the shims' PL stream ports, as AIE4ML's designs are fed.
+  in and takes the output through the shims' PL stream ports, as AIE4ML's designs are fed; after
+  a conv part (:mod:`~tvm_aie.codegen.lower_cnn`) the first layer reads a memory tile instead.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 
 from . import fifo as fifos
 from .place import first_compute_row, place_layers
-from .program import Cascade, Core, DdrTensor, Instr, KernelCall, Program, TileSpec
+from .program import Cascade, Core, DdrTensor, Instr, KernelCall, Program
 from .resources import TileResources
 
 INPUT, OUTPUT = "input", "output"
@@ -66,31 +67,38 @@ def _core_loop(iterations: int, unroll: int, step) -> list:
     return instrs
 
 
+def dense_shapes(layers: list, layouts: list) -> list:
+    """The layers as :func:`~tvm_aie.codegen.place.place_layers` takes them."""
+    return [(layer.name, lay.n_par, lay.cascade) for layer, lay in zip(layers, layouts)]
+
+
+def k_slices(lay, source: str, endpoint=fifos.DdrEndpoint, **locks) -> list:
+    """The first layer's K slices of its ``[m_pad, k_pad]`` input ``source`` (a DDR tensor or a
+    memory-tile buffer), one n-D pattern per cascade stage."""
+    return [endpoint(source, c * lay.kc, [lay.m_pad // lay.tm, lay.tm, lay.kc],
+                     [lay.tm * lay.k_pad, lay.k_pad, 1], **locks) for c in range(lay.cascade)]
+
+
 class _DenseChainLowering:
-    """Builds the program layer by layer; one instance per offloaded subgraph."""
+    """Lowers the chain into ``res``'s program on the tiles ``placement`` gives it."""
 
-    def __init__(self, name: str, layers: list, layouts: list, device, io: str):
-        self.layers, self.layouts, self.device, self.io = layers, layouts, device, io
-        self.program = Program(name=name, device=device.name)
-        self.res = TileResources(self.program, device, first_compute_row(device))
-        self.placement = place_layers(
-            [(layer.name, lay.n_par, lay.cascade) for layer, lay in zip(layers, layouts)], device)
+    def __init__(self, layers: list, layouts: list, res: TileResources, placement: list, io: str):
+        self.layers, self.layouts, self.res, self.placement = layers, layouts, res, placement
+        self.program, self.io = res.program, io
 
-    def run(self) -> Program:
+    def run(self, inputs: list | None = None) -> None:
+        """``inputs``: the first layer's K-slice sources, by default from the DDR input."""
         first, last = self.layouts[0], self.layouts[-1]
-        x = DdrTensor(INPUT, [first.m_pad, first.k_pad], self.layers[0].in_dtype, "input",
-                      valid_shape=[self.layers[0].m, self.layers[0].k], io=self.io)
-        y = DdrTensor(OUTPUT, [last.m_pad, last.n_pad], self.layers[-1].out_dtype, "output",
-                      valid_shape=[self.layers[-1].m, self.layers[-1].n], io=self.io)
-        self.program.ddr += [x, y]
-        # K slices of the first layer come from DDR, one shim MM2S pattern per cascade stage.
-        inputs = [fifos.DdrEndpoint(INPUT, c * first.kc, [first.m_pad // first.tm, first.tm, first.kc],
-                                    [first.tm * first.k_pad, first.k_pad, 1])
-                  for c in range(first.cascade)]
+        if inputs is None:
+            self.program.ddr.append(DdrTensor(
+                INPUT, [first.m_pad, first.k_pad], self.layers[0].in_dtype, "input",
+                valid_shape=[self.layers[0].m, self.layers[0].k], io=self.io))
+            inputs = k_slices(first, INPUT)
+        self.program.ddr.append(DdrTensor(
+            OUTPUT, [last.m_pad, last.n_pad], self.layers[-1].out_dtype, "output",
+            valid_shape=[self.layers[-1].m, self.layers[-1].n], io=self.io))
         for i, (layer, lay) in enumerate(zip(self.layers, self.layouts)):
             inputs = self._lower_layer(i, layer, lay, inputs)
-        self._finish()
-        return self.program
 
     def _lower_layer(self, i: int, layer, lay, inputs: list) -> list:
         """Lower layer ``i`` whose K-slice sources are ``inputs``; return its output block sources."""
@@ -99,7 +107,7 @@ class _DenseChainLowering:
         a_eps = {}
         for c, src in enumerate(inputs):
             consumers = [(tiles[p][c], 2 if lay.double_buffer_a else 1) for p in range(lay.n_par)]
-            if isinstance(src, fifos.DdrEndpoint):
+            if isinstance(src, (fifos.DdrEndpoint, fifos.MemtileEndpoint)):
                 src = fifos.ObjectFifo(f"{layer.name}.a{c}", (lay.tm, lay.kc), layer.in_dtype, src)
                 src.consumers = consumers
                 fifos.lower_producer(self.res, src)
@@ -175,12 +183,10 @@ class _DenseChainLowering:
                                              )[cols].astype(np.int8)
         return params
 
-    def _finish(self) -> None:
-        used = {tuple(b.tile) for b in self.program.buffers}
-        used |= {tuple(d.tile) for d in self.program.dmas}
-        self.program.tiles = [TileSpec(c, r, self.res.kind((c, r))) for c, r in sorted(used)]
+    def meta(self) -> dict:
+        """The program's description of these layers (what the report prints)."""
         macs = sum(lay.m_pad * lay.k_pad * lay.n_pad for lay in self.layouts)
-        self.program.meta = {
+        return {
             "precision": self.layers[0].precision,
             "macs": int(sum(layer.m * layer.k * layer.n for layer in self.layers)),
             "padded_macs": int(macs),
@@ -201,4 +207,11 @@ def lower_dense_chain(name: str, layers: list, layouts: list, device,
     ``io``: how the input and output reach the array, ``"ddr"`` (shim DMA over the NoC) or
     ``"pl"`` (PL stream ports); None takes :func:`shim_io`'s, by default ``"ddr"``.
     """
-    return _DenseChainLowering(name, layers, layouts, device, _checked_io(io or _IO.get())).run()
+    program = Program(name=name, device=device.name)
+    res = TileResources(program, device, first_compute_row(device))
+    lowering = _DenseChainLowering(layers, layouts, res,
+                                   place_layers(dense_shapes(layers, layouts), device),
+                                   _checked_io(io or _IO.get()))
+    lowering.run()
+    program.tiles, program.meta = res.tile_specs(), lowering.meta()
+    return program

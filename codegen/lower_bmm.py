@@ -15,7 +15,7 @@ import numpy as np
 from . import fifo as fifos
 from .lower import OUTPUT, _core_loop
 from .place import place_layers
-from .program import Core, DdrTensor, Instr, KernelCall, Program, TileSpec
+from .program import Core, DdrTensor, Instr, KernelCall, Program
 from .resources import TileResources
 
 
@@ -62,8 +62,7 @@ def lower_bmm(name: str, layer, cfg, device) -> Program:
                 [fifos.release(eps[r], prod, i) for r, prod in roles]
 
         program.cores.append(Core(tile=list(tile), body=_core_loop(count, math.lcm(depth), step)))
-    used = {tuple(b.tile) for b in program.buffers} | {tuple(d.tile) for d in program.dmas}
-    program.tiles = [TileSpec(c, r, res.kind((c, r))) for c, r in sorted(used)]
+    program.tiles = res.tile_specs()
     program.meta = {
         "precision": layer.precision, "macs": int(layer.macs), "padded_macs": int(layer.macs),
         "layers": [{"name": layer.name, "op": "bmm", "precision": layer.precision,

@@ -13,7 +13,9 @@ each, the tile layout read back from its scheduled TensorIR
   tiles, which keep their output channels' weights resident and compute on tile memory only;
 * a residual add (skip connection) reads its blocks from the memory tile that already holds that
   tensor as an earlier layer's input image (readers take the image's "full" count and return it);
-* the last layer's tiles write their blocks straight into the DDR output with 4-D patterns.
+* the last layer's tiles write their blocks straight into the DDR output with 4-D patterns (or,
+  in a program that goes on with a dense head, :mod:`~tvm_aie.codegen.lower_cnn`, with the same
+  patterns into a memory tile).
 
 Intermediate feature maps stay in memory tiles; layers run one after another (a layer starts when
 its input image is complete).
@@ -21,6 +23,7 @@ its input image is complete).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import astuple
 
@@ -29,31 +32,40 @@ import numpy as np
 from . import fifo as fifos
 from .lower import INPUT, OUTPUT, _core_loop
 from .place import place_layers
-from .program import Core, DdrTensor, Instr, KernelCall, LockOp, Program, TileSpec
+from .program import Core, DdrTensor, Instr, KernelCall, LockOp, Program
 from .resources import ResourceError, TileResources
 
 
+def conv_shapes(layers: list, layouts: list) -> list:
+    """The layers as :func:`~tvm_aie.codegen.place.place_layers` takes them (no cascades)."""
+    return [(layer.name, lay.n_par, 1) for layer, lay in zip(layers, layouts)]
+
+
 class _ConvChainLowering:
-    def __init__(self, name: str, layers: list, layouts: list, device):
-        self.layers, self.layouts, self.device = layers, layouts, device
-        self.program = Program(name=name, device=device.name)
-        self.res = TileResources(self.program, device, device.first_compute_row)
-        self.placement = place_layers([(layer.name, lay.n_par, 1)
-                                       for layer, lay in zip(layers, layouts)], device)
+    """Lowers the chain into ``res``'s program on the tiles ``placement`` gives it."""
+
+    def __init__(self, layers: list, layouts: list, res: TileResources, placement: list):
+        self.layers, self.layouts, self.res, self.placement = layers, layouts, res, placement
+        self.program = res.program
         # tensor (a layer's input source) -> (its memory-tile image, reader locks, workload)
         self.images = {}
 
-    def run(self) -> Program:
+    def run(self, sink=None, out_shape: tuple | None = None) -> None:
+        """``sink(offset, sizes, strides)``: the consumer end of the last layer's blocks (the NCHW
+        output's elements the pattern visits), by default the DDR output, of shape ``out_shape``
+        (a flatten after the chain only renames the shape)."""
         first, last = self.layers[0], self.layers[-1]
         c, h, w = first.in_shape
-        self.program.ddr += [DdrTensor(INPUT, [1, c, h, w], first.in_dtype, "input"),
-                             DdrTensor(OUTPUT, [1, *last.out_shape], last.out_dtype, "output")]
+        self.program.ddr.append(DdrTensor(INPUT, [1, c, h, w], first.in_dtype, "input"))
+        if sink is None:
+            self.program.ddr.append(DdrTensor(OUTPUT, list(out_shape or (1, *last.out_shape)),
+                                              last.out_dtype, "output"))
+            sink = functools.partial(fifos.DdrEndpoint, OUTPUT)
+        self.sink = sink
         writers = [fifos.ObjectFifo(f"{first.name}.x", (c * h * w,), first.in_dtype,
                                     fifos.DdrEndpoint(INPUT, 0, [c * h * w], [1]))]
         for i, (layer, lay) in enumerate(zip(self.layers, self.layouts)):
             writers = self._lower_layer(i, layer, lay, writers)
-        self._finish()
-        return self.program
 
     def _image(self, i: int, layer, lay, writers: list):
         """The layer's padded input image in a memory tile, filled by ``writers``; returns the FIFO
@@ -125,9 +137,8 @@ class _ConvChainLowering:
                                     (tile, 2 if lay.double_buffer_c else 1))
             c_ep = fifos.lower_producer(self.res, fifo)
             if i == len(self.layers) - 1:
-                fifo.consumers = [fifos.DdrEndpoint(OUTPUT, p * lay.op * ho * wo,
-                                                    [lay.bands, lay.op, tho, wo],
-                                                    [tho * wo, ho * wo, wo, 1])]
+                fifo.consumers = [self.sink(p * lay.op * ho * wo, [lay.bands, lay.op, tho, wo],
+                                            [tho * wo, ho * wo, wo, 1])]
                 fifos.lower_consumers(self.res, fifo)
             outputs.append(fifo)
             self._lower_tile(layer, lay, p, tile, a_eps[tuple(tile)], c_ep, r_ep)
@@ -174,11 +185,9 @@ class _ConvChainLowering:
         unroll = math.lcm(*(ep.depth for ep, _ in ins))
         self.program.cores.append(Core(tile=list(tile), body=_core_loop(lay.bands, unroll, step)))
 
-    def _finish(self) -> None:
-        used = {tuple(b.tile) for b in self.program.buffers}
-        used |= {tuple(d.tile) for d in self.program.dmas}
-        self.program.tiles = [TileSpec(c, r, self.res.kind((c, r))) for c, r in sorted(used)]
-        self.program.meta = {
+    def meta(self) -> dict:
+        """The program's description of these layers (what the report prints)."""
+        return {
             "precision": self.layers[0].precision,
             "macs": int(sum(layer.macs for layer in self.layers)),
             "padded_macs": int(sum(layer.macs for layer in self.layers)),
@@ -203,6 +212,14 @@ def _summary(layer, lay) -> str:
     return f"{lay.workload}{act}{pool}" + (" +residual" if layer.residual is not None else "")
 
 
-def lower_conv_chain(name: str, layers: list, layouts: list, device) -> Program:
-    """One AIE program for a chain of conv2d layers (see the module docstring for the design)."""
-    return _ConvChainLowering(name, layers, layouts, device).run()
+def lower_conv_chain(name: str, layers: list, layouts: list, device,
+                     out_shape: tuple | None = None) -> Program:
+    """One AIE program for a chain of conv2d layers (see the module docstring for the design);
+    ``out_shape``: the output's shape if a flatten follows the chain."""
+    program = Program(name=name, device=device.name)
+    res = TileResources(program, device, device.first_compute_row)
+    lowering = _ConvChainLowering(layers, layouts, res,
+                                  place_layers(conv_shapes(layers, layouts), device))
+    lowering.run(out_shape=out_shape)
+    program.tiles, program.meta = res.tile_specs(), lowering.meta()
+    return program

@@ -14,7 +14,7 @@ import numpy as np
 from . import fifo as fifos
 from .lower import OUTPUT, _core_loop
 from .place import place_layers
-from .program import Core, DdrTensor, Instr, KernelCall, Program, TileSpec
+from .program import Core, DdrTensor, Instr, KernelCall, Program
 from .resources import TileResources
 
 
@@ -62,8 +62,7 @@ def lower_rowwise(name: str, layer, cfg, device) -> Program:
                 [fifos.release(ep, r == "y", i) for r, ep in eps.items()]
 
         program.cores.append(Core(tile=list(tile), body=_core_loop(count, depth, step)))
-    used = {tuple(b.tile) for b in program.buffers} | {tuple(d.tile) for d in program.dmas}
-    program.tiles = [TileSpec(c, r, res.kind((c, r))) for c, r in sorted(used)]
+    program.tiles = res.tile_specs()
     program.meta = {
         "precision": layer.precision, "macs": 0, "padded_macs": 0,
         "layers": [{"name": layer.name, "op": layer.op, "precision": layer.precision,

@@ -4,8 +4,9 @@ Reads the function's layers, plans their configurations (tuned or default), sche
 TensorIR with its configuration, reads the tile layout back from the scheduled TIR and lowers the
 chain to an AIE program, returned serialised (uint8) so the executable can carry it as a constant.
 A program holds one family: a chain of dense layers, a chain of conv2d (and pooling) layers, or
-one batched matmul of two activations. A chain the
-array cannot hold at once is split into several programs (:func:`compile_programs`).
+one batched matmul of two activations; a conv chain, a flatten and a dense head are one program
+too (a CNN, :mod:`~tvm_aie.codegen.lower_cnn`). A chain the array cannot hold at once is split
+into several programs (:func:`compile_programs`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import tvm
 from ..schedules import bmm, conv2d, dense, rowwise
 from ..schedules.dense import TilingError
 from ..target import get_device
-from .layers import ConvLayer, DenseLayer, read_layers
+from .layers import ConvLayer, DenseLayer, FlattenLayer, read_layers
 from .lower import lower_dense_chain
 from .lower_bmm import lower_bmm
+from .lower_cnn import lower_cnn
 from .lower_conv import lower_conv_chain
 from .lower_rows import lower_rowwise
 from .place import PlacementError
@@ -83,7 +85,7 @@ def conv_workload_of(layer: ConvLayer) -> conv2d.ConvWorkload:
                                layer.kind)
 
 
-def _compile_conv(layers: list, name: str, device, pinned: dict):
+def _conv_layouts(layers: list, name: str, device, pinned: dict) -> list:
     layouts = []
     for i, layer in enumerate(layers):
         wl = conv_workload_of(layer)
@@ -91,7 +93,37 @@ def _compile_conv(layers: list, name: str, device, pinned: dict):
         sch = conv2d.schedule(conv2d.conv_prim_func(wl), wl, cfg, device)
         layouts.append(conv2d.tile_layout(sch.mod, wl))
         log.info("aie: %s %s -> %s", name, layer.name, cfg)
-    return lower_conv_chain(name, layers, layouts, device)
+    return layouts
+
+
+def _dense_layouts(layers: list, name: str, device, pinned: dict | None) -> list:
+    workloads = [workload_of(layer) for layer in layers]
+    configs = plan_chain(workloads, device, pinned)
+    layouts = []
+    for layer, wl, cfg in zip(layers, workloads, configs):
+        sch = dense.schedule(dense.dense_prim_func(wl), wl, cfg, device)
+        layouts.append(dense.tile_layout(sch.mod))
+        log.info("aie: %s %s -> %s", name, layer.name, cfg)
+    return layouts
+
+
+def _compile_cnn(layers: list, name: str, device, pinned: dict):
+    """Conv layers, then optionally a flatten and dense layers (the order the partitioner and
+    :func:`compile_programs` give them)."""
+    n_conv = next((i for i, layer in enumerate(layers) if not isinstance(layer, ConvLayer)),
+                  len(layers))
+    convs, flatten, denses = layers[:n_conv], (layers[n_conv:] or [None])[0], layers[n_conv + 1:]
+    if flatten is not None and not isinstance(flatten, FlattenLayer) or \
+            not all(isinstance(layer, DenseLayer) for layer in denses):
+        raise ValueError(f"{name}: a program holds conv layers, then a flatten and dense layers, "
+                         f"got {[_family(layer) for layer in layers]}")
+    layouts = _conv_layouts(convs, name, device, pinned)
+    if not denses:
+        return lower_conv_chain(name, convs, layouts, device,
+                                flatten.out_shape if flatten else None)
+    dense_pinned = {i - n_conv - 1: cfg for i, cfg in pinned.items() if i > n_conv}
+    return lower_cnn(name, convs, layouts, flatten, denses,
+                     _dense_layouts(denses, name, device, dense_pinned), device)
 
 
 def compile_function(func, name: str, device, pinned: dict | None = None):
@@ -122,22 +154,24 @@ def compile_chain(layers: list, name: str, device, pinned: dict | None = None):
         bmm.check(wl, cfg, device)
         log.info("aie: %s %s -> %s", name, layer.name, cfg)
         return lower_bmm(name, layer, cfg, device)
-    if families == {"ConvLayer"}:
-        return _compile_conv(layers, name, device, pinned or {})
+    if "ConvLayer" in families:
+        return _compile_cnn(layers, name, device, pinned or {})
     if families != {"DenseLayer"}:
         raise ValueError(f"{name}: one AIE program holds one family, got {sorted(families)}")
-    workloads = [workload_of(layer) for layer in layers]
-    configs = plan_chain(workloads, device, pinned)
-    layouts = []
-    for layer, wl, cfg in zip(layers, workloads, configs):
-        sch = dense.schedule(dense.dense_prim_func(wl), wl, cfg, device)
-        layouts.append(dense.tile_layout(sch.mod))
-        log.info("aie: %s %s -> %s", name, layer.name, cfg)
-    return lower_dense_chain(name, layers, layouts, device)
+    return lower_dense_chain(name, layers, _dense_layouts(layers, name, device, pinned), device)
 
 
 def _family(layer) -> str:
     return type(layer).__name__
+
+
+def _joins(prev, layer) -> bool:
+    """Whether ``layer`` may go on the program of ``prev``, the layer before it: the same family
+    (not batched matmuls and row-wise layers: one per program), or a conv part's flatten and the
+    dense head after it."""
+    pair = (_family(prev), _family(layer))
+    return pair in (("ConvLayer", "FlattenLayer"), ("FlattenLayer", "DenseLayer")) or \
+        pair[0] == pair[1] and pair[0] not in ("BmmLayer", "RowLayer")
 
 
 def _reads_only_handover(layers: list, start: int, end: int) -> bool:
@@ -161,13 +195,13 @@ def compile_programs(func, name: str, device, pinned: dict | None = None) -> lis
     programs, start = [], 0
     while start < len(layers):
         why = None
-        # a program holds one family; batched matmuls and row-wise layers are one layer each
-        family = _family(layers[start])
         stop = start + 1
-        while stop < len(layers) and _family(layers[stop]) == family and \
-                family not in ("BmmLayer", "RowLayer"):
+        while stop < len(layers) and _joins(layers[stop - 1], layers[stop]):
             stop += 1
-        for end in range(stop, start, -1):
+        # a flatten stays with the conv part that feeds it: no program starts with one
+        ends = [end for end in range(stop, start, -1)
+                if end == len(layers) or not isinstance(layers[end], FlattenLayer)]
+        for end in ends:
             part = f"{name}.{len(programs)}" if programs or end < len(layers) else name
             if not _reads_only_handover(layers, start, end):
                 raise ValueError(f"{name}: {layers[start].name}..{layers[end - 1].name} read a "
@@ -177,7 +211,7 @@ def compile_programs(func, name: str, device, pinned: dict | None = None) -> lis
                 program = compile_chain(layers[start:end], part, device, sub)
                 break
             except (PlacementError, ResourceError, TilingError) as err:
-                if end == start + 1:
+                if end == ends[-1]:
                     raise
                 why = f"{layers[start].name}..{layers[end - 1].name} do not fit: {err}"
         if end < len(layers) and not why:

@@ -6,7 +6,7 @@ does not fit fails with the tile, the resource and the numbers, not later in the
 
 from __future__ import annotations
 
-from .program import Buffer, Lock, Program
+from .program import Buffer, Lock, Program, TileSpec
 
 VECTOR_ALIGN = 32  # 256-bit vector loads and stores need 32-byte aligned buffers (AM020)
 
@@ -36,6 +36,12 @@ class TileResources:
         if row == 0:
             return "shim"
         return "memtile" if row < self.first_compute_row else "compute"
+
+    def tile_specs(self) -> list:
+        """The :class:`TileSpec` of every tile the program uses (a buffer or a DMA channel)."""
+        used = {_key(b.tile) for b in self.program.buffers} | \
+            {_key(d.tile) for d in self.program.dmas}
+        return [TileSpec(c, r, self.kind((c, r))) for c, r in sorted(used)]
 
     def _memory(self, tile) -> tuple[int, int]:
         """(first usable byte, memory size) of a tile; the core's stack sits at the bottom."""

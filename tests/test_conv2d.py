@@ -15,10 +15,13 @@ from hypothesis import strategies as st
 from tvm import relax
 
 import tvm_aie
+from tvm.relax.frontend.onnx import from_onnx
+from tvm_aie import zoo
 from tvm_aie.codegen.relax_ext import conv_workload_of, tuned_configs
 from tvm_aie.partition import partition_for_aie
 from tvm_aie.reference import build_reference
 from tvm_aie.schedules import conv2d
+from tvm_aie.schedules.dense import DenseConfig
 from tvm_aie.target import get_device
 
 FP32_RTOL = 1e-5
@@ -36,10 +39,11 @@ def _out_hw(h, w, k, s, p):
     return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
 
 
-def conv_model(shape, layers, int8: bool, seed=0, head=None):
+def conv_model(shape, layers, int8: bool, seed=0, head=None, head_pool=True):
     """``x[1, *shape]`` through ``layers`` (dicts: o, k, s, p, groups, bias, bn, act, pool and
     optionally residual: add the model's input to the layer's output), then with ``head=n`` a
-    global average pool, a flatten and a dense layer to ``n`` outputs."""
+    global average pool (unless not ``head_pool``), a flatten and a dense layer to ``n``
+    outputs."""
     rng = np.random.default_rng(seed)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, *shape), "float32"))
@@ -105,14 +109,21 @@ def conv_model(shape, layers, int8: bool, seed=0, head=None):
                         y = bb.emit(relax.op.add(y, block_in))
                 c = o
             if head:
-                w_fc = rng.normal(0, 1 / np.sqrt(c), (c, head)).astype(np.float32)
-                if int8:
+                if head_pool:
+                    if int8:
+                        y = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
+                    y = bb.emit(relax.op.mean(y, [2, 3], keepdims=True))
+                    if int8:
+                        s_in, zp = s_in / 2, zp // 2
+                        y = bb.emit(relax.op.quantize(y, _c(s_in), _c(zp, "int8"),
+                                                      out_dtype="int8"))
+                c = int(np.prod([int(d) for d in y.ty.shape]))
+                if int8:  # onnxruntime's QDQ around a Flatten: one scale in and out
                     y = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
-                y = bb.emit(relax.op.mean(y, [2, 3], keepdims=True))
-                if int8:
-                    s_in, zp = s_in / 2, zp // 2
-                    y = bb.emit(relax.op.quantize(y, _c(s_in), _c(zp, "int8"), out_dtype="int8"))
                 y = bb.emit(relax.op.reshape(y, (1, c)))
+                if int8:
+                    y = bb.emit(relax.op.quantize(y, _c(s_in), _c(zp, "int8"), out_dtype="int8"))
+                w_fc = rng.normal(0, 1 / np.sqrt(c), (c, head)).astype(np.float32)
                 if int8:
                     s_w = np.abs(w_fc).max() / 127
                     wf = relax.op.dequantize(_c(np.round(w_fc / s_w), "int8"), _c(s_w),
@@ -135,10 +146,10 @@ def _aie_funcs(mod):
             f.attrs is not None and f.attrs.get("Codegen") == "aie"]
 
 
-def check_model(shape, layers, int8, configs=None, seed=0, head=None):
+def check_model(shape, layers, int8, configs=None, seed=0, head=None, head_pool=True):
     """Build for the array (``configs``: index -> ConvConfig pinned), run, compare; return the
     report."""
-    mod, out_scale = conv_model(shape, layers, int8, seed, head)
+    mod, out_scale = conv_model(shape, layers, int8, seed, head, head_pool)
     x = np.random.default_rng(seed + 1).normal(0, 1, (1, *shape)).astype(np.float32)
     pick = (lambda found, device: configs) if configs else None
     if pick:
@@ -374,14 +385,51 @@ def test_pooling_layers_over_shapes(c, h, w, kinds, k, s, int8):
 
 @pytest.mark.parametrize("int8", [False, True])
 def test_cnn_head_conv_global_pool_dense(int8):
-    """conv -> ReLU -> global average pool -> flatten -> dense: the conv and the pool share one
-    program (the pooled map stays on-chip), the dense layer after the CPU's reshape is another."""
+    """conv -> ReLU -> global average pool -> flatten -> dense: one program; the pooled map stays
+    in a memory tile, and the dense layer reads it there as the flattened row."""
     spec = dict(o=8, k=3, s=1, p=1, groups=1, bias=True, bn=False, act="relu", pool=False)
     rep = check_model((3, 6, 6), [spec], int8, head=4)
-    conv, dense = rep.subgraphs
-    assert [layer["op"] for layer in conv.layers] == ["conv", "avgpool"]
-    assert conv.onchip_intermediates == ["conv0 -> pool1 (memory tile 1,1)"]
-    assert len(dense.layers) == 1 and rep.offloaded_share == 1.0
+    (sub,) = rep.subgraphs
+    assert [layer.get("op", "dense") for layer in sub.layers] == ["conv", "avgpool", "dense"]
+    assert sub.onchip_intermediates == ["conv0 -> pool1 (memory tile 1,1)",
+                                        "pool1 -> flatten2 -> dense3 (flattened in memory tile "
+                                        "2,1)"]
+    assert rep.offloaded_share == 1.0
+
+
+@_SETTINGS
+@given(conv_specs(int8=False), st.booleans(), st.integers(1, 20), st.integers(0, 100))
+def test_conv_flatten_dense_is_one_program_over_shapes(case, int8, n, seed):
+    """Any conv layer, a flatten and a dense layer: one program whose dense layer reads the conv's
+    output from a memory tile as the flattened row (an n-D pattern per cascade stage); int8
+    bit-exact with the reference, fp32 within 1e-5."""
+    shape, spec = case
+    if int8:
+        spec = {**spec, "bn": False, "act": spec["act"] and "relu"}
+    rep = check_model(shape, [spec], int8, seed=seed, head=n, head_pool=False)
+    (sub,) = rep.subgraphs
+    assert rep.offloaded_share == 1.0 and "-> flatten1 -> dense2" in sub.onchip_intermediates[-1]
+
+
+@pytest.mark.parametrize("quant", [None, "int8"])
+def test_lenet_is_one_program_with_every_intermediate_on_chip(quant):
+    """LeNet (conv, ReLU, max-pool twice, flatten, three dense layers) is one AIE program: no
+    tensor between its layers goes through DDR."""
+    model = zoo.onnx_model("lenet", quant=quant)
+    mod = from_onnx(model)
+    ex = tvm_aie.build(mod)
+    x = zoo.sample_input("lenet")
+    y = _run(ex, x)
+    if quant:
+        np.testing.assert_array_equal(y, _run(build_reference(mod), x))
+    else:
+        ref = _run(tvm.compile(mod, target="llvm"), x)
+        np.testing.assert_allclose(y, ref, rtol=0, atol=FP32_RTOL * max(1.0, np.abs(ref).max()))
+    rep = tvm_aie.report(ex)
+    (sub,) = rep.subgraphs
+    assert rep.offloaded_share == 1.0 and sub.split is None
+    assert sub.onchip_intermediates[1:] == ["conv1 -> flatten2 -> dense3 (flattened in memory "
+                                            "tile 2,1)", "dense3 -> dense4", "dense4 -> dense5"]
 
 
 def test_conv_too_big_for_the_array_stays_on_cpu(caplog):
@@ -394,3 +442,23 @@ def test_conv_too_big_for_the_array_stays_on_cpu(caplog):
     x = np.random.default_rng(0).normal(0, 1, (1, 64, 66, 66)).astype(np.float32)
     np.testing.assert_allclose(_run(ex, x), _run(tvm.compile(mod, target="llvm"), x), rtol=1e-5,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("quant", [None, "int8"])
+def test_lenet_too_big_for_the_array_splits_with_the_flatten_kept_on_its_conv_part(quant):
+    """On a 4-column NPU with the first dense layer pinned to a 4-tile cascade, LeNet is split in
+    three programs: the conv part (its output, flattened, to DDR), then the dense layers; still
+    correct, and the report says where and why."""
+    mod = from_onnx(zoo.onnx_model("lenet", quant=quant))
+    with tuned_configs(lambda layers, device: {3: DenseConfig(tm=4, n_par=1, cascade=4)}):
+        ex = tvm_aie.build(mod, target="aie-ml/npu1")
+    x = zoo.sample_input("lenet")
+    y, ref = _run(ex, x), _run(build_reference(mod), x)
+    if quant:
+        np.testing.assert_array_equal(y, ref)
+    else:
+        np.testing.assert_allclose(y, ref, rtol=0, atol=FP32_RTOL * max(1.0, np.abs(ref).max()))
+    rep = tvm_aie.report(ex)
+    assert [[layer["name"] for layer in s.layers] for s in rep.subgraphs] == \
+        [["conv0", "conv1"], ["dense3"], ["dense4", "dense5"]]
+    assert "conv0..dense3 do not fit" in rep.subgraphs[0].split

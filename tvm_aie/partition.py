@@ -31,6 +31,11 @@ pre-processing, so the int8 pattern needs neither.
 Pooling on its own (max, average, global average as ONNX's ``mean`` over H and W; no padding) is
 a layer of the conv family too: the codegen runs it as a depthwise window over the same bands.
 
+A flatten (``reshape`` to ``[1, C*H*W]``, in int8 between a dequantize and a quantize of one
+scale) of a conv or pooling layer's output joins the region too: it moves no data on the array
+(row-major order is unchanged), so a CNN's conv part and its dense head become one program. It is
+matched in a second pass, once the layer feeding it is known to be offloaded.
+
 Batched matmuls of two activations (attention's QKᵀ and P·V: ``matmul(a, b)`` of one rank >= 3
 and the same batch dimensions, in fp32 optionally times a scalar, or between QDQ pairs) are a
 family of their own, one program each.
@@ -72,6 +77,9 @@ log = logging.getLogger("tvm_aie")
 
 # Why each matmul (by its bound variable's name) was rejected, for the log after partitioning.
 _rejected: dict[str, str] = {}
+# Composite functions of an offloaded layer (by name) -> its family ("conv", "pool", "dense"),
+# set between the two fusion passes of partition_for_aie for the flatten check.
+_offloaded: dict = {}
 
 
 def const_value(expr) -> np.ndarray:
@@ -457,6 +465,54 @@ def _check_bmm(ctx: PatternCheckContext) -> bool:
     return reason is None
 
 
+def _flatten_pattern(int8: bool):
+    """A flatten (``reshape``) of a tensor; in int8 between a dequantize and a quantize."""
+    x = wildcard()
+    ann = {"x": x}
+    inp = ann["lhs"] = _dq(x) if int8 else x
+    out = ann["reshape"] = is_op("relax.reshape")(inp, wildcard())
+    if int8:
+        out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
+    ann["root"] = out
+    return out, ann
+
+
+def _flatten_reason(ctx: PatternCheckContext) -> str | None:
+    """Why the reshape cannot join the array's program, or None: it must flatten an offloaded
+    conv or pooling layer's NCHW output to ``[1, C*H*W]`` (ONNX ``Flatten``), whose row-major
+    order is the image's, so the DMA patterns around it address the same bytes under the new
+    shape (the row a dense head reads)."""
+    if has_leaking_intermediate_variables(ctx):
+        return "an intermediate of the reshape is used outside it"
+    ann = ctx.annotated_expr
+    x, out = ann["x"], ann["reshape"]
+    producer = x.op.name_hint if isinstance(x, relax.Call) and \
+        isinstance(x.op, relax.GlobalVar) else None
+    if _offloaded.get(producer) not in ("conv", "pool"):
+        return "its input is not the output of a conv or pooling layer on the array"
+    if not (_static(x.ty, 4) and _static(out.ty, len(out.ty.shape))):
+        return f"needs static shapes, got {x.ty.shape} -> {out.ty.shape}"
+    shape = _ints(x.ty.shape)
+    if _ints(out.ty.shape) != [1, int(np.prod(shape))]:
+        return f"{shape} -> {_ints(out.ty.shape)} is not a flatten to [1, C*H*W]"
+    if "quant" in ann:
+        lhs, quant = ann["lhs"], ann["quant"]
+        if quant.attrs.out_dtype != x.ty.dtype or any(
+                not np.array_equal(const_value(lhs.args[i]), const_value(quant.args[i]))
+                for i in (1, 2)):
+            return "the flatten changes the quantisation parameters"
+    return None
+
+
+def _check_flatten(ctx: PatternCheckContext) -> bool:
+    reason = _flatten_reason(ctx)
+    if reason is not None:
+        var = ctx.value_to_bound_var.get(ctx.annotated_expr["reshape"])
+        if var is not None:
+            _rejected.setdefault(var.name, reason)
+    return reason is None
+
+
 _UNARY = {"gelu": "relax.nn.gelu", "sigmoid": "relax.sigmoid", "tanh": "relax.tanh"}
 
 
@@ -581,6 +637,8 @@ def _patterns():
             for kind in ("gelu", "softmax", "layernorm", "add")]
     out += [(f"aie.rowwise_{kind}_int8", *_rowwise_pattern(kind), _check_rowwise)
             for kind in ("lut", "addq")]
+    out += [("aie.flatten_" + ("int8" if int8 else "fp32"), *_flatten_pattern(int8),
+             _check_flatten) for int8 in (False, True)]
     first = ("aie.pool2d", "aie.rowwise")  # tried last: a conv's own epilogue goes first
     return sorted(out, key=lambda p: (not p[0].startswith(first), p[0].count("_")))
 
@@ -695,18 +753,29 @@ def _log_cpu_ops(mod: tvm.IRModule) -> None:
             continue
         op = call.op.name
         if op in ("relax.matmul", "relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
-                  "relax.mean", "relax.nn.softmax", "relax.nn.layer_norm", "relax.nn.gelu"):
+                  "relax.mean", "relax.nn.softmax", "relax.nn.layer_norm", "relax.nn.gelu",
+                  "relax.reshape"):
             why = _rejected.get(binding.var.name, "not part of a supported pattern")
         else:
             why = "no AIE pattern for this operator on its own"
         log.info("aie: %s = %s stays on the CPU: %s", binding.var.name, op, why)
 
 
+def _offloaded_outputs(mod: tvm.IRModule) -> dict:
+    """The names of ``mod``'s ``aie.*`` composite functions -> the layer's family."""
+    out = {}
+    for gv, func in mod.functions.items():
+        name = str(func.attrs.get("Composite", "")) if func.attrs is not None else ""
+        if name.startswith("aie."):
+            out[gv.name_hint] = name[4:].split("_")[0].replace("2d", "")
+    return out
+
+
 def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     """Group what the array runs into functions with ``Codegen="aie"``, the rest stays on the CPU.
 
-    Consecutive dense, conv2d and pooling layers merge into one function, so their intermediates
-    stay on the array; batched matmuls and row-wise layers become functions of their own (their
+    Consecutive dense, conv2d and pooling layers, and a flatten between a conv part and a dense
+    head, merge into one function, so their intermediates stay on the array; batched matmuls and row-wise layers become functions of their own (their
     operands come and go through DDR), matched after the others so a layer's own epilogue wins.
     """
     _rejected.clear()
@@ -716,8 +785,14 @@ def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     mod = _canonicalize(mod)
     patterns = get_patterns_with_prefix("aie")
     alone = [p for p in patterns if p.name.startswith(("aie.bmm", "aie.rowwise"))]
-    chained = [p for p in patterns if p not in alone]
+    flatten = [p for p in patterns if p.name.startswith("aie.flatten")]
+    chained = [p for p in patterns if p not in alone and p not in flatten]
     mod = relax.transform.FuseOpsByPattern(chained, bind_constants=True,
+                                           annotate_codegen=False)(mod)
+    # A flatten joins the region only after the layer that feeds it is known to be offloaded.
+    _offloaded.clear()
+    _offloaded.update(_offloaded_outputs(mod))
+    mod = relax.transform.FuseOpsByPattern(flatten, bind_constants=True,
                                            annotate_codegen=False)(mod)
     mod = relax.transform.MergeCompositeFunctions()(mod)
     mod = relax.transform.FuseOpsByPattern(alone, bind_constants=True, annotate_codegen=True)(mod)

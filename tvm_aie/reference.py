@@ -18,8 +18,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .codegen.layers import (BmmLayer, ConvLayer, DenseLayer, LayerGraph, RowLayer,
-                             read_layer_graph)
+from .codegen.layers import (BmmLayer, ConvLayer, DenseLayer, FlattenLayer, LayerGraph,
+                             RowLayer, read_layer_graph)
 from .partition import partition_for_aie
 from .quant import ADD_LEFT_SHIFT, QMAX, QMIN
 
@@ -164,6 +164,8 @@ def reference_function(graph: LayerGraph) -> relax.Function:
                     o = layer.other
                     values[layer.name] = _bmm(bb, x, params[o] if isinstance(o, int) else
                                               values[o], layer)
+                elif isinstance(layer, FlattenLayer):
+                    values[layer.name] = bb.emit(relax.op.reshape(x, layer.out_shape))
                 elif isinstance(layer, ConvLayer):
                     r = layer.residual
                     r = None if r is None else params[r] if isinstance(r, int) else values[r]
