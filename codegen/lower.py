@@ -13,14 +13,15 @@ a :class:`~tvm_aie.codegen.program.Program` in which
   ``cascade[i+1] = n_par[i]``), so it goes tile to tile on one broadcast route and intermediate
   tensors never leave the array; the first layer reads DDR and the last writes DDR through shims
   (shim DMA channels over the NoC), or, with ``io="pl"``, the programmable logic streams the input
-  in and takes the output through the shims' PL stream ports, as AIE4ML's designs are fed; after
-  a conv part (:mod:`~tvm_aie.codegen.lower_cnn`) the first layer reads a memory tile instead.
+  in and takes the output through the shims' PL stream ports, as AIE4ML's designs are fed; inside
+  a program of several families (:mod:`~tvm_aie.codegen.lower_net`) they are memory tiles.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 
 import numpy as np
@@ -72,11 +73,11 @@ def dense_shapes(layers: list, layouts: list) -> list:
     return [(layer.name, lay.n_par, lay.cascade) for layer, lay in zip(layers, layouts)]
 
 
-def k_slices(lay, source: str, endpoint=fifos.DdrEndpoint, **locks) -> list:
-    """The first layer's K slices of its ``[m_pad, k_pad]`` input ``source`` (a DDR tensor or a
-    memory-tile buffer), one n-D pattern per cascade stage."""
-    return [endpoint(source, c * lay.kc, [lay.m_pad // lay.tm, lay.tm, lay.kc],
-                     [lay.tm * lay.k_pad, lay.k_pad, 1], **locks) for c in range(lay.cascade)]
+def k_slices(lay, endpoint) -> list:
+    """The first layer's K slices of its ``[m_pad, k_pad]`` input, one n-D pattern per cascade
+    stage; ``endpoint(offset, sizes, strides)`` makes the FIFO end (DDR or a memory tile)."""
+    return [endpoint(c * lay.kc, [lay.m_pad // lay.tm, lay.tm, lay.kc],
+                     [lay.tm * lay.k_pad, lay.k_pad, 1]) for c in range(lay.cascade)]
 
 
 class _DenseChainLowering:
@@ -86,17 +87,22 @@ class _DenseChainLowering:
         self.layers, self.layouts, self.res, self.placement = layers, layouts, res, placement
         self.program, self.io = res.program, io
 
-    def run(self, inputs: list | None = None) -> None:
-        """``inputs``: the first layer's K-slice sources, by default from the DDR input."""
+    def run(self, inputs: list | None = None, sink=None) -> None:
+        """``inputs``: the first layer's K-slice sources, by default from the DDR input;
+        ``sink(offset, sizes, strides)``: the consumer end of the last layer's output blocks on
+        its ``[m_pad, n_pad]`` output, by default the DDR output."""
         first, last = self.layouts[0], self.layouts[-1]
         if inputs is None:
             self.program.ddr.append(DdrTensor(
                 INPUT, [first.m_pad, first.k_pad], self.layers[0].in_dtype, "input",
                 valid_shape=[self.layers[0].m, self.layers[0].k], io=self.io))
-            inputs = k_slices(first, INPUT)
-        self.program.ddr.append(DdrTensor(
-            OUTPUT, [last.m_pad, last.n_pad], self.layers[-1].out_dtype, "output",
-            valid_shape=[self.layers[-1].m, self.layers[-1].n], io=self.io))
+            inputs = k_slices(first, functools.partial(fifos.DdrEndpoint, INPUT))
+        if sink is None:
+            self.program.ddr.append(DdrTensor(
+                OUTPUT, [last.m_pad, last.n_pad], self.layers[-1].out_dtype, "output",
+                valid_shape=[self.layers[-1].m, self.layers[-1].n], io=self.io))
+            sink = functools.partial(fifos.DdrEndpoint, OUTPUT)
+        self.sink = sink
         for i, (layer, lay) in enumerate(zip(self.layers, self.layouts)):
             inputs = self._lower_layer(i, layer, lay, inputs)
 
@@ -123,9 +129,8 @@ class _DenseChainLowering:
             # next layer, which knows its tiles and depths (or here, for DDR).
             c_ep = fifos.lower_producer(self.res, fifo)
             if is_last:
-                fifo.consumers = [fifos.DdrEndpoint(
-                    OUTPUT, p * lay.nc, [lay.m_pad // lay.tm, lay.tm, lay.nc],
-                    [lay.tm * lay.n_pad, lay.n_pad, 1])]
+                fifo.consumers = [self.sink(p * lay.nc, [lay.m_pad // lay.tm, lay.tm, lay.nc],
+                                            [lay.tm * lay.n_pad, lay.n_pad, 1])]
                 fifos.lower_consumers(self.res, fifo)
             else:
                 outputs.append(fifo)

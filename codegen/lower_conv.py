@@ -14,7 +14,7 @@ each, the tile layout read back from its scheduled TensorIR
 * a residual add (skip connection) reads its blocks from the memory tile that already holds that
   tensor as an earlier layer's input image (readers take the image's "full" count and return it);
 * the last layer's tiles write their blocks straight into the DDR output with 4-D patterns (or,
-  in a program that goes on with a dense head, :mod:`~tvm_aie.codegen.lower_cnn`, with the same
+  in a program that goes on with a dense head, :mod:`~tvm_aie.codegen.lower_net`, with the same
   patterns into a memory tile).
 
 Intermediate feature maps stay in memory tiles; layers run one after another (a layer starts when

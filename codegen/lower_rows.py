@@ -4,10 +4,13 @@
 The tensor is ``[rows, cols]`` in DDR (with a second operand of the same shape for an add); tile t
 of ``tiles`` owns the blocks ``t, t + tiles, ...`` of ``tr`` rows, read and written back by
 strided shim patterns. Layer norm's ``gamma``/``beta`` and int8 lookup tables are loaded into
-each tile at configuration.
+each tile at configuration. After a dense layer (:mod:`~tvm_aie.codegen.lower_net`) the same
+patterns, with the row stride of the padded matrix there, read and write memory tiles instead.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -18,33 +21,54 @@ from .program import Core, DdrTensor, Instr, KernelCall, Program
 from .resources import TileResources
 
 
+def row_shapes(layer, cfg) -> list:
+    """The layer as :func:`~tvm_aie.codegen.place.place_layers` takes it: a column of tiles."""
+    return [(layer.name, cfg.tiles, 1)]
+
+
 def lower_rowwise(name: str, layer, cfg, device) -> Program:
     program = Program(name=name, device=device.name)
     res = TileResources(program, device, device.first_compute_row)
-    rows, cols, tr = layer.rows, layer.cols, cfg.tr
+    rows, cols = layer.rows, layer.cols
     sources = sorted({layer.input, *([] if layer.other is None else [layer.other])})
     for idx in sources:  # DDR inputs in the order of the function's parameters
         program.ddr.append(DdrTensor(f"in{idx}", [rows, cols], layer.precision, "input"))
     program.ddr.append(DdrTensor(OUTPUT, [rows, cols], layer.out_dtype, "output"))
+    tiles = [t[0] for t in place_layers(row_shapes(layer, cfg), device)[0]]
+    ends = {idx: (functools.partial(fifos.DdrEndpoint, f"in{idx}"), cols) for idx in sources}
+    lower_row_tiles(res, layer, cfg, tiles, ends, (functools.partial(fifos.DdrEndpoint, OUTPUT),
+                                                   cols))
+    program.tiles, program.meta = res.tile_specs(), row_meta(layer, cfg, tiles)
+    return program
+
+
+def lower_row_tiles(res: TileResources, layer, cfg, tiles: list, sources: dict, sink) -> None:
+    """The layer on ``tiles``: ``sources`` maps each operand's source to ``(endpoint, stride)``,
+    ``sink`` is the output's; ``endpoint(offset, sizes, strides)`` makes a FIFO end on a tensor
+    whose rows are ``stride`` elements apart."""
+    program = res.program
+    rows, cols, tr = layer.rows, layer.cols, cfg.tr
     blocks, depth = rows // tr, 2 if cfg.double_buffer else 1
-    tiles = [t[0] for t in place_layers([(layer.name, cfg.tiles, 1)], device)[0]]
     consts = {"lut": layer.lut, "gamma": layer.gamma, "beta": layer.beta}
     params = {"op": layer.op, "precision": layer.precision, "eps": layer.eps,
               "out_zp": layer.out_zp, "add": None if layer.add is None else list(layer.add)}
     operands = [("x", layer.input)] + ([] if layer.other is None else [("x2", layer.other)])
     for t, tile in enumerate(tiles):
         count = len(range(t, blocks, cfg.tiles))
-        pattern = ([count, tr, cols], [cfg.tiles * tr * cols, cols, 1])
+
+        def end(endpoint, stride, t=t, count=count):
+            return endpoint(t * tr * stride, [count, tr, cols],
+                            [cfg.tiles * tr * stride, stride, 1])
+
         eps = {}
         for role, idx in operands:
             src = fifos.ObjectFifo(f"{layer.name}.{role}.{t}", (tr, cols), layer.precision,
-                                   fifos.DdrEndpoint(f"in{idx}", t * tr * cols, *pattern),
-                                   [(tile, depth)])
+                                   end(*sources[idx]), [(tile, depth)])
             fifos.lower_producer(res, src)
             eps[role] = fifos.lower_consumers(res, src)[tuple(tile)]
         dst = fifos.ObjectFifo(f"{layer.name}.y{t}", (tr, cols), layer.out_dtype, (tile, depth))
         eps["y"] = fifos.lower_producer(res, dst)
-        dst.consumers = [fifos.DdrEndpoint(OUTPUT, t * tr * cols, *pattern)]
+        dst.consumers = [end(*sink)]
         fifos.lower_consumers(res, dst)
         bufs = {}
         for key, arr in consts.items():
@@ -62,13 +86,15 @@ def lower_rowwise(name: str, layer, cfg, device) -> Program:
                 [fifos.release(ep, r == "y", i) for r, ep in eps.items()]
 
         program.cores.append(Core(tile=list(tile), body=_core_loop(count, depth, step)))
-    program.tiles = res.tile_specs()
-    program.meta = {
+
+
+def row_meta(layer, cfg, tiles: list) -> dict:
+    """The program's description of the layer (what the report prints)."""
+    return {
         "precision": layer.precision, "macs": 0, "padded_macs": 0,
         "layers": [{"name": layer.name, "op": layer.op, "precision": layer.precision,
-                    "summary": f"{layer.op} {rows}x{cols} {layer.precision}",
-                    "blocks": -(-blocks // cfg.tiles), "macs": 0, "config": cfg.to_dict(),
-                    "tiles": [list(t) for t in tiles]}],
+                    "summary": f"{layer.op} {layer.rows}x{layer.cols} {layer.precision}",
+                    "blocks": -(-(layer.rows // cfg.tr) // cfg.tiles), "macs": 0,
+                    "config": cfg.to_dict(), "tiles": [list(t) for t in tiles]}],
         "onchip_intermediates": [],
     }
-    return program

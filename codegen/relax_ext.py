@@ -5,8 +5,9 @@ TensorIR with its configuration, reads the tile layout back from the scheduled T
 chain to an AIE program, returned serialised (uint8) so the executable can carry it as a constant.
 A program holds one family: a chain of dense layers, a chain of conv2d (and pooling) layers, or
 one batched matmul of two activations; a conv chain, a flatten and a dense head are one program
-too (a CNN, :mod:`~tvm_aie.codegen.lower_cnn`). A chain the array cannot hold at once is split
-into several programs (:func:`compile_programs`).
+too (a CNN), and so are dense chains with one-input row-wise layers between them
+(:mod:`~tvm_aie.codegen.lower_net`). A chain the array cannot hold at once is split into several
+programs (:func:`compile_programs`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..target import get_device
 from .layers import ConvLayer, DenseLayer, FlattenLayer, read_layers
 from .lower import lower_dense_chain
 from .lower_bmm import lower_bmm
-from .lower_cnn import lower_cnn
+from .lower_net import PART_KINDS, lower_net
 from .lower_conv import lower_conv_chain
 from .lower_rows import lower_rowwise
 from .place import PlacementError
@@ -107,23 +108,42 @@ def _dense_layouts(layers: list, name: str, device, pinned: dict | None) -> list
     return layouts
 
 
-def _compile_cnn(layers: list, name: str, device, pinned: dict):
-    """Conv layers, then optionally a flatten and dense layers (the order the partitioner and
-    :func:`compile_programs` give them)."""
-    n_conv = next((i for i, layer in enumerate(layers) if not isinstance(layer, ConvLayer)),
-                  len(layers))
-    convs, flatten, denses = layers[:n_conv], (layers[n_conv:] or [None])[0], layers[n_conv + 1:]
-    if flatten is not None and not isinstance(flatten, FlattenLayer) or \
-            not all(isinstance(layer, DenseLayer) for layer in denses):
-        raise ValueError(f"{name}: a program holds conv layers, then a flatten and dense layers, "
-                         f"got {[_family(layer) for layer in layers]}")
-    layouts = _conv_layouts(convs, name, device, pinned)
-    if not denses:
-        return lower_conv_chain(name, convs, layouts, device,
-                                flatten.out_shape if flatten else None)
-    dense_pinned = {i - n_conv - 1: cfg for i, cfg in pinned.items() if i > n_conv}
-    return lower_cnn(name, convs, layouts, flatten, denses,
-                     _dense_layouts(denses, name, device, dense_pinned), device)
+def _row_config(layer, name: str, device, pinned: dict, max_tiles: int | None = None):
+    wl = rowwise.RowWorkload(layer.op, layer.rows, layer.cols, layer.precision)
+    cfg = pinned.get(0) or rowwise.default_config(wl, device, max_tiles)
+    rowwise.check(wl, cfg, device)
+    log.info("aie: %s %s -> %s", name, layer.name, cfg)
+    return cfg
+
+
+def _parts(layers: list) -> list:
+    """``[(kind, first index, layers)]``: runs of one part kind (a row-wise layer on its own)."""
+    parts = []
+    for i, layer in enumerate(layers):
+        kind = PART_KINDS.get(_family(layer))
+        if parts and parts[-1][0] == kind != "row":
+            parts[-1][2].append(layer)
+        else:
+            parts.append((kind, i, [layer]))
+    return parts
+
+
+def _compile_parts(parts: list, name: str, device, pinned: dict):
+    """The program of several parts (:func:`~tvm_aie.codegen.lower_net.lower_net`)."""
+    lowered = []
+    for kind, start, layers in parts:
+        sub = {i - start: cfg for i, cfg in pinned.items() if start <= i < start + len(layers)}
+        if kind == "conv":
+            convs = [layer for layer in layers if isinstance(layer, ConvLayer)]
+            layouts = _conv_layouts(convs, name, device, sub)
+        elif kind == "dense":
+            layouts = _dense_layouts(layers, name, device, sub)
+        else:  # its tiles read and write memory tiles: one DMA channel each there
+            channels = min(device.memtile["mm2s"], device.memtile["s2mm"]) if device.memtile \
+                else None
+            layouts = [_row_config(layers[0], name, device, sub, channels)]
+        lowered.append((kind, layers, layouts))
+    return lower_net(name, lowered, device)
 
 
 def compile_function(func, name: str, device, pinned: dict | None = None):
@@ -135,15 +155,12 @@ def compile_chain(layers: list, name: str, device, pinned: dict | None = None):
     """The AIE program of a chain of layers of one family."""
     layers = [_in_precision(layer) for layer in layers]
     families = {type(layer).__name__ for layer in layers}
+    parts = _parts(layers)
+    if len(parts) > 1 and "BmmLayer" not in families:
+        return _compile_parts(parts, name, device, pinned or {})
     if families == {"RowLayer"}:
-        if len(layers) != 1:
-            raise ValueError(f"{name}: a row-wise layer is a program of its own")
         (layer,) = layers
-        wl = rowwise.RowWorkload(layer.op, layer.rows, layer.cols, layer.precision)
-        cfg = (pinned or {}).get(0) or rowwise.default_config(wl, device)
-        rowwise.check(wl, cfg, device)
-        log.info("aie: %s %s -> %s", name, layer.name, cfg)
-        return lower_rowwise(name, layer, cfg, device)
+        return lower_rowwise(name, layer, _row_config(layer, name, device, pinned or {}), device)
     if families == {"BmmLayer"}:
         if len(layers) != 1:
             raise ValueError(f"{name}: a batched matmul is a program of its own, got "
@@ -154,8 +171,10 @@ def compile_chain(layers: list, name: str, device, pinned: dict | None = None):
         bmm.check(wl, cfg, device)
         log.info("aie: %s %s -> %s", name, layer.name, cfg)
         return lower_bmm(name, layer, cfg, device)
-    if "ConvLayer" in families:
-        return _compile_cnn(layers, name, device, pinned or {})
+    if "ConvLayer" in families:  # conv layers, perhaps ending in a flatten
+        convs = [layer for layer in layers if isinstance(layer, ConvLayer)]
+        return lower_conv_chain(name, convs, _conv_layouts(convs, name, device, pinned or {}),
+                                device, layers[-1].out_shape if len(convs) < len(layers) else None)
     if families != {"DenseLayer"}:
         raise ValueError(f"{name}: one AIE program holds one family, got {sorted(families)}")
     return lower_dense_chain(name, layers, _dense_layouts(layers, name, device, pinned), device)
@@ -167,10 +186,13 @@ def _family(layer) -> str:
 
 def _joins(prev, layer) -> bool:
     """Whether ``layer`` may go on the program of ``prev``, the layer before it: the same family
-    (not batched matmuls and row-wise layers: one per program), or a conv part's flatten and the
-    dense head after it."""
+    (not batched matmuls and row-wise layers: one per program), a conv part's flatten and the
+    dense head after it, or a one-input row-wise layer after a dense layer and a dense layer
+    after it."""
     pair = (_family(prev), _family(layer))
+    one_input = all(getattr(x, "other", None) is None for x in (prev, layer))
     return pair in (("ConvLayer", "FlattenLayer"), ("FlattenLayer", "DenseLayer")) or \
+        pair in (("DenseLayer", "RowLayer"), ("RowLayer", "DenseLayer")) and one_input or \
         pair[0] == pair[1] and pair[0] not in ("BmmLayer", "RowLayer")
 
 

@@ -58,9 +58,10 @@ def check(wl: RowWorkload, cfg: RowConfig, device) -> None:
                               f"it has {budget:,} B of data memory", "memory")
 
 
-def default_config(wl: RowWorkload, device) -> RowConfig:
-    """The largest block that gives every tile of a column (or every row) a block and fits."""
-    tiles = min(wl.rows, device.compute_rows)
+def default_config(wl: RowWorkload, device, max_tiles: int | None = None) -> RowConfig:
+    """The largest block that gives every tile of a column (or every row, or ``max_tiles``
+    tiles) a block and fits."""
+    tiles = min(wl.rows, device.compute_rows, max_tiles or wl.rows)
     last = None
     for tr in (d for d in range(wl.rows // tiles, 0, -1) if wl.rows % d == 0):
         for db in (True, False):

@@ -40,9 +40,11 @@ Batched matmuls of two activations (attention's QKᵀ and P·V: ``matmul(a, b)``
 and the same batch dimensions, in fp32 optionally times a scalar, or between QDQ pairs) are a
 family of their own, one program each.
 
-Row-wise layers: fp32 GELU, softmax and layer norm over the last axis and the add of two tensors
-of one shape (residual connections); in int8 QDQ the add of two tensors (requantised) and any
-GELU, sigmoid, tanh or scalar multiply, as a 256-entry lookup table (exact for per-tensor int8).
+Row-wise layers (a program of their own, or, with one input read from a dense layer, in that
+dense layer's program, matched in the second pass too): fp32 GELU, softmax and layer norm over
+the last axis and the add of two tensors of one shape (residual connections); in int8 QDQ the
+add of two tensors (requantised) and any GELU, sigmoid, tanh or scalar multiply, as a 256-entry
+lookup table (exact for per-tensor int8).
 A bias or scale (a constant add or multiply) is offloaded only inside the layer it follows: on
 its own it would cost a round trip through DDR for one operation per element.
 
@@ -477,6 +479,18 @@ def _flatten_pattern(int8: bool):
     return out, ann
 
 
+def _producer(ctx: PatternCheckContext) -> str | None:
+    """The family of the offloaded layer whose output the match reads as ``x``, if the match is
+    its only reader (else the merged region would have a second output), or None."""
+    x = ctx.annotated_expr["x"]
+    if not (isinstance(x, relax.Call) and isinstance(x.op, relax.GlobalVar)):
+        return None
+    var = ctx.value_to_bound_var.get(x)
+    if var is None or len(ctx.var_usages.get(var, [])) != 1:
+        return None
+    return _offloaded.get(x.op.name_hint)
+
+
 def _flatten_reason(ctx: PatternCheckContext) -> str | None:
     """Why the reshape cannot join the array's program, or None: it must flatten an offloaded
     conv or pooling layer's NCHW output to ``[1, C*H*W]`` (ONNX ``Flatten``), whose row-major
@@ -486,10 +500,9 @@ def _flatten_reason(ctx: PatternCheckContext) -> str | None:
         return "an intermediate of the reshape is used outside it"
     ann = ctx.annotated_expr
     x, out = ann["x"], ann["reshape"]
-    producer = x.op.name_hint if isinstance(x, relax.Call) and \
-        isinstance(x.op, relax.GlobalVar) else None
-    if _offloaded.get(producer) not in ("conv", "pool"):
-        return "its input is not the output of a conv or pooling layer on the array"
+    if _producer(ctx) not in ("conv", "pool"):
+        return "its input is not the output of a conv or pooling layer on the array (read only " \
+            "by the reshape)"
     if not (_static(x.ty, 4) and _static(out.ty, len(out.ty.shape))):
         return f"needs static shapes, got {x.ty.shape} -> {out.ty.shape}"
     shape = _ints(x.ty.shape)
@@ -604,6 +617,18 @@ def _check_rowwise(ctx: PatternCheckContext) -> bool:
         if var is not None:
             _rejected.setdefault(var.name, reason)
     return reason is None
+
+
+def _after_dense(pattern):
+    """``pattern`` (a one-input row-wise layer) for the second pass: it joins the region when it
+    reads a dense layer's output, so the two share a program (the row-wise layer reads the dense
+    output from a memory tile); otherwise the last pass makes it a program of its own."""
+
+    def check(ctx: PatternCheckContext) -> bool:
+        return _producer(ctx) == "dense" and pattern.check(ctx)
+
+    return relax.transform.FusionPattern(pattern.name, pattern.pattern,
+                                         pattern.annotation_patterns, check)
 
 
 def _patterns():
@@ -774,9 +799,11 @@ def _offloaded_outputs(mod: tvm.IRModule) -> dict:
 def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     """Group what the array runs into functions with ``Codegen="aie"``, the rest stays on the CPU.
 
-    Consecutive dense, conv2d and pooling layers, and a flatten between a conv part and a dense
-    head, merge into one function, so their intermediates stay on the array; batched matmuls and row-wise layers become functions of their own (their
-    operands come and go through DDR), matched after the others so a layer's own epilogue wins.
+    Consecutive dense, conv2d and pooling layers, a flatten between a conv part and a dense
+    head, and a one-input row-wise layer after a dense layer merge into one function, so their
+    intermediates stay on the array; batched matmuls and the other row-wise layers become
+    functions of their own (their operands come and go through DDR), matched after the others so
+    a layer's own epilogue wins.
     """
     _rejected.clear()
     # Dead-code elimination (in _canonicalize) also matters: unused bindings would count as uses
@@ -787,12 +814,15 @@ def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     alone = [p for p in patterns if p.name.startswith(("aie.bmm", "aie.rowwise"))]
     flatten = [p for p in patterns if p.name.startswith("aie.flatten")]
     chained = [p for p in patterns if p not in alone and p not in flatten]
+    # the second pass: flattens, and one-input row-wise layers after a dense layer
+    second = flatten + [_after_dense(p) for p in alone if p.name.startswith("aie.rowwise") and
+                        "add" not in p.name]
     mod = relax.transform.FuseOpsByPattern(chained, bind_constants=True,
                                            annotate_codegen=False)(mod)
-    # A flatten joins the region only after the layer that feeds it is known to be offloaded.
+    # These join the region only once the layer that feeds them is known to be offloaded.
     _offloaded.clear()
     _offloaded.update(_offloaded_outputs(mod))
-    mod = relax.transform.FuseOpsByPattern(flatten, bind_constants=True,
+    mod = relax.transform.FuseOpsByPattern(second, bind_constants=True,
                                            annotate_codegen=False)(mod)
     mod = relax.transform.MergeCompositeFunctions()(mod)
     mod = relax.transform.FuseOpsByPattern(alone, bind_constants=True, annotate_codegen=True)(mod)
