@@ -163,3 +163,32 @@ def test_count_macs():
     assert count_macs(_import("mlp_1024", batch=2)) == 2 * (16 * 1024 + 1024 * 1024 + 1024 * 8)
     mod = _import("mlp_sin", quant="int8")
     assert count_macs(mod) == count_macs(partition_for_aie(mod)) == 16 * 32 + 32 * 8
+
+
+@pytest.mark.parametrize("quant", [None, "int8"])
+def test_lenet_flatten_joins_the_region(quant):
+    """LeNet's Flatten (in int8 between a dequantize and a quantize of one scale) reads an
+    offloaded pool's output, so the conv part and the dense head are one function."""
+    (func,) = _aie_funcs(partition_for_aie(_import("lenet", quant=quant)))
+    kinds = [c.split("_")[0] for c in _composites(func)]
+    assert kinds == ["aie.conv2d", "aie.conv2d", "aie.flatten", "aie.dense", "aie.dense",
+                     "aie.dense"]
+    flatten = read_layers(func)[2]
+    assert (flatten.in_shape, flatten.out_shape, flatten.input) == ((1, 16, 4, 4), (1, 256),
+                                                                     "conv1")
+
+
+def test_flatten_of_a_cpu_tensor_stays_on_cpu(caplog):
+    """A reshape whose input is not an offloaded conv/pool's output has nothing to join."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 2, 3, 4), "float32"))
+    w = np.ones((24, 5), np.float32)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.reshape(relax.op.sin(x), (1, 24)))
+            out = bb.emit_output(bb.emit(relax.op.matmul(y, relax.const(w))))
+        bb.emit_func_output(out)
+    with caplog.at_level(logging.INFO, logger="tvm_aie"):
+        mod = partition_for_aie(bb.get())
+    assert "relax.reshape" in _main_ops(mod)
+    assert "not the output of a conv or pooling layer on the array" in caplog.text

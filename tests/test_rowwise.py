@@ -251,3 +251,17 @@ def test_dense_rowwise_dense_is_one_program(rows, d, hidden, op_int8, seed):
     assert [layer["name"] for layer in sub.layers] == ["dense0", "row1", "dense2"]
     assert [edge.split(" (")[0] for edge in sub.onchip_intermediates] == \
         ["dense0 -> row1", "row1 -> dense2"]
+
+
+def test_dense_rowwise_dense_splits_where_there_are_no_memory_tiles():
+    """AIE (VC1902) has no memory tiles for the seams: the block runs as three programs through
+    DDR, still correct, and the report says where and why."""
+    mod, _ = ffn_model(16, 64, 256, "gelu", False)
+    x = np.random.default_rng(0).normal(0, 1, (16, 64)).astype(np.float32)
+    ex = tvm_aie.build(mod, target="aie/vck190")
+    ref = _run(tvm.compile(mod, target="llvm"), x)
+    np.testing.assert_allclose(_run(ex, x), ref, rtol=0, atol=1e-5 * max(1.0, np.abs(ref).max()))
+    rep = tvm_aie.report(ex)
+    assert [[layer["name"] for layer in s.layers] for s in rep.subgraphs] == \
+        [["dense0"], ["row1"], ["dense2"]]
+    assert "dense0..row1 do not fit: vc1902 has no memory tiles" in rep.subgraphs[0].split
