@@ -24,19 +24,22 @@ from tvm import relax
 
 from ..partition import const_value
 from ..quant import quantize_multiplier
+from ..schedules.dense import OPERANDS
 
 
 @dataclass
 class DenseLayer:
-    """``y = act(x @ weight + bias)``, in fp32 or int8 (then requantised to the output's int8)."""
+    """``y = act(x @ weight + bias)``, in fp32, int8 (requantised to the output's int8) or
+    int16xint8 (int16 activations in and out, int8 weights, int64 accumulator and bias)."""
 
     name: str
-    precision: str  # "int8" | "float32"
+    precision: str  # "int8" | "int16xint8" | "float32"
     m: int
     k: int
     n: int
     weight: np.ndarray  # [k, n], int8 or float32
-    bias: np.ndarray | None  # [n]: int32 with the input zero point folded in, or float32
+    bias: np.ndarray | None  # [n]: int32 (int16xint8: int64) with the input zero point folded
+    # in, or float32
     relu: bool
     input: int | str  # index of the function parameter, or name of the layer that feeds it
     in_scale: float | None = None
@@ -49,11 +52,11 @@ class DenseLayer:
 
     @property
     def in_dtype(self) -> str:
-        return self.precision
+        return OPERANDS.get(self.precision, (self.precision,))[0]
 
     @property
     def out_dtype(self) -> str:
-        return self.precision
+        return self.in_dtype
 
 
 @dataclass
@@ -216,13 +219,16 @@ class FlattenLayer:
     """A conv or pooling layer's ``[1, C, H, W]`` output seen as the ``[1, C*H*W]`` row (ONNX
     ``Flatten``). Row-major order is unchanged, so it moves no data: the program addresses the
     same bytes under the new shape (in int8 ``q(reshape(dq(x)))`` of one scale and zero point is
-    the identity on the int8 values)."""
+    the identity on the int8 values). ``perm``: a transpose before the flatten (ONNX
+    ``Transpose``, batch axis first, e.g. to NHWC), which only changes the order the map is
+    written in."""
 
     name: str
     precision: str
     in_shape: tuple  # (1, C, H, W)
     out_shape: tuple  # (1, C*H*W)
     input: int | str
+    perm: tuple | None = None  # axes of permute_dims on (1, C, H, W)
     macs = 0
 
     @property
@@ -270,8 +276,10 @@ def _read_composite(func: relax.Function, name: str, m: int, source) -> DenseLay
     if "relax.add" in calls:
         add = calls["relax.add"]
         bias = value(add.args[1] if value(add.args[0]).same_as(matmul) else add.args[0])
-    layer = DenseLayer(name, "int8" if int8 else "float32", m, k, n, weight, None,
-                       "relax.nn.relu" in calls, source)
+    precision = "float32"
+    if int8:  # int16 activations (onnxruntime's QInt16) with int8 weights: int16xint8
+        precision = "int16xint8" if lhs.args[0].ty.dtype == "int16" else "int8"
+    layer = DenseLayer(name, precision, m, k, n, weight, None, "relax.nn.relu" in calls, source)
     if not int8:
         layer.bias = None if bias is None else const_value(bias).reshape(n).astype(np.float32)
         return layer
@@ -281,12 +289,15 @@ def _read_composite(func: relax.Function, name: str, m: int, source) -> DenseLay
     layer.w_scale = np.broadcast_to(const_value(rhs.args[1]).reshape(-1), (n,)).astype(np.float32)
     acc_scale = np.float64(layer.in_scale) * layer.w_scale.astype(np.float64)
     layer.mult, layer.shift = quantize_multiplier(acc_scale / layer.out_scale)
-    layer.bias = _int_bias(bias, acc_scale, weight, layer.in_zp)
+    layer.bias = _int_bias(bias, acc_scale, weight, layer.in_zp,
+                           "int64" if precision == "int16xint8" else "int32")
     return layer
 
 
-def _int_bias(bias, acc_scale: np.ndarray, weight: np.ndarray, in_zp: int) -> np.ndarray | None:
-    """The int32 bias at the accumulator's scale, with ``-zp_in * colsum(W)`` folded in."""
+def _int_bias(bias, acc_scale: np.ndarray, weight: np.ndarray, in_zp: int,
+              acc_dtype: str = "int32") -> np.ndarray | None:
+    """The bias at the accumulator's scale in ``acc_dtype``, with ``-zp_in * colsum(W)`` folded
+    in (int64 for int16 inputs, whose zero point times a column sum can exceed int32)."""
     n = acc_scale.shape[0]
     b = np.zeros(n, np.int64)
     if isinstance(bias, relax.Call):  # dequantize(b_int32, s_b, zp_b), as onnxruntime writes it
@@ -299,9 +310,9 @@ def _int_bias(bias, acc_scale: np.ndarray, weight: np.ndarray, in_zp: int) -> np
     if bias is None and in_zp == 0:
         return None
     b = b.astype(np.int64) - in_zp * weight.astype(np.int64).sum(axis=0)
-    if np.any(np.abs(b) >= 2**31):
+    if acc_dtype == "int32" and np.any(np.abs(b) >= 2**31):
         raise ValueError("int8 dense: bias does not fit in int32 at the accumulator's scale")
-    return b.astype(np.int32)
+    return b.astype(acc_dtype)
 
 
 def _read_conv(func: relax.Function, name: str, sources: dict) -> ConvLayer:
@@ -511,9 +522,13 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
                 layers.append(_read_rowwise(comp, name, sources))
             elif kind.startswith("aie.flatten"):
                 name = f"flatten{len(layers)}"
+                perm = [b.value.attrs.axes for block in comp.body.blocks for b in block.bindings
+                        if isinstance(b.value, relax.Call) and
+                        getattr(b.value.op, "name", "") == "relax.permute_dims"]
                 layers.append(FlattenLayer(name, str(x.ty.dtype),
                                            tuple(int(d) for d in x.ty.shape),
-                                           tuple(int(d) for d in val.ty.shape), source[x]))
+                                           tuple(int(d) for d in val.ty.shape), source[x],
+                                           tuple(int(a) for a in perm[0]) if perm else None))
             elif kind.startswith("aie.bmm"):
                 name = f"bmm{len(layers)}"
                 sources = {p: source[a] for p, a in zip(comp.params, val.args)}

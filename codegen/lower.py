@@ -30,6 +30,7 @@ from . import fifo as fifos
 from .place import first_compute_row, place_layers
 from .program import Cascade, Core, DdrTensor, Instr, KernelCall, Program
 from .resources import TileResources
+from ..schedules.dense import accumulator_dtype
 
 INPUT, OUTPUT = "input", "output"
 IO = ("ddr", "pl")
@@ -177,10 +178,10 @@ class _DenseChainLowering:
     def _epilogue_params(layer, lay, p: int) -> dict:
         """Per-column bias and requantisation constants of output block ``p``."""
         cols = slice(p * lay.nc, (p + 1) * lay.nc)
-        acc_dtype = "int32" if layer.precision == "int8" else "float32"
+        acc_dtype = accumulator_dtype(layer.precision)
         bias = layer.bias if layer.bias is not None else np.zeros(layer.n, acc_dtype)
         params = {"bias": _pad(bias.astype(acc_dtype), (lay.n_pad,))[cols]}
-        if layer.precision == "int8":
+        if acc_dtype.startswith("int"):
             # Padded columns get a harmless multiplier: their outputs are never read.
             params["mult"] = _pad(np.asarray(layer.mult, np.int32), (lay.n_pad,))[cols]
             shift = np.asarray(layer.shift, np.int32)

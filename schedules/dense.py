@@ -36,7 +36,18 @@ from .legalize import legalized_prim_func
 SCOPE = "local.aie"  # a compute tile's data memory
 MAX_TM_INTRINSICS = 4  # default and tuned row blocks: at most this many intrinsic rows
 
-_ACC = {"int8": "int32", "float32": "float32", "bfloat16": "float32"}
+_ACC = {"int8": "int32", "int16xint8": "int64", "float32": "float32", "bfloat16": "float32"}
+# (input, weight) dtypes of a precision that names two; the others use the precision for both.
+# int16xint8 accumulates in 64-bit lanes (AIE-ML accumulator registers are 16 x 32-bit or
+# 8 x 64-bit, AM020), so sums of int16 x int8 products are exact at any K.
+OPERANDS = {"int16xint8": ("int16", "int8")}
+
+
+def accumulator_dtype(precision: str) -> str:
+    """The accumulator's (and the bias's) dtype of a dense precision."""
+    return _ACC[precision]
+
+
 ANN_CONFIG, ANN_MMUL, ANN_BUFFER, ANN_DEPTH = "aie.dense_config", "aie.mmul", "aie.buffer", "aie.depth"
 ANN_ROWS, ANN_PAR, ANN_CASCADE = "aie.row_blocks", "aie.parallel", "aie.cascade"
 
@@ -75,12 +86,13 @@ class DenseConfig:
 
 @dataclass(frozen=True)
 class DenseWorkload:
-    """``Y[m,n] = X[m,k] @ W[k,n]``; int8 accumulates in int32 and is requantised to ``out_dtype``."""
+    """``Y[m,n] = X[m,k] @ W[k,n]``; int8 accumulates in int32 (int16xint8: int16 activations,
+    int8 weights, int64) and is requantised to ``out_dtype`` (int8; int16 for int16xint8)."""
 
     m: int
     k: int
     n: int
-    precision: str  # "int8" | "float32"
+    precision: str  # "int8" | "int16xint8" | "float32" | "bfloat16"
     in_dtype: str | None = None
     weight_dtype: str | None = None
     out_dtype: str | None = None
@@ -88,13 +100,15 @@ class DenseWorkload:
     def __post_init__(self):
         if self.precision not in _ACC:
             raise ValueError(f"dense precision must be one of {sorted(_ACC)}, not {self.precision!r}")
-        for name in ("in_dtype", "weight_dtype", "out_dtype"):
+        in_dtype, weight_dtype = OPERANDS.get(self.precision, (self.precision,) * 2)
+        for name, dtype in (("in_dtype", in_dtype), ("weight_dtype", weight_dtype),
+                            ("out_dtype", in_dtype)):
             if getattr(self, name) is None:
-                object.__setattr__(self, name, self.precision)
+                object.__setattr__(self, name, dtype)
 
     @property
     def acc_dtype(self) -> str:
-        return _ACC[self.precision]
+        return accumulator_dtype(self.precision)
 
     def __str__(self) -> str:
         return f"dense {self.m}x{self.k}x{self.n} {self.precision}"
@@ -125,7 +139,8 @@ def _slots(workload: DenseWorkload, config: DenseConfig, device) -> list[tuple[s
     allocation order (A FIFO, C FIFO, W, epilogue constants); other tiles hold only A and W."""
     _, k_pad, n_pad = padded_shape(workload, config, device)
     kc, nc = k_pad // config.cascade, n_pad // config.n_par
-    params = [workload.acc_dtype] + (["int32", "int8"] if workload.precision == "int8" else [])
+    params = [workload.acc_dtype] + (["int32", "int8"] if workload.acc_dtype.startswith("int")
+                                     else [])
     return [("A", config.tm * kc * _nbytes(workload.in_dtype), 2 if config.double_buffer_a else 1),
             ("C", config.tm * nc * _nbytes(workload.out_dtype), 2 if config.double_buffer_c else 1),
             ("W", kc * nc * _nbytes(workload.weight_dtype), 1),

@@ -17,7 +17,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from tvm_aie.codegen.lower import shim_io
-from tvm_aie.codegen.relax_ext import compile_function
+from tvm_aie.codegen.relax_ext import compile_function, compute_precision
 from tvm_aie.frontend import load_onnx
 from tvm_aie.partition import partition_for_aie
 from tvm_aie.report import subgraph_report
@@ -41,18 +41,19 @@ def dense_model(m: int, k: int, n: int, precision: str = "int8", seed: int = 0):
         inits = [helper.make_tensor("w", TensorProto.FLOAT, (k, n), w.tobytes(), raw=True)]
         nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
         elem = TensorProto.FLOAT
-    elif precision == "int8":
+    elif precision in ("int8", "int16xint8"):  # int16xint8: int16 activations, int8 weights
+        elem = TensorProto.INT16 if precision == "int16xint8" else TensorProto.INT8
         w = rng.integers(-128, 128, (k, n), dtype=np.int8)
         inits = [helper.make_tensor("w", TensorProto.INT8, (k, n), w.tobytes(), raw=True),
                  helper.make_tensor("s_x", TensorProto.FLOAT, (), [0.05]),
                  helper.make_tensor("s_w", TensorProto.FLOAT, (), [0.01]),
                  helper.make_tensor("s_y", TensorProto.FLOAT, (), [2.0]),
-                 helper.make_tensor("zp", TensorProto.INT8, (), [0])]
+                 helper.make_tensor("zp", elem, (), [0]),
+                 helper.make_tensor("zp_w", TensorProto.INT8, (), [0])]
         nodes = [helper.make_node("DequantizeLinear", ["x", "s_x", "zp"], ["xf"]),
-                 helper.make_node("DequantizeLinear", ["w", "s_w", "zp"], ["wf"]),
+                 helper.make_node("DequantizeLinear", ["w", "s_w", "zp_w"], ["wf"]),
                  helper.make_node("MatMul", ["xf", "wf"], ["yf"]),
                  helper.make_node("QuantizeLinear", ["yf", "s_y", "zp"], ["y"])]
-        elem = TensorProto.INT8
     else:
         raise ValueError(f"no ONNX form for {precision} dense layers")
     graph = helper.make_graph(nodes, "dense", [helper.make_tensor_value_info("x", elem, (m, k))],
@@ -105,9 +106,12 @@ def simulate(program, name: str = "aie_0"):
 
 def dense_cycles(m: int, k: int, n: int, config, precision: str = "int8", io: str = "ddr"):
     """The report of one dense layer compiled with ``config`` pinned (``io`` as
-    :func:`compile_subgraph`'s), and the compile and simulation seconds."""
-    (name, func), = offloaded_functions(dense_model(m, k, n, precision))
-    program, t_compile = compile_subgraph(func, name, {0: config}, io)
+    :func:`compile_subgraph`'s), and the compile and simulation seconds. ``bfloat16`` is the
+    fp32 model built as ``build(..., precision="bf16")`` builds it."""
+    bf16 = precision == "bfloat16"
+    (name, func), = offloaded_functions(dense_model(m, k, n, "float32" if bf16 else precision))
+    with compute_precision("bf16" if bf16 else None):
+        program, t_compile = compile_subgraph(func, name, {0: config}, io)
     rep, t_sim = simulate(program, name)
     return rep, t_compile, t_sim
 

@@ -8,7 +8,9 @@ QDQ quantiser writes them (as TVM's ONNX importer gives them)::
         -> add(., dequantize(b_int32))? -> relu? -> quantize -> int8
 
 so an offloaded int8 region takes and returns int8 tensors, and consecutive layers hand int8 to each
-other on the array. ONNX ``Gemm(transB=1)`` imports with ``permute_dims`` on the weight, ``MatMul``
+other on the array. The same graph with int16 activations (onnxruntime's ``QInt16`` activations with
+``QInt8`` weights) is the int16xint8 precision: int16 in and out, on devices whose catalog has its
+intrinsic (not AIE1). ONNX ``Gemm(transB=1)`` imports with ``permute_dims`` on the weight, ``MatMul``
 without, so both are matched. Each check rejects what the codegen cannot do (the layer then stays on
 the CPU, with the reason logged): non-constant weights, symbolic shapes, other than
 ``[..., K] x [K, N]`` (leading input dimensions are rows: a transformer's ``[B, S, D]``
@@ -131,8 +133,15 @@ def _reason(ctx: PatternCheckContext) -> str | None:
         return "weight permutation is not a transpose"
     int8 = "lhs" in ctx.annotated_expr
     want = "int8" if int8 else "float32"
-    if x.ty.dtype != want or w.ty.dtype != want or mm.ty.dtype != "float32":
-        return f"dtypes {x.ty.dtype} x {w.ty.dtype} -> {mm.ty.dtype} (supported: {want})"
+    act = "int16" if int8 and x.ty.dtype == "int16" else want  # int16 activations x int8 weights
+    if x.ty.dtype != act or w.ty.dtype != want or mm.ty.dtype != "float32":
+        return f"dtypes {x.ty.dtype} x {w.ty.dtype} -> {mm.ty.dtype} (supported: {want}, " \
+            "int16 x int8 in QDQ)"
+    if act == "int16":
+        try:
+            _device().mmul_shape("int16xint8")
+        except ValueError as err:  # e.g. AIE1: the catalog has no int16 x int8 intrinsic
+            return str(err)
     n = int(mm.ty.shape[-1])
     b = ctx.annotated_expr.get("b")
     if b is not None and const_value(b).size != n:
@@ -140,8 +149,8 @@ def _reason(ctx: PatternCheckContext) -> str | None:
     if not int8:
         return None if b is None or b.ty.dtype == "float32" else f"bias dtype {b.ty.dtype}"
     lhs, rhs, root = (ctx.annotated_expr[k] for k in ("lhs", "rhs", "root"))
-    if root.attrs.out_dtype != "int8":
-        return f"output quantised to {root.attrs.out_dtype}"
+    if root.attrs.out_dtype != act:
+        return f"{act} input quantised to {root.attrs.out_dtype} at the output"
     for name, call in (("input", lhs), ("output", root)):
         if const_value(call.args[1]).size != 1 or const_value(call.args[2]).size != 1:
             return f"{name} quantisation is not per tensor"

@@ -22,6 +22,7 @@ from .codegen.layers import (BmmLayer, ConvLayer, DenseLayer, FlattenLayer, Laye
                              RowLayer, read_layer_graph)
 from .partition import partition_for_aie
 from .quant import ADD_LEFT_SHIFT, QMAX, QMIN
+from .schedules.dense import accumulator_dtype
 
 
 def _const(a, dtype) -> relax.Expr:
@@ -36,10 +37,10 @@ def _rounding_shift(bb, x, mult, shift):
     return bb.emit(relax.op.right_shift(x, shift))
 
 
-def _clip_int8(bb, y, lo=QMIN["int8"]):
+def _clip_int8(bb, y, lo=QMIN["int8"], dtype="int8"):
     y = bb.emit(relax.op.minimum(relax.op.maximum(y, _const(lo, "int64")),
-                                 _const(QMAX["int8"], "int64")))
-    return bb.emit(relax.op.astype(y, "int8"))
+                                 _const(QMAX[dtype], "int64")))
+    return bb.emit(relax.op.astype(y, dtype))
 
 
 def _int8_add(bb: relax.BlockBuilder, y, r, terms, out_zp: int):
@@ -61,17 +62,20 @@ def _int8_epilogue(bb: relax.BlockBuilder, acc, layer, chan_shape, zero_point: i
     def per_channel(a, dtype):
         return _const(np.asarray(a).reshape(chan_shape), dtype)
 
+    dtype = layer.out_dtype  # int8, or int16 (int16xint8 dense)
     if layer.bias is not None:
-        acc = bb.emit(relax.op.add(acc, per_channel(layer.bias, "int32")))
+        acc = bb.emit(relax.op.add(acc, per_channel(layer.bias, str(layer.bias.dtype))))
     acc = bb.emit(relax.op.astype(acc, "int64"))
     acc = _rounding_shift(bb, acc, per_channel(layer.mult, "int64"),
                           per_channel(layer.shift, "int64"))
     y = bb.emit(relax.op.add(acc, _const(zero_point, "int64")))
-    return _clip_int8(bb, y, max(QMIN["int8"], zero_point) if layer.relu else QMIN["int8"])
+    return _clip_int8(bb, y, max(QMIN[dtype], zero_point) if layer.relu else QMIN[dtype], dtype)
 
 
 def _int8_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
-    acc = bb.emit(relax.op.matmul(x, _const(layer.weight, "int8"), out_dtype="int32"))
+    """int8 (int32 accumulator) or int16xint8 (int16 activations, int64 accumulator) dense."""
+    acc = bb.emit(relax.op.matmul(x, _const(layer.weight, "int8"),
+                                  out_dtype=accumulator_dtype(layer.precision)))
     return _int8_epilogue(bb, acc, layer, (-1,), layer.out_zp)
 
 
@@ -165,13 +169,16 @@ def reference_function(graph: LayerGraph) -> relax.Function:
                     values[layer.name] = _bmm(bb, x, params[o] if isinstance(o, int) else
                                               values[o], layer)
                 elif isinstance(layer, FlattenLayer):
+                    if layer.perm:
+                        x = bb.emit(relax.op.permute_dims(x, layer.perm))
                     values[layer.name] = bb.emit(relax.op.reshape(x, layer.out_shape))
                 elif isinstance(layer, ConvLayer):
                     r = layer.residual
                     r = None if r is None else params[r] if isinstance(r, int) else values[r]
                     values[layer.name] = _conv(bb, x, layer, r)
                 else:
-                    dense = _int8_dense if layer.precision == "int8" else _fp32_dense
+                    dense = _int8_dense if layer.precision in ("int8", "int16xint8") \
+                        else _fp32_dense
                     values[layer.name] = dense(bb, x, layer)
             out = bb.emit_output(values[graph.output])
         bb.emit_func_output(out)

@@ -33,7 +33,11 @@ GROUP = 2
 # for 64x64x64 int8 leave (1121 - 1024 - 30) / 32 groups = 2.1; aie4ml's 53 cycles for 16x16x16
 # leave (53 - 16 - 30) / 2 = 3.5; 3 keeps both within 3%.
 GROUP_OVERHEAD = 3
-ACC_BITS = 32  # accumulator lanes of the int8 and float32 paths (the contract's acc dtype)
+# Accumulator lane bits per precision (what a cascade carries): 32 for int8, bf16 and float32;
+# int16 x int8 uses the 64-bit lanes (AM020: 512-bit accumulators as 16 x 32 or 8 x 64 bits).
+ACC_BITS = {"int16xint8": 64}
+# Bytes of one (A, B) element per precision.
+OPERAND_BYTES = {"int8": (1, 1), "int16xint8": (2, 1), "bfloat16": (2, 2)}
 
 
 def matmul_cycles(device, precision: str, m: int, k: int, n: int, out_dtype: str,
@@ -71,9 +75,9 @@ def _matmul_cycles(device_name: str, precision: str, m: int, k: int, n: int, out
     mp, kp, np_ = (math.ceil(m / mm) * mm, math.ceil(k / mk) * mk, math.ceil(n / mn) * mn)
     mac = math.ceil(mp * kp * np_ / device.peak_macs_per_cycle(precision))
     groups = math.ceil(m / (GROUP * mm)) * math.ceil(n / (GROUP * mn))
-    in_bytes = {"int8": 1, "bfloat16": 2}.get(precision, 4)
+    a_bytes, b_bytes = OPERAND_BYTES.get(precision, (4, 4))
     # GROUP A tiles and GROUP B tiles per K step, on their own load unit each
-    busier = groups * kp * GROUP * max(mm, mn) * in_bytes
+    busier = groups * kp * GROUP * max(mm * a_bytes, mn * b_bytes)
     load = math.ceil(busier / (device.vector_load_bytes_per_cycle // 2))
     body = max(mac, load)
     store = 0
@@ -81,7 +85,7 @@ def _matmul_cycles(device_name: str, precision: str, m: int, k: int, n: int, out
         store = math.ceil(m * n * 4 / device.vector_store_bytes_per_cycle)
     casc = 0
     if cascade:
-        casc = max(0, math.ceil(m * n * ACC_BITS / device.cascade_bits) - body)
+        casc = max(0, math.ceil(m * n * ACC_BITS.get(precision, 32) / device.cascade_bits) - body)
     return CALL_OVERHEAD + groups * GROUP_OVERHEAD + body + store + casc
 
 
@@ -89,13 +93,16 @@ class MatMul:
     """``c = epilogue(a[:, a_offset:a_offset+k] @ b (+ cascade in) (+ bias))``.
 
     int8: exact int32 accumulation; the epilogue is :func:`tvm_aie.quant.requantize` for int8/int16
-    output, or the accumulator itself for int32 (ReLU as max 0). float32: float32 arithmetic;
+    output, or the accumulator itself for int32 (ReLU as max 0). int16xint8: int16 ``a``, int8
+    ``b``, int64 accumulation, requantised the same way (to int16). float32: float32 arithmetic;
     bfloat16: bf16 operands accumulated in float32, rounded to the output's dtype. With
     ``cascade_out`` the accumulator goes to the next core instead (no epilogue, no ``c``).
     """
 
     name = "matmul"
-    IN = {"int8": "int8", "float32": "float32", "bfloat16": "bfloat16"}
+    IN = {"int8": ("int8", "int8"), "int16xint8": ("int16", "int8"),
+          "float32": ("float32", "float32"), "bfloat16": ("bfloat16", "bfloat16")}
+    INTEGER = ("int8", "int16xint8")  # requantised by the epilogue
 
     def __init__(self, call, tile, buffers: dict, device, link_in, link_out):
         p = call.params
@@ -107,7 +114,8 @@ class MatMul:
         self.a_offset = int(p.get("a_offset", 0))
         self.cascade_in, self.cascade_out = bool(p.get("cascade_in")), bool(p.get("cascade_out"))
         self.relu, self.out_zp = bool(p.get("relu")), int(p.get("out_zp", 0))
-        self.out_dtype = p.get("out_dtype", "int8" if self.precision == "int8" else "float32")
+        self.out_dtype = p.get("out_dtype", "float32" if self.precision not in self.INTEGER
+                               else self.IN[self.precision][0])
         self.buffers = {role: b.name for role, b in buffers.items()}
         self.link_in, self.link_out = link_in, link_out
         self._check(tile, buffers)
@@ -121,7 +129,7 @@ class MatMul:
     def _check(self, tile, buffers: dict) -> None:
         where = f"matmul on tile {tile_key(tile)}"
         need = {"a", "b"} | (set() if self.cascade_out else {"c"})
-        if self.precision == "int8" and self.out_dtype in QMAX and not self.cascade_out:
+        if self.precision in self.INTEGER and self.out_dtype in QMAX and not self.cascade_out:
             need |= {"mult", "shift"}
         if missing := need - set(buffers):
             raise ValueError(f"{where}: missing buffers {sorted(missing)}")
@@ -131,10 +139,9 @@ class MatMul:
                              f"{self.a_offset}+{self.k}]")
         if list(b.shape) != [self.k, self.n]:
             raise ValueError(f"{where}: b {b.name} is {b.shape}, not [{self.k}, {self.n}]")
-        for buf in (a, b):
-            if buf.dtype != self.IN[self.precision]:
-                raise ValueError(f"{where}: {buf.name} is {buf.dtype}, "
-                                 f"not {self.IN[self.precision]}")
+        for buf, dtype in zip((a, b), self.IN[self.precision]):
+            if buf.dtype != dtype:
+                raise ValueError(f"{where}: {buf.name} is {buf.dtype}, not {dtype}")
         if "c" in buffers:
             c = buffers["c"]
             if list(c.shape) != [self.m, self.n] or c.dtype != self.out_dtype:
@@ -170,15 +177,17 @@ class MatMul:
             return a @ b
         if self.precision == "bfloat16":  # bf16 operands, float32 accumulation (AM020)
             return a.astype(np.float32) @ b.astype(np.float32)
-        # float64 products of int8 are exact and sums stay exact below 2^53; BLAS keeps it fast.
-        # int32 accumulator lanes: later additions (cascade, bias) wrap as the hardware's do.
-        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64).astype(np.int32)
+        # float64 products of int8 (int16 x int8: below 2^22) are exact and sums stay exact below
+        # 2^53; BLAS keeps it fast. int32 accumulator lanes (int16xint8: int64): later additions
+        # (cascade, bias) wrap as the hardware's do.
+        acc = (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+        return acc if self.precision == "int16xint8" else acc.astype(np.int32)
 
     def _epilogue(self, memories, acc) -> np.ndarray:
         view = memories.buffer_view
         if "bias" in self.buffers:
             acc = acc + view(self.buffers["bias"]).reshape(-1)
-        if self.precision == "int8" and self.out_dtype in QMAX:
+        if self.precision in self.INTEGER and self.out_dtype in QMAX:
             return requantize(acc, view(self.buffers["mult"]).reshape(-1),
                               view(self.buffers["shift"]).reshape(-1), self.out_zp, self.relu,
                               self.out_dtype)
