@@ -84,12 +84,19 @@ def summary(results: dict) -> list:
     """The headline figures, each computed from the results."""
     out = []
     if "kernels" in results:
-        int8 = [r for r in results["kernels"]["rows"]
-                if r["precision"] == "int8" and "error" not in r]
-        best = max(int8, key=lambda r: r["kernel_utilisation"])
-        out.append(f"- Single int8 dense kernel on one tile: up to "
-                   f"{100 * best['kernel_utilisation']:.1f}% of peak "
-                   f"({best['m']}x{best['k']}x{best['n']}, {best['kernel_cycles']:,} cycles).")
+        for precision in ("int8", "int16xint8", "bfloat16"):
+            rows = [r for r in results["kernels"]["rows"]
+                    if r["precision"] == precision and "error" not in r]
+            best = max(rows, key=lambda r: r["kernel_utilisation"])
+            out.append(f"- Single {precision} dense kernel on one tile: up to "
+                       f"{100 * best['kernel_utilisation']:.1f}% of its "
+                       f"{best['peak_macs_per_cycle']} MAC/cycle peak "
+                       f"({best['m']}x{best['k']}x{best['n']}, {best['kernel_cycles']:,} cycles).")
+        for r in results["kernels"]["conv"]:
+            if r["kernel_cycles"]:
+                out.append(f"- Single int8 conv2d 3x3 kernel ({r['shape']}, one call): "
+                           f"{100 * r['kernel_utilisation']:.1f}% of peak "
+                           f"({r['kernel_cycles']:,} cycles).")
     if "scaling" in results:
         rows = results["scaling"]["rows"]
         r = min((r for r in rows if r["tiles"] >= bench_scaling.AIE4ML_TILES),
