@@ -41,6 +41,27 @@ def conv_shapes(layers: list, layouts: list) -> list:
     return [(layer.name, lay.n_par, 1) for layer, lay in zip(layers, layouts)]
 
 
+def permuted(sink, shape: tuple, perm: tuple | None):
+    """``sink`` for patterns over the NCHW map ``shape`` (C, H, W), made to address the map
+    transposed by ``perm`` (axes of (1, C, H, W), batch first) instead: the same elements land in
+    the order ``permute_dims`` then a flatten give them. Each stride of a pattern moves along
+    the axes without carrying over (a band, a channel, a row, a column), so it maps to the same
+    moves in the transposed layout; a dimension of size 1 never moves."""
+    if perm is None:
+        return sink
+    new_dims = [shape[a - 1] for a in perm[1:]]
+    new_strides = [int(np.prod(new_dims[j + 1:])) for j in range(3)]
+    stride_of = {perm[j + 1] - 1: new_strides[j] for j in range(3)}
+
+    def move(flat: int) -> int:
+        return sum(int(c) * stride_of[i] for i, c in enumerate(np.unravel_index(flat, shape)))
+
+    def remapped(offset: int, sizes: list, strides: list):
+        return sink(move(offset), sizes, [move(s) if n > 1 else 0 for n, s in zip(sizes, strides)])
+
+    return remapped
+
+
 class _ConvChainLowering:
     """Lowers the chain into ``res``'s program on the tiles ``placement`` gives it."""
 
@@ -50,18 +71,20 @@ class _ConvChainLowering:
         # tensor (a layer's input source) -> (its memory-tile image, reader locks, workload)
         self.images = {}
 
-    def run(self, sink=None, out_shape: tuple | None = None) -> None:
+    def run(self, sink=None, flatten=None) -> None:
         """``sink(offset, sizes, strides)``: the consumer end of the last layer's blocks (the NCHW
-        output's elements the pattern visits), by default the DDR output, of shape ``out_shape``
-        (a flatten after the chain only renames the shape)."""
+        output's elements the pattern visits), by default the DDR output; ``flatten``: the
+        :class:`~tvm_aie.codegen.layers.FlattenLayer` after the chain (the output then has its
+        shape, and its transpose reorders the writes)."""
         first, last = self.layers[0], self.layers[-1]
         c, h, w = first.in_shape
         self.program.ddr.append(DdrTensor(INPUT, [1, c, h, w], first.in_dtype, "input"))
         if sink is None:
-            self.program.ddr.append(DdrTensor(OUTPUT, list(out_shape or (1, *last.out_shape)),
-                                              last.out_dtype, "output"))
+            self.program.ddr.append(DdrTensor(
+                OUTPUT, list(flatten.out_shape if flatten else (1, *last.out_shape)),
+                last.out_dtype, "output"))
             sink = functools.partial(fifos.DdrEndpoint, OUTPUT)
-        self.sink = sink
+        self.sink = permuted(sink, last.out_shape, flatten.perm if flatten else None)
         writers = [fifos.ObjectFifo(f"{first.name}.x", (c * h * w,), first.in_dtype,
                                     fifos.DdrEndpoint(INPUT, 0, [c * h * w], [1]))]
         for i, (layer, lay) in enumerate(zip(self.layers, self.layouts)):
@@ -212,14 +235,13 @@ def _summary(layer, lay) -> str:
     return f"{lay.workload}{act}{pool}" + (" +residual" if layer.residual is not None else "")
 
 
-def lower_conv_chain(name: str, layers: list, layouts: list, device,
-                     out_shape: tuple | None = None) -> Program:
+def lower_conv_chain(name: str, layers: list, layouts: list, device, flatten=None) -> Program:
     """One AIE program for a chain of conv2d layers (see the module docstring for the design);
-    ``out_shape``: the output's shape if a flatten follows the chain."""
+    ``flatten``: the flatten layer after the chain, if any."""
     program = Program(name=name, device=device.name)
     res = TileResources(program, device, device.first_compute_row)
     lowering = _ConvChainLowering(layers, layouts, res,
                                   place_layers(conv_shapes(layers, layouts), device))
-    lowering.run(out_shape=out_shape)
+    lowering.run(flatten=flatten)
     program.tiles, program.meta = res.tile_specs(), lowering.meta()
     return program

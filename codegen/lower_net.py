@@ -82,10 +82,10 @@ def lower_net(name: str, parts: list, device) -> Program:
     for i, (kind, layers, layouts) in enumerate(computed):
         tiles = placement[first:first + len(layers)]
         nxt_seam = None
+        flatten = [layer for layer in parts[i][1] if isinstance(layer, FlattenLayer)]
         if i + 1 < len(computed):
             nxt_kind, nxt_layers, nxt_layouts = computed[i + 1]
             tile = (placement[first + len(layers)][0][0][0], 1)
-            flatten = [layer for layer in parts[i][1] if isinstance(layer, FlattenLayer)]
             if nxt_kind == "dense" and (kind != "conv" or flatten):
                 head = nxt_layouts[0]  # a flattened map is its one row
                 shape = [head.m_pad, head.k_pad]
@@ -102,7 +102,7 @@ def lower_net(name: str, parts: list, device) -> Program:
         sink = nxt_seam.write if nxt_seam else None
         if kind == "conv":
             lowering = _ConvChainLowering(layers, layouts, res, tiles)
-            lowering.run(sink)
+            lowering.run(sink, (flatten or [None])[0])
             metas.append(lowering.meta())
         elif kind == "dense":
             lowering = _DenseChainLowering(layers, layouts, res, tiles, "ddr")

@@ -39,11 +39,11 @@ def _out_hw(h, w, k, s, p):
     return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
 
 
-def conv_model(shape, layers, int8: bool, seed=0, head=None, head_pool=True):
+def conv_model(shape, layers, int8: bool, seed=0, head=None, head_pool=True, head_perm=None):
     """``x[1, *shape]`` through ``layers`` (dicts: o, k, s, p, groups, bias, bn, act, pool and
     optionally residual: add the model's input to the layer's output), then with ``head=n`` a
-    global average pool (unless not ``head_pool``), a flatten and a dense layer to ``n``
-    outputs."""
+    global average pool (unless not ``head_pool``), a transpose by ``head_perm`` if given, a
+    flatten and a dense layer to ``n`` outputs."""
     rng = np.random.default_rng(seed)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, *shape), "float32"))
@@ -118,6 +118,13 @@ def conv_model(shape, layers, int8: bool, seed=0, head=None, head_pool=True):
                         y = bb.emit(relax.op.quantize(y, _c(s_in), _c(zp, "int8"),
                                                       out_dtype="int8"))
                 c = int(np.prod([int(d) for d in y.ty.shape]))
+                if head_perm:  # in int8 in its own QDQ pair, as onnxruntime writes Transpose
+                    if int8:
+                        y = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
+                    y = bb.emit(relax.op.permute_dims(y, head_perm))
+                    if int8:
+                        y = bb.emit(relax.op.quantize(y, _c(s_in), _c(zp, "int8"),
+                                                      out_dtype="int8"))
                 if int8:  # onnxruntime's QDQ around a Flatten: one scale in and out
                     y = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
                 y = bb.emit(relax.op.reshape(y, (1, c)))
@@ -146,10 +153,11 @@ def _aie_funcs(mod):
             f.attrs is not None and f.attrs.get("Codegen") == "aie"]
 
 
-def check_model(shape, layers, int8, configs=None, seed=0, head=None, head_pool=True):
+def check_model(shape, layers, int8, configs=None, seed=0, head=None, head_pool=True,
+                head_perm=None):
     """Build for the array (``configs``: index -> ConvConfig pinned), run, compare; return the
     report."""
-    mod, out_scale = conv_model(shape, layers, int8, seed, head, head_pool)
+    mod, out_scale = conv_model(shape, layers, int8, seed, head, head_pool, head_perm)
     x = np.random.default_rng(seed + 1).normal(0, 1, (1, *shape)).astype(np.float32)
     pick = (lambda found, device: configs) if configs else None
     if pick:
@@ -398,15 +406,17 @@ def test_cnn_head_conv_global_pool_dense(int8):
 
 
 @_SETTINGS
-@given(conv_specs(int8=False), st.booleans(), st.integers(1, 20), st.integers(0, 100))
-def test_conv_flatten_dense_is_one_program_over_shapes(case, int8, n, seed):
-    """Any conv layer, a flatten and a dense layer: one program whose dense layer reads the conv's
-    output from a memory tile as the flattened row (an n-D pattern per cascade stage); int8
-    bit-exact with the reference, fp32 within 1e-5."""
+@given(conv_specs(int8=False), st.booleans(), st.integers(1, 20), st.integers(0, 100),
+       st.sampled_from([None, (0, 2, 3, 1), (0, 1, 3, 2), (0, 3, 2, 1), (0, 2, 1, 3)]))
+def test_conv_flatten_dense_is_one_program_over_shapes(case, int8, n, seed, perm):
+    """Any conv layer, a flatten (after a transpose, e.g. to NHWC) and a dense layer: one program
+    whose dense layer reads the conv's output from a memory tile as the flattened row (the conv
+    writes it with the transposed strides; the dense reads an n-D pattern per cascade stage);
+    int8 bit-exact with the reference, fp32 within 1e-5."""
     shape, spec = case
     if int8:
         spec = {**spec, "bn": False, "act": spec["act"] and "relu"}
-    rep = check_model(shape, [spec], int8, seed=seed, head=n, head_pool=False)
+    rep = check_model(shape, [spec], int8, seed=seed, head=n, head_pool=False, head_perm=perm)
     (sub,) = rep.subgraphs
     assert rep.offloaded_share == 1.0 and "-> flatten1 -> dense2" in sub.onchip_intermediates[-1]
 

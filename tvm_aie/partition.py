@@ -34,9 +34,11 @@ Pooling on its own (max, average, global average as ONNX's ``mean`` over H and W
 a layer of the conv family too: the codegen runs it as a depthwise window over the same bands.
 
 A flatten (``reshape`` to ``[1, C*H*W]``, in int8 between a dequantize and a quantize of one
-scale) of a conv or pooling layer's output joins the region too: it moves no data on the array
-(row-major order is unchanged), so a CNN's conv part and its dense head become one program. It is
-matched in a second pass, once the layer feeding it is known to be offloaded.
+scale) of a conv or pooling layer's output joins the region too, after a transpose that keeps the
+batch axis first as well: it moves no data on the array (row-major order is unchanged; a
+transpose changes the strides the map is written with), so a CNN's conv part and its dense head
+become one program. It is matched in a second pass, once the layer feeding it is known to be
+offloaded.
 
 Batched matmuls of two activations (attention's QKᵀ and P·V: ``matmul(a, b)`` of one rank >= 3
 and the same batch dimensions, in fp32 optionally times a scalar, or between QDQ pairs) are a
@@ -476,11 +478,17 @@ def _check_bmm(ctx: PatternCheckContext) -> bool:
     return reason is None
 
 
-def _flatten_pattern(int8: bool):
-    """A flatten (``reshape``) of a tensor; in int8 between a dequantize and a quantize."""
+def _flatten_pattern(int8: bool, transpose: bool):
+    """A flatten (``reshape``) of a tensor, after a ``permute_dims`` with ``transpose``; in int8
+    each between a dequantize and a quantize (onnxruntime's QDQ around Transpose and Flatten)."""
     x = wildcard()
     ann = {"x": x}
     inp = ann["lhs"] = _dq(x) if int8 else x
+    if transpose:
+        inp = ann["perm"] = is_op("relax.permute_dims")(inp)
+        if int8:
+            ann["perm_q"] = is_op("relax.quantize")(inp, is_const(), is_const())
+            inp = ann["perm_dq"] = _dq(ann["perm_q"])
     out = ann["reshape"] = is_op("relax.reshape")(inp, wildcard())
     if int8:
         out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
@@ -504,7 +512,8 @@ def _flatten_reason(ctx: PatternCheckContext) -> str | None:
     """Why the reshape cannot join the array's program, or None: it must flatten an offloaded
     conv or pooling layer's NCHW output to ``[1, C*H*W]`` (ONNX ``Flatten``), whose row-major
     order is the image's, so the DMA patterns around it address the same bytes under the new
-    shape (the row a dense head reads)."""
+    shape (the row a dense head reads); a transpose before it (batch axis first) only changes
+    the strides the conv's blocks are written with."""
     if has_leaking_intermediate_variables(ctx):
         return "an intermediate of the reshape is used outside it"
     ann = ctx.annotated_expr
@@ -517,11 +526,15 @@ def _flatten_reason(ctx: PatternCheckContext) -> str | None:
     shape = _ints(x.ty.shape)
     if _ints(out.ty.shape) != [1, int(np.prod(shape))]:
         return f"{shape} -> {_ints(out.ty.shape)} is not a flatten to [1, C*H*W]"
+    if "perm" in ann and (ann["perm"].attrs.axes is None or
+                          int(ann["perm"].attrs.axes[0]) != 0):
+        return "the transpose before the flatten moves the batch axis"
     if "quant" in ann:
         lhs, quant = ann["lhs"], ann["quant"]
+        qdq = [quant] + [ann[k] for k in ("perm_q", "perm_dq") if k in ann]
         if quant.attrs.out_dtype != x.ty.dtype or any(
-                not np.array_equal(const_value(lhs.args[i]), const_value(quant.args[i]))
-                for i in (1, 2)):
+                not np.array_equal(const_value(lhs.args[i]), const_value(c.args[i]))
+                for c in qdq for i in (1, 2)):
             return "the flatten changes the quantisation parameters"
     return None
 
@@ -671,8 +684,9 @@ def _patterns():
             for kind in ("gelu", "softmax", "layernorm", "add")]
     out += [(f"aie.rowwise_{kind}_int8", *_rowwise_pattern(kind), _check_rowwise)
             for kind in ("lut", "addq")]
-    out += [("aie.flatten_" + ("int8" if int8 else "fp32"), *_flatten_pattern(int8),
-             _check_flatten) for int8 in (False, True)]
+    out += [("aie.flatten_" + ("int8" if int8 else "fp32") + ("_transpose" if t else ""),
+             *_flatten_pattern(int8, t), _check_flatten) for int8 in (False, True)
+            for t in (False, True)]
     first = ("aie.pool2d", "aie.rowwise")  # tried last: a conv's own epilogue goes first
     return sorted(out, key=lambda p: (not p[0].startswith(first), p[0].count("_")))
 
