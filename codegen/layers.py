@@ -12,6 +12,8 @@ onnxruntime's QDQ format. An ``aie.flatten_*`` composite (a reshape) becomes a
 For int8 layers this also fixes the integer arithmetic the array does (see :mod:`tvm_aie.quant`):
 the kernel multiplies the raw int8 input, so the input zero point is folded into the int32 bias
 (``bias -= zp_in * colsum(W)``), and ``s_in * s_w[n] / s_out`` becomes a multiplier and shift.
+A dense composite whose dequantized input is int16 (onnxruntime's ``QInt16`` activations) is the
+``int16xint8`` precision: the same arithmetic with an int64 bias and accumulator, int16 output.
 """
 
 from __future__ import annotations

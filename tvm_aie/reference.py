@@ -5,7 +5,8 @@ layers (:mod:`tvm_aie.codegen.layers`) as plain Relax: int8 layers (dense and co
 padded with the input zero point) as the integer ops the array runs (:mod:`tvm_aie.quant`: int32
 accumulation of raw int8 operands, int32 bias with the input zero point folded in, int64 multiply
 by the multiplier, round half up by adding ``2^(shift-1)``, right shift, output zero point, clip,
-int8), fp32 layers as matmul/conv2d + bias + relu (+ max-pool). Everything else is the
+int8; int16xint8 dense layers the same with int16 activations, int64 accumulator and bias, and
+int16 output), fp32 layers as matmul/conv2d + bias + relu (+ max-pool). Everything else is the
 model's own Relax. The simulator's int8 output is therefore comparable bit for bit, while the
 reference is checked against numpy and onnxruntime independently of the array.
 """
