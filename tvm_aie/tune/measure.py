@@ -102,9 +102,8 @@ def executor(workers: int | None = None, dask: str | None = None):
 
 def measure_batch(task, configs: list, executor: cf.Executor | None = None) -> list[dict]:
     """Measure ``configs`` of ``task``, in parallel when an executor is given, in input order."""
-    wl = dict(task.workload.__dict__)
-    args = [(wl, cfg.to_dict(), task.device) for cfg in configs]
+    calls = [task.measure_args(cfg) for cfg in configs]
     if executor is None:
-        return [measure(*a) for a in args]
-    futures = [executor.submit(measure, *a) for a in args]
+        return [fn(*a) for fn, a in calls]
+    futures = [executor.submit(fn, *a) for fn, a in calls]
     return [f.result() for f in futures]

@@ -22,9 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..schedules.dense import DenseConfig
-from ..target import get_device
-from .features import estimate, feature_matrix
 from .measure import measure_batch
 
 TUNERS = ("xgb", "random")
@@ -36,7 +33,7 @@ class TuneResult:
     """What one task's search found; ``curve[i]`` is the best cycles after ``i + 1`` trials."""
 
     task: object
-    best: DenseConfig | None
+    best: object | None  # the task's config type
     best_cycles: int | None
     default_cycles: int | None  # the default heuristic's config, if measured
     trials: int
@@ -45,8 +42,13 @@ class TuneResult:
     curve: list = field(default_factory=list)
 
 
-def _key(cfg: DenseConfig) -> tuple:
-    return (cfg.tm, cfg.n_par, cfg.cascade, cfg.double_buffer_a, cfg.double_buffer_c)
+def _key(cfg) -> tuple:
+    return tuple(cfg.to_dict().values())
+
+
+def _grid(cfg) -> tuple:
+    """The config without its FIFO depths: the tile grid and block (or band) size."""
+    return tuple(v for k, v in cfg.to_dict().items() if not k.startswith("double_buffer"))
 
 
 def _fit_predict(x_train, y_train, prior_train, x_all, prior_all, seed: int) -> np.ndarray:
@@ -89,7 +91,7 @@ def _next_batch(tuner, configs, feats, prior, measured: dict, size: int, rng, se
     # change the cycles (one row block: nothing to overlap), and the model cannot know yet.
     grids, chosen, rest = set(), [], []
     for i in order:
-        grid = _key(configs[i])[:3]
+        grid = _grid(configs[i])
         (chosen if grid not in grids and len(chosen) < size - n_explore else rest).append(i)
         grids.add(grid)
     chosen += rest[:size - n_explore - len(chosen)]
@@ -112,14 +114,13 @@ def tune_task(task, db, trials: int, *, tuner: str = "xgb", seed: int = 0, batch
     measure = measure or (lambda t, cfgs: measure_batch(t, cfgs, executor))
     space = task.space()
     configs = space.configs
-    device = get_device(task.device)
-    feats = feature_matrix(task.workload, configs, device)
-    prior = np.log([estimate(task.workload, c, device) for c in configs])
+    feats = task.feature_matrix(configs)
+    prior = np.log(task.estimates(configs))
     default = task.default_config()
     first = [default, *first]
     measured, curve = {}, []
     for rec in db.measurements(task.key):
-        measured[_key(DenseConfig.from_dict(rec["config"]))] = rec["cycles"]
+        measured[_key(task.config_type.from_dict(rec["config"]))] = rec["cycles"]
         curve.append(_best(curve, rec["cycles"]))
     while len(measured) < trials:
         rng = np.random.default_rng([seed, len(measured)])
@@ -133,13 +134,13 @@ def tune_task(task, db, trials: int, *, tuner: str = "xgb", seed: int = 0, batch
             db.append({"kind": "measure", "task": task.key, "device": task.device,
                        "workload": dict(task.workload.__dict__), "config": cfg.to_dict(),
                        "cycles": res["cycles"], "error": res.get("error"),
-                       "tiles": cfg.n_par * cfg.cascade, "tuner": tuner, "seed": seed,
+                       "tiles": cfg.n_par * getattr(cfg, "cascade", 1), "tuner": tuner, "seed": seed,
                        "trial": len(measured)})
             measured[_key(cfg)] = res["cycles"]
             curve.append(_best(curve, res["cycles"]))
         if progress:
             progress(len(picks), curve[-1] if curve else None)
-    found = db.best(task.key)
+    found = db.best(task.key, task.config_type)
     return TuneResult(task, found[0] if found else None, found[1] if found else None,
                       measured.get(_key(default)), len(measured), len(configs), space.rejected, curve)
 

@@ -4,7 +4,10 @@ This is what ``tvm-aie tune`` runs. Trials are shared evenly between tasks (like
 global trial budget). Each task's search starts with the configs the default plan would use, so the
 graph level always has at least the default design to fall back on; each chain's chosen design is
 simulated whole next to the default plan and recorded in the database only as the better of the
-two, so a tuned build is never slower than the default one.
+two, so a tuned build is never slower than the default one. A function with conv layers gets the
+same: its conv layers' best records pinned as long as it still lowers (:mod:`tvm_aie.tune.apply`;
+its layers run one after another and share no knob, so each layer's fastest config is the best
+design for both goals when the chain can hold it), confirmed against the default by simulation.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ import logging
 from dataclasses import dataclass, field
 
 from ..codegen.plan import plan_chain
+from ..codegen.relax_ext import compile_chain, conv_workload_of
+from ..schedules import conv2d
 from ..schedules.dense import DenseConfig
 from ..target import get_device
+from .apply import conv_keys, pin_conv_layers
 from .database import Database
 from .graph import allocate, confirm
+from .measure import simulate_cycles
 from .search import tune_task
-from .task import Task, extract_tasks, offloaded_chains
+from .task import Task, conv_chains, extract_tasks, offloaded_chains
 
 log = logging.getLogger("tvm_aie.tune")
 
@@ -55,6 +62,8 @@ def tune_model(mod, device, db: Database, trials: int, *, tuner: str = "xgb", se
     out = ModelTuneResult(results)
     for name, workloads in chains.items():
         out.designs.append(choose_design(name, workloads, device, db, goal))
+    for name, layers in conv_chains(mod).items():
+        out.designs.append(choose_conv_design(name, layers, device, db, goal))
     return out
 
 
@@ -67,14 +76,35 @@ def choose_design(name: str, workloads: list, device, db: Database, goal: str) -
     configs = alloc.configs if alloc else plan_chain(workloads, device)
     sim = confirm(workloads, configs, device)
     tuned = sim["cycles"] < sim["default_cycles"]
+    return _record(db, name, keys, goal, device, tuned, sim["cycles"], sim["default_cycles"],
+                   configs if tuned else sim["default_configs"],
+                   alloc.objective if alloc else None)
+
+
+def choose_conv_design(name: str, layers: list, device, db: Database, goal: str) -> dict:
+    """Pin the conv layers' best records, simulate the function against its default build,
+    record the winner (the goal does not change the choice, see the module docstring)."""
+    keys = conv_keys(layers, device)
+    pins = pin_conv_layers(layers, device, db)
+    cycles = simulate_cycles(compile_chain(layers, name, device, pins))
+    default_cycles = simulate_cycles(compile_chain(layers, name, device, {}))
+    tuned = cycles < default_cycles
+    configs = [(pins.get(i) if tuned else None) or
+               conv2d.default_config(conv_workload_of(layers[i]), device) for i in keys]
+    return _record(db, name, list(keys.values()), goal, device, tuned, cycles, default_cycles,
+                   configs, None)
+
+
+def _record(db, name, keys, goal, device, tuned, cycles, default_cycles, configs,
+            predicted) -> dict:
+    """Append the design record of one function (the default's cycles if not tuned)."""
     if not tuned:
         log.info("%s: the tuned design (%d cycles) is not faster than the default plan (%d); "
-                 "keeping the default", name, sim["cycles"], sim["default_cycles"])
+                 "keeping the default", name, cycles, default_cycles)
     record = {"kind": "design", "device": device.name, "tasks": keys, "goal": goal,
               "function": name, "tuned": tuned,
-              "configs": [c.to_dict() for c in (configs if tuned else sim["default_configs"])],
-              "cycles": sim["cycles"] if tuned else sim["default_cycles"],
-              "default_cycles": sim["default_cycles"],
-              "predicted": alloc.objective if alloc else None}
+              "configs": [c.to_dict() for c in configs],
+              "cycles": cycles if tuned else default_cycles, "default_cycles": default_cycles,
+              "predicted": predicted}
     db.append(record)
     return record
