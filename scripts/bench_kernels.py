@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 
 import benchlib
+from tvm_aie import zoo
 from tvm_aie.schedules.dense import DenseWorkload, TilingError, default_config
 
 SIZES = {"int8": [32, 48, 64, 96, 128], "int16xint8": [32, 48, 64, 96],
@@ -40,7 +41,7 @@ def conv_row(h: int, w: int, cin: int, cout: int) -> dict:
     """One int8 3x3 convolution as the default plan compiles it (the conv family chooses its own
     tiling), whole-program cycles against the peak of the tiles it uses; when the plan is one
     tile and one block (one kernel call computes the whole layer), also the kernel alone."""
-    funcs = benchlib.offloaded_functions(benchlib.conv_model(h, w, cin, cout))
+    funcs = benchlib.offloaded_functions(zoo.conv_layer(h, w, cin, cout))
     if not funcs:
         raise ValueError("the partitioner does not offload int8 Conv yet")
     (name, func), = funcs

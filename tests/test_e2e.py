@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 import tvm
-from onnx import TensorProto, helper
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
@@ -74,29 +73,10 @@ def test_unsupported_op_runs_on_cpu_between_offloaded_layers(caplog):
     assert len(tvm_aie.report(ex).subgraphs) == 2  # the dense layers either side of Sin
 
 
-def _single_dense_int8(m, k, n):
-    """One int8 QDQ dense as onnxruntime's quantiser writes it (DQ -> MatMul -> Q)."""
-    rng = np.random.default_rng(0)
-    w = rng.integers(-128, 128, (k, n), dtype=np.int8)
-    inits = [helper.make_tensor("w", TensorProto.INT8, (k, n), w.tobytes(), raw=True),
-             helper.make_tensor("s_x", TensorProto.FLOAT, (), [0.05]),
-             helper.make_tensor("s_w", TensorProto.FLOAT, (), [0.01]),
-             helper.make_tensor("s_y", TensorProto.FLOAT, (), [2.0]),
-             helper.make_tensor("zp", TensorProto.INT8, (), [0])]
-    nodes = [helper.make_node("DequantizeLinear", ["x", "s_x", "zp"], ["xf"]),
-             helper.make_node("DequantizeLinear", ["w", "s_w", "zp"], ["wf"]),
-             helper.make_node("MatMul", ["xf", "wf"], ["yf"]),
-             helper.make_node("QuantizeLinear", ["yf", "s_y", "zp"], ["y"])]
-    graph = helper.make_graph(nodes, "dense", [helper.make_tensor_value_info(
-        "x", TensorProto.INT8, (m, k))], [helper.make_tensor_value_info(
-            "y", TensorProto.INT8, (m, n))], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
 def test_64x64x64_int8_kernel_is_within_15_percent_of_published_1121_cycles():
     """AMD's 64x64x64 int8 matmul on one AIE-ML tile takes 1121 cycles with 16-bit (shift-round-
     saturated) output: UG1603 / Vitis AI Engine tutorial XD100 ("AIE-ML Programming")."""
-    mod = partition_for_aie(_import(_single_dense_int8(64, 64, 64)))
+    mod = partition_for_aie(_import(zoo.dense_layer(64, 64, 64)))
     (gv, func), = [(gv, f) for gv, f in mod.functions.items()
                    if f.attrs is not None and "Codegen" in f.attrs]
     program = compile_function(func, "aie_0", get_device("aie-ml/vek280"),
@@ -107,7 +87,7 @@ def test_64x64x64_int8_kernel_is_within_15_percent_of_published_1121_cycles():
 
 
 def test_single_dense_int8_is_bit_exact():
-    model = _single_dense_int8(8, 96, 40)
+    model = zoo.dense_layer(8, 96, 40)
     x = np.random.default_rng(1).integers(-128, 128, (8, 96), dtype=np.int8)
     ex = tvm_aie.build(_import(model), target="aie")
     np.testing.assert_array_equal(_run(ex, x), _run(build_reference(_import(model)), x))
@@ -190,7 +170,7 @@ def test_model_file_round_trip_through_onnx_load(tmp_path):
 @settings(max_examples=8, deadline=None)
 @given(m=st.integers(1, 20), k=st.integers(1, 200), n=st.integers(1, 150))
 def test_int8_dense_bit_exact_over_shapes(m, k, n):
-    model = _single_dense_int8(m, k, n)
+    model = zoo.dense_layer(m, k, n)
     x = np.random.default_rng(m * k * n).integers(-128, 128, (m, k), dtype=np.int8)
     ex = tvm_aie.build(_import(model), target="aie")
     np.testing.assert_array_equal(_run(ex, x), _run(build_reference(_import(model)), x))

@@ -299,6 +299,57 @@ def onnx_model(name: str, quant: str | None = None, per_channel: bool = True,
     return quantize(float_model(name, batch, fold_bn=True), name, per_channel, batch)
 
 
+# ---- single layers: what kernel calibration, benchmarks and tests measure ----
+
+def dense_layer(m: int, k: int, n: int, precision: str = "int8", seed: int = 0):
+    """One dense layer ``[m, k] @ [k, n]`` as ONNX, for kernel measurements and tests: int8 QDQ as onnxruntime's quantiser writes it
+    (DQ -> MatMul -> Q), or plain fp32. The weights are seeded random; cycles do not depend on them."""
+    rng = np.random.default_rng(seed)
+    if precision == "float32":
+        w = rng.standard_normal((k, n)).astype(np.float32)
+        inits = [helper.make_tensor("w", TensorProto.FLOAT, (k, n), w.tobytes(), raw=True)]
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+        elem = TensorProto.FLOAT
+    elif precision in ("int8", "int16xint8"):  # int16xint8: int16 activations, int8 weights
+        elem = TensorProto.INT16 if precision == "int16xint8" else TensorProto.INT8
+        w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+        inits = [helper.make_tensor("w", TensorProto.INT8, (k, n), w.tobytes(), raw=True),
+                 helper.make_tensor("s_x", TensorProto.FLOAT, (), [0.05]),
+                 helper.make_tensor("s_w", TensorProto.FLOAT, (), [0.01]),
+                 helper.make_tensor("s_y", TensorProto.FLOAT, (), [2.0]),
+                 helper.make_tensor("zp", elem, (), [0]),
+                 helper.make_tensor("zp_w", TensorProto.INT8, (), [0])]
+        nodes = [helper.make_node("DequantizeLinear", ["x", "s_x", "zp"], ["xf"]),
+                 helper.make_node("DequantizeLinear", ["w", "s_w", "zp_w"], ["wf"]),
+                 helper.make_node("MatMul", ["xf", "wf"], ["yf"]),
+                 helper.make_node("QuantizeLinear", ["yf", "s_y", "zp"], ["y"])]
+    else:
+        raise ValueError(f"no ONNX form for {precision} dense layers")
+    graph = helper.make_graph(nodes, "dense", [helper.make_tensor_value_info("x", elem, (m, k))],
+                              [helper.make_tensor_value_info("y", elem, (m, n))], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def conv_layer(h: int, w: int, cin: int, cout: int, ksize: int = 3, seed: int = 0):
+    """One int8 QDQ 2-D convolution (NCHW, stride 1, same padding) as onnxruntime writes it."""
+    rng = np.random.default_rng(seed)
+    wt = rng.integers(-128, 128, (cout, cin, ksize, ksize), dtype=np.int8)
+    inits = [helper.make_tensor("w", TensorProto.INT8, wt.shape, wt.tobytes(), raw=True),
+             helper.make_tensor("s_x", TensorProto.FLOAT, (), [0.05]),
+             helper.make_tensor("s_w", TensorProto.FLOAT, (), [0.01]),
+             helper.make_tensor("s_y", TensorProto.FLOAT, (), [2.0]),
+             helper.make_tensor("zp", TensorProto.INT8, (), [0])]
+    pad = ksize // 2
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s_x", "zp"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["w", "s_w", "zp"], ["wf"]),
+             helper.make_node("Conv", ["xf", "wf"], ["yf"], pads=[pad] * 4),
+             helper.make_node("QuantizeLinear", ["yf", "s_y", "zp"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.INT8, (1, cin, h, w))],
+        [helper.make_tensor_value_info("y", TensorProto.INT8, (1, cout, h, w))], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def output_scale(model: onnx.ModelProto) -> float:
     """Scale of the QDQ model's output (one quantisation step), from its last DequantizeLinear."""
     node = next(n for n in model.graph.node if n.output[0] == OUTPUT)
