@@ -21,11 +21,17 @@ import logging
 import os
 import pathlib
 
+from ..schedules.conv2d import ConvConfig
 from ..schedules.dense import DenseConfig
 
 log = logging.getLogger("tvm_aie.tune")
 _REQUIRED = {"measure": {"task", "config", "cycles", "tiles"},
              "design": {"device", "tasks", "configs"}}
+
+
+def config_type(task_key: str) -> type:
+    """The config class of a task's records, from its key (``device/family/...``)."""
+    return DenseConfig if task_key.split("/")[1] == "dense" else ConvConfig
 
 
 class DatabaseFormatError(ValueError):
@@ -81,9 +87,8 @@ class Database:
         """The ``measure`` records of one task, in the order they were made."""
         return [r for r in self.records if r["kind"] == "measure" and r["task"] == task_key]
 
-    def best(self, task_key: str, config_type=DenseConfig) -> tuple | None:
-        """The fastest successfully measured config of a task (as ``config_type``: the task's
-        ``config_type``) and its cycles (None if untuned).
+    def best(self, task_key: str) -> tuple | None:
+        """The fastest successfully measured config of a task and its cycles (None if untuned).
 
         Ties go to fewer tiles, then to the earlier record, so the choice is reproducible.
         """
@@ -92,7 +97,7 @@ class Database:
         if not ok:
             return None
         rec = min(ok, key=lambda t: t[:3])[3]
-        return config_type.from_dict(rec["config"]), rec["cycles"]
+        return config_type(task_key).from_dict(rec["config"]), rec["cycles"]
 
     def design(self, device: str, task_keys: list[str]) -> dict | None:
         """The latest ``design`` record for this chain of tasks on this device."""

@@ -140,7 +140,7 @@ def tune_task(task, db, trials: int, *, tuner: str = "xgb", seed: int = 0, batch
             curve.append(_best(curve, res["cycles"]))
         if progress:
             progress(len(picks), curve[-1] if curve else None)
-    found = db.best(task.key, task.config_type)
+    found = db.best(task.key)
     return TuneResult(task, found[0] if found else None, found[1] if found else None,
                       measured.get(_key(default)), len(measured), len(configs), space.rejected, curve)
 
