@@ -1,8 +1,8 @@
 """Benchmark the autotuner: XGBoost tuner vs random search on the same spaces, and tuned vs default
 builds of the bundled models.
 
-1. Tasks: the dense workloads of the bundled int8 models (jet_mlp, mlp_1024, autoencoder) and a few
-   larger dense shapes. Every legal config of each task is measured once on the simulator (timing
+1. Tasks: the dense workloads of the bundled int8 models (jet_mlp, mlp_1024, autoencoder), a few
+   larger dense shapes, and the conv layers of lenet and mobilenet_block (int8 and fp32). Every legal config of each task is measured once on the simulator (timing
    mode), which gives the exhaustive optimum; the table is kept in ``WORK/exhaustive-<sim>.jsonl``
    (a tuning database; ``<sim>`` fingerprints the simulator and catalog) so reruns skip it. The simulator is deterministic, so both searches then
    "measure" by looking the table up: the same numbers they would get, at no cost.
@@ -12,6 +12,7 @@ builds of the bundled models.
    XGBModel on the same features) runs on the largest spaces for comparison (real measurements).
 3. Each bundled model is tuned (XGBoost, graph-level allocation, whole chain simulated) and its
    default-plan and tuned cycles printed; the database keeps the default when tuning is not faster.
+   For lenet the conv layers are tuned and the dense head keeps its plan (one program).
 
     python scripts/bench_tuner.py [--work-dir bench_tune] [--seeds 5] [--workers 2]
 """
@@ -29,13 +30,17 @@ import time
 import tvm_aie
 from tvm_aie import zoo
 from tvm_aie.frontend import load_onnx
-from tvm_aie.schedules.dense import DenseConfig, DenseWorkload
+from tvm_aie.schedules.dense import DenseWorkload
 from tvm_aie.target import get_device
 from tvm_aie.tune import Database, Task, executor, extract_tasks, tune_model, tune_task
 from tvm_aie.tune.plot import tuning_curves
 
 DEVICE = "ve2802"
-MODELS = [("jet_mlp", "int8"), ("jet_mlp", None), ("mlp_1024", "int8"), ("autoencoder", "int8")]
+MODELS = [("jet_mlp", "int8"), ("jet_mlp", None), ("mlp_1024", "int8"), ("autoencoder", "int8"),
+          ("lenet", "int8"), ("lenet", None), ("mobilenet_block", "int8"),
+          ("mobilenet_block", None)]
+CONV_MODELS = [("lenet", "int8"), ("mobilenet_block", "int8"), ("lenet", None),
+               ("mobilenet_block", None)]
 EXTRA = [DenseWorkload(64, 512, 512, "int8"), DenseWorkload(16, 1024, 256, "int8"),
          DenseWorkload(32, 256, 512, "float32")]
 WITHIN = 1.03
@@ -49,21 +54,28 @@ def sim_fingerprint() -> str:
     return hashlib.sha1(b"".join(f.read_bytes() for f in files)).hexdigest()[:10]
 
 
-def bench_tasks() -> list[Task]:
+def _model_tasks(models: list) -> list:
+    """The distinct tasks of ``models`` whose spaces make a search worth running."""
     seen, tasks = set(), []
-    for name in ("jet_mlp", "mlp_1024", "autoencoder"):
-        for t in extract_tasks(load_onnx(zoo.onnx_model(name, quant="int8")), DEVICE):
-            if t.workload not in seen and len(t.space().configs) >= 30:  # a search worth running
-                seen.add(t.workload)
+    for name, quant in models:
+        for t in extract_tasks(load_onnx(zoo.onnx_model(name, quant=quant)), DEVICE):
+            if t.key not in seen and len(t.space().configs) >= 30:
+                seen.add(t.key)
                 tasks.append(t)
-    return tasks + [Task(wl, DEVICE) for wl in EXTRA]
+    return tasks
+
+
+def bench_tasks() -> list:
+    dense = _model_tasks([(name, "int8") for name in ("jet_mlp", "mlp_1024", "autoencoder")])
+    return dense + [Task(wl, DEVICE) for wl in EXTRA] + _model_tasks(CONV_MODELS)
 
 
 def exhaustive(task: Task, db: Database, ex) -> dict:
     """Cycles of every legal config (measured once, then read back from the database)."""
     n = len(task.space().configs)
     tune_task(task, db, n, tuner="random", seed=0, batch=64, executor=ex)
-    return {DenseConfig.from_dict(r["config"]): r["cycles"] for r in db.measurements(task.key)}
+    return {task.config_type.from_dict(r["config"]): r["cycles"]
+            for r in db.measurements(task.key)}
 
 
 class _Reached(Exception):
@@ -135,7 +147,7 @@ def main(argv=None) -> int:
     rows, curves, optimum = [], {}, {}
     with executor(args.workers) as ex:
         tables = [exhaustive(t, db, ex) for t in tasks]
-    print(f"\n{'task':<26}{'space':>7}{'rejected':>9}{'optimum':>9}{'default':>9}"
+    print(f"\n{'task':<40}{'space':>7}{'rejected':>9}{'optimum':>9}{'default':>9}"
           f"{'xgb trials':>12}{'random trials':>15}   (to within 3% of the optimum; median of "
           f"{args.seeds} seeds)")
     for task, table in zip(tasks, tables):
@@ -147,7 +159,7 @@ def main(argv=None) -> int:
         rows.append((task, med))
         curves[str(task)] = {tuner: r[0][1] for tuner, r in runs.items()}
         optimum[str(task)] = opt
-        print(f"{str(task):<26}{budget:>7}{sum(task.space().rejected.values()):>9}{opt:>9}"
+        print(f"{str(task):<40}{budget:>7}{sum(task.space().rejected.values()):>9}{opt:>9}"
               f"{table[task.default_config()]:>9}{med['xgb']:>12g}{med['random']:>15g}")
     m_xgb = statistics.median(m["xgb"] for _, m in rows)
     m_rand = statistics.median(m["random"] for _, m in rows)
