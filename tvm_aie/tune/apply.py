@@ -7,7 +7,7 @@ left unpinned get the default heuristic, and the log says which and why.
 
 A function with conv layers (a conv chain, perhaps with a flatten and a dense head) pins its conv
 layers the same way: its ``design`` record, else each conv layer's best record as long as the
-whole function still lowers with it (the chain constraint: the layers' columns and the DMA
+whole function still lowers and runs with it (the chain constraint: the layers' columns and the DMA
 channels of the memory tiles they share, :mod:`tvm_aie.tune.conv`). Its dense head keeps the
 default plan.
 """
@@ -24,7 +24,9 @@ from ..codegen.resources import ResourceError
 from ..schedules.conv2d import ConvConfig
 from ..schedules.dense import DenseConfig, TilingError, check
 from .conv import ConvTask
+from ..sim import SimulationError
 from .database import Database
+from .measure import simulate_cycles
 from .task import Task
 
 log = logging.getLogger("tvm_aie.tune")
@@ -80,7 +82,7 @@ class TunedConfigs:
         design = self.db.design(device.name, list(keys.values()))
         if design is not None:
             pins = dict(zip(keys, (ConvConfig.from_dict(c) for c in design["configs"])))
-            why = lowering_error(layers, device, pins)
+            why = chain_error(layers, device, pins)
             if why is None:
                 log.info("aie: applying the tuned design of %s (%s cycles, default %s)",
                          " -> ".join(keys.values()), design.get("cycles"),
@@ -96,21 +98,23 @@ def conv_keys(layers: list, device) -> dict:
             for i, layer in enumerate(layers) if isinstance(layer, ConvLayer)}
 
 
-def lowering_error(layers: list, device, pins: dict) -> str | None:
-    """Why the function's layers do not lower as one program with ``pins`` (None if they do)."""
+def chain_error(layers: list, device, pins: dict) -> str | None:
+    """Why the function's layers do not make one working program with ``pins`` (None if they
+    do): it does not lower, or its timing simulation deadlocks (a residual layer on several tiles
+    with short bands can, in the chain as when measured alone)."""
     try:
-        compile_chain(layers, "check", device, pins)
-    except (PlacementError, ResourceError, TilingError) as e:
+        simulate_cycles(compile_chain(layers, "check", device, pins))
+    except (PlacementError, ResourceError, TilingError, SimulationError) as e:
         return str(e).splitlines()[0]
     return None
 
 
 def pin_conv_layers(layers: list, device, db: Database) -> dict:
-    """Each conv layer's fastest record that the function still lowers with, pinned in order.
+    """Each conv layer's fastest record that the function still works with, pinned in order.
 
     A layer's best alone may need more memory-tile DMA channels than its neighbours leave; those
     are set by ``n_par``, so after a conflict the records with that ``n_par`` are skipped (at most
-    one lowering per ``n_par`` value)."""
+    one check per ``n_par`` value; a deadlock, which needs several tiles, skips that ``n_par`` too)."""
     pins = {}
     for i, key in conv_keys(layers, device).items():
         ranked = sorted((r["cycles"], r["tiles"], n, r) for n, r in enumerate(db.measurements(key))
@@ -123,7 +127,7 @@ def pin_conv_layers(layers: list, device, db: Database) -> dict:
             cfg = ConvConfig.from_dict(rec["config"])
             if cfg.n_par in conflicts:
                 continue
-            why = lowering_error(layers, device, {**pins, i: cfg})
+            why = chain_error(layers, device, {**pins, i: cfg})
             if why is None:
                 pins[i] = cfg
                 log.info("aie: %s: tuned %s (%d cycles)", key, cfg, cycles)

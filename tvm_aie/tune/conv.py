@@ -7,7 +7,7 @@ unlike a dense chain, where neighbours share the row block and layer i+1's casca
 another (:mod:`tvm_aie.codegen.lower_conv`). What they share is the array: each layer takes a
 column and its memory tile, whose DMA channels carry the previous layer's ``n_par`` output
 streams in and, for a skip connection, the later layer's ``n_par`` residual streams out. That
-chain constraint is checked by lowering the whole chain (:mod:`tvm_aie.tune.apply`,
+chain constraint is checked by lowering and simulating the whole chain (:mod:`tvm_aie.tune.apply`,
 :func:`tvm_aie.tune.tuner.choose_design`), not by the per-layer space.
 
 A candidate is measured as ``build`` builds it: the conv template's schedule, the tile layout read

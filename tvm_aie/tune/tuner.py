@@ -5,7 +5,7 @@ global trial budget). Each task's search starts with the configs the default pla
 graph level always has at least the default design to fall back on; each chain's chosen design is
 simulated whole next to the default plan and recorded in the database only as the better of the
 two, so a tuned build is never slower than the default one. A function with conv layers gets the
-same: its conv layers' best records pinned as long as it still lowers (:mod:`tvm_aie.tune.apply`;
+same: its conv layers' best records pinned as long as it still lowers and runs (:mod:`tvm_aie.tune.apply`;
 its layers run one after another and share no knob, so each layer's fastest config is the best
 design for both goals when the chain can hold it), confirmed against the default by simulation.
 """
