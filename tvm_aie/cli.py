@@ -120,12 +120,12 @@ def cmd_tune(args) -> int:
 
 
 def task_table(results: list) -> str:
-    rows = [f"{'task':<28}{'space':>7}{'rejected':>10}{'trials':>8}{'default':>10}{'best':>10}"
+    rows = [f"{'task':<42}{'space':>7}{'rejected':>10}{'trials':>8}{'default':>10}{'best':>10}"
             f"{'speedup':>9}  best config"]
     for r in results:
         default = r.default_cycles
         speed = f"{default / r.best_cycles:.2f}x" if default and r.best_cycles else "-"
-        rows.append(f"{str(r.task):<28}{r.space_size:>7}{sum(r.rejected.values()):>10}"
+        rows.append(f"{str(r.task):<42}{r.space_size:>7}{sum(r.rejected.values()):>10}"
                     f"{r.trials:>8}{default or '-':>10}{r.best_cycles or '-':>10}{speed:>9}  "
                     f"{r.best or '-'}")
     return "\n".join(rows)
