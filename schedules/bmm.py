@@ -12,10 +12,12 @@ so there is no tiling to express.)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ..codegen.resources import VECTOR_ALIGN
-from .dense import TilingError, _nbytes, _up
+from .dense import _nbytes
+from .knobs import Knobs, TilingError, check_tile_memory
+from .knobs import up as _up
 
 _OUT_DTYPE = {"int8": "int8", "float32": "float32"}
 
@@ -33,12 +35,9 @@ class BmmWorkload:
 
 
 @dataclass(frozen=True)
-class BmmConfig:
+class BmmConfig(Knobs):
     tiles: int
     double_buffer: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def tile_buffers(wl: BmmWorkload, cfg: BmmConfig) -> list[tuple[str, int, int]]:
@@ -54,12 +53,7 @@ def check(wl: BmmWorkload, cfg: BmmConfig, device) -> None:
     where = f"{wl} with tiles={cfg.tiles} double_buffer={int(cfg.double_buffer)}"
     if not 1 <= cfg.tiles <= min(wl.batch, device.compute_rows * device.columns):
         raise TilingError(f"{where}: tiles must be between 1 and the {wl.batch} batches", "shape")
-    budget, used = device.usable_data_memory_bytes, 0
-    for name, size, count in tile_buffers(wl, cfg):
-        used += _up(size, VECTOR_ALIGN) * count
-        if used > budget:
-            raise TilingError(f"{where}: {name} does not fit: a tile needs {used:,} B so far, "
-                              f"it has {budget:,} B of data memory", "memory")
+    check_tile_memory(where, tile_buffers(wl, cfg), device)
 
 
 def default_config(wl: BmmWorkload, device) -> BmmConfig:

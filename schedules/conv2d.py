@@ -24,7 +24,7 @@ reads the per-tile buffers back from the compacted TIR, which is what the codege
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import tvm
 import tvm_ffi
@@ -33,9 +33,11 @@ from tvm.s_tir import SBlock
 from tvm.tirx import For
 
 from ..codegen.resources import VECTOR_ALIGN
-from .legalize import legalized_prim_func
 from .dense import (_ACC, _COMPACT, ANN_BUFFER, ANN_DEPTH, ANN_PAR, ANN_ROWS, SCOPE, TileBuffer,
-                    TilingError, _nbytes, _plain, _up)
+                    _nbytes, _plain)
+from .knobs import Knobs, TilingError
+from .knobs import up as _up
+from .legalize import legalized_prim_func
 
 ANN_CONFIG = "aie.conv2d_config"
 
@@ -94,20 +96,13 @@ class ConvWorkload:
 
 
 @dataclass(frozen=True)
-class ConvConfig:
+class ConvConfig(Knobs):
     """The knobs of one conv2d layer: output rows per band, tiles over output channels, depths."""
 
     th: int
     n_par: int
     double_buffer_a: bool = True
     double_buffer_c: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d) -> "ConvConfig":
-        return cls(**{f.name: (bool if f.type == "bool" else int)(d[f.name]) for f in fields(cls)})
 
     def __str__(self) -> str:
         return (f"th={self.th} n_par={self.n_par} db_a={int(self.double_buffer_a)} "

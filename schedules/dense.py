@@ -19,7 +19,7 @@ per-tile buffers and grid back from the scheduled TIR, which is what the codegen
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import tvm
@@ -31,6 +31,8 @@ from tvm.tirx import For
 from ..codegen.place import PlacementError, place_layers
 from ..codegen.resources import VECTOR_ALIGN
 from ..target import get_device
+from .knobs import Knobs, TilingError
+from .knobs import up as _up
 from .legalize import legalized_prim_func
 
 SCOPE = "local.aie"  # a compute tile's data memory
@@ -52,17 +54,8 @@ ANN_CONFIG, ANN_MMUL, ANN_BUFFER, ANN_DEPTH = "aie.dense_config", "aie.mmul", "a
 ANN_ROWS, ANN_PAR, ANN_CASCADE = "aie.row_blocks", "aie.parallel", "aie.cascade"
 
 
-@tvm_ffi.register_error  # keeps its type when raised inside a TVM pass (relax.ext.aie)
-class TilingError(ValueError):
-    """A configuration the device cannot run; ``reason`` is a short key that :func:`space` counts."""
-
-    def __init__(self, message: str, reason: str = "invalid"):
-        super().__init__(message)
-        self.reason = reason
-
-
 @dataclass(frozen=True)
-class DenseConfig:
+class DenseConfig(Knobs):
     """The knobs of one dense layer: row block, tile grid and FIFO depths."""
 
     tm: int
@@ -70,14 +63,6 @@ class DenseConfig:
     cascade: int
     double_buffer_a: bool = True
     double_buffer_c: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d) -> "DenseConfig":
-        """From a dict or a TIR annotation map (extra keys, such as the workload's, are ignored)."""
-        return cls(**{f.name: (bool if f.type == "bool" else int)(d[f.name]) for f in fields(cls)})
 
     def __str__(self) -> str:
         return (f"tm={self.tm} n_par={self.n_par} cascade={self.cascade} "
@@ -116,10 +101,6 @@ class DenseWorkload:
 
 def _nbytes(dtype: str) -> int:
     return np.dtype(dtype).itemsize
-
-
-def _up(x: int, q: int) -> int:
-    return -(-x // q) * q
 
 
 def padded_shape(workload: DenseWorkload, config: DenseConfig, device) -> tuple[int, int, int]:

@@ -9,10 +9,12 @@ there is no reduction to tile.)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ..codegen.resources import VECTOR_ALIGN
-from .dense import TilingError, _nbytes, _up
+from .dense import _nbytes
+from .knobs import Knobs, TilingError, check_tile_memory
+from .knobs import up as _up
 
 
 @dataclass(frozen=True)
@@ -27,13 +29,10 @@ class RowWorkload:
 
 
 @dataclass(frozen=True)
-class RowConfig:
+class RowConfig(Knobs):
     tr: int
     tiles: int
     double_buffer: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def tile_buffers(wl: RowWorkload, cfg: RowConfig) -> list[tuple[str, int, int]]:
@@ -50,12 +49,7 @@ def check(wl: RowWorkload, cfg: RowConfig, device) -> None:
         raise TilingError(f"{where}: tr must divide the {wl.rows} rows", "shape")
     if not 1 <= cfg.tiles <= min(wl.rows // cfg.tr, device.compute_rows):
         raise TilingError(f"{where}: between 1 tile and one per block, in one column", "shape")
-    budget, used = device.usable_data_memory_bytes, 0
-    for name, size, count in tile_buffers(wl, cfg):
-        used += _up(size, VECTOR_ALIGN) * count
-        if used > budget:
-            raise TilingError(f"{where}: {name} does not fit: a tile needs {used:,} B so far, "
-                              f"it has {budget:,} B of data memory", "memory")
+    check_tile_memory(where, tile_buffers(wl, cfg), device)
 
 
 def default_config(wl: RowWorkload, device, max_tiles: int | None = None) -> RowConfig:
