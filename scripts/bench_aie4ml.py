@@ -37,7 +37,7 @@ from tvm_aie.schedules.dense import DenseConfig, TilingError, default_config
 VENV = benchlib.ROOT / ".venv-aie4ml"
 WORK = benchlib.OUT / "aie4ml"
 BLOCKS = (4, 12)  # stream lengths (row blocks) whose difference gives the interval
-TUNE_TRIALS = 24  # per model, when tvm_aie.tune exists
+TUNE_TRIALS = 160  # per model (split over its tasks), when tvm_aie.tune exists
 
 
 def po2_variant(model: onnx.ModelProto) -> onnx.ModelProto:
