@@ -131,10 +131,29 @@ def _ddr_channel(res: TileResources, ep: DdrEndpoint, direction: str, near_col: 
 def _memtile_channel(res: TileResources, ep: MemtileEndpoint, direction: str) -> list:
     tile = res.program.buffer(ep.buffer).tile
     ch = res.channel(tile, direction)
-    bd = BufferDescriptor(id=0, buffer=ep.buffer, offset=ep.offset, sizes=list(ep.sizes),
-                          strides=list(ep.strides), acquire=ep.acquire, release=ep.release)
-    res.program.dmas.append(DmaChannel(tile=list(tile), direction=direction, channel=ch, bds=[bd]))
+    if _takes_and_returns(ep, direction):
+        # A reader that takes the buffer's count and gives it back only checks that the buffer
+        # is complete: it holds the count for its first object, not for the whole pattern (a
+        # reader paced by a slow consumer, e.g. a residual read, would otherwise keep every other
+        # reader of the buffer out until its last object, and those can be what that consumer
+        # waits for: a deadlock).
+        head = BufferDescriptor(id=0, buffer=ep.buffer, offset=ep.offset,
+                                sizes=[1, *ep.sizes[1:]], strides=list(ep.strides),
+                                acquire=ep.acquire, release=ep.release, next=1)
+        rest = BufferDescriptor(id=1, buffer=ep.buffer, offset=ep.offset + ep.strides[0],
+                                sizes=[ep.sizes[0] - 1, *ep.sizes[1:]], strides=list(ep.strides))
+        bds = [head, rest]
+    else:
+        bds = [BufferDescriptor(id=0, buffer=ep.buffer, offset=ep.offset, sizes=list(ep.sizes),
+                                strides=list(ep.strides), acquire=ep.acquire, release=ep.release)]
+    res.program.dmas.append(DmaChannel(tile=list(tile), direction=direction, channel=ch, bds=bds))
     return [tile[0], tile[1], ch]
+
+
+def _takes_and_returns(ep: MemtileEndpoint, direction: str) -> bool:
+    """An MM2S pattern of several objects whose BD takes a lock's count and returns all of it."""
+    return (direction == "mm2s" and ep.acquire is not None and ep.acquire == ep.release
+            and len(ep.sizes) > 1 and ep.sizes[0] > 1)
 
 
 def lower_producer(res: TileResources, fifo: ObjectFifo):

@@ -12,7 +12,9 @@ each, the tile layout read back from its scheduled TensorIR
   (consecutive bands overlap by ``KH - stride`` rows), and broadcasts them to the layer's ``n_par``
   tiles, which keep their output channels' weights resident and compute on tile memory only;
 * a residual add (skip connection) reads its blocks from the memory tile that already holds that
-  tensor as an earlier layer's input image (readers take the image's "full" count and return it);
+  tensor as an earlier layer's input image (readers take the image's "full" count and return it
+  after their first block, :func:`~tvm_aie.codegen.fifo._memtile_channel`, so a read paced by
+  its tile never keeps the other readers out);
 * the last layer's tiles write their blocks straight into the DDR output with 4-D patterns (or,
   in a program that goes on with a dense head, :mod:`~tvm_aie.codegen.lower_net`, with the same
   patterns into a memory tile).
