@@ -233,6 +233,15 @@ def behind(data: dict) -> list:
                            f"{best['tiles']} tiles, AIE4ML's design replayed gives "
                            f"{replay[key]:,.0f} on {replay['tiles']} tiles "
                            f"({best[key] / replay[key]:.2f}x)")
+        # Per figure above, different designs may win; at no more tiles than AIE4ML's design,
+        # one design has to win both at once.
+        frugal = [d for d in mine if d["tiles"] <= replay["tiles"]]
+        for key, label in (("interval_cycles", "interval"), ("latency_cycles", "latency")):
+            best = min(frugal, key=lambda d, key=key: d[key], default=None)
+            if best is not None and best[key] > replay[key]:
+                out.append(f"{name}: on no more than the {replay['tiles']} tiles of AIE4ML's "
+                           f"design, tvm-aie's best {label} is {best[key]:,.0f} ({best['tiles']} "
+                           f"tiles) against {replay[key]:,.0f} ({best[key] / replay[key]:.2f}x)")
         if m["aie4ml"]["design"]["tiles"] < min(d["tiles"] for d in mine):
             out.append(f"{name}: AIE4ML's own design uses {m['aie4ml']['design']['tiles']} tiles, "
                        f"tvm-aie's fewest {min(d['tiles'] for d in mine)}")
