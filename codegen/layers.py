@@ -19,6 +19,7 @@ A dense composite whose dequantized input is int16 (onnxruntime's ``QInt16`` act
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +101,8 @@ class ConvLayer:
     # "conv", or a pooling layer as a depthwise window: "avgpool" (weights 1/K in fp32; in int8
     # weights 1 at scale 1/K, so requantisation divides) or "maxpool" (the weights are unused)
     kind: str = "conv"
+    # the slice of the previous layer's (or the program input's) map this layer reads
+    in_slice: "SliceLayer | None" = None
     in_scale: float | None = None
     in_zp: int | None = None
     w_scale: np.ndarray | None = None
@@ -236,6 +239,47 @@ class FlattenLayer:
     @property
     def out_dtype(self) -> str:
         return self.precision
+
+
+@dataclass
+class SliceLayer:
+    """A ``strided_slice`` of a conv or pooling layer's ``[1, C, H, W]`` output read by the next
+    conv or pooling layer. It moves no data of its own: the reader's input DMA walks the source
+    map with the offset, sizes and strides of :meth:`pattern` (ONNX ``Slice`` and ``Split``)."""
+
+    name: str
+    precision: str
+    in_shape: tuple  # (1, C, H, W)
+    out_shape: tuple  # (1, C', H', W')
+    begin: tuple  # (c, h, w)
+    steps: tuple  # (c, h, w)
+    input: int | str
+    macs = 0
+
+    @property
+    def out_dtype(self) -> str:
+        return self.precision
+
+    def pattern(self) -> tuple:
+        """(offset, sizes, strides) of the slice's elements in the row-major source map."""
+        _, c, h, w = self.in_shape
+        unit = (h * w, w, 1)
+        offset = sum(b * u for b, u in zip(self.begin, unit))
+        return offset, list(self.out_shape[1:]), [s * u for s, u in zip(self.steps, unit)]
+
+
+def _read_slice(call: relax.Call, name: str, source) -> SliceLayer:
+    """The slice the composite's ``strided_slice`` ``call`` takes (begins clamped as ONNX does)."""
+    x = call.args[0]
+    shape = tuple(int(d) for d in x.ty.shape)
+    begin, steps = [0, 0, 0, 0], [1, 1, 1, 1]
+    axes, starts, _, strides = ([int(f.value) for f in arg.fields] for arg in call.args[1:])
+    for axis, start, step in zip(axes, starts, strides):
+        axis %= 4
+        begin[axis] = min(max(start + shape[axis] if start < 0 else start, 0), shape[axis])
+        steps[axis] = step
+    return SliceLayer(name, str(x.ty.dtype), shape, tuple(int(d) for d in call.ty.shape),
+                      tuple(begin[1:]), tuple(steps[1:]), source)
 
 
 @dataclass
@@ -531,6 +575,10 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
                                            tuple(int(d) for d in x.ty.shape),
                                            tuple(int(d) for d in val.ty.shape), source[x],
                                            tuple(int(a) for a in perm[0]) if perm else None))
+            elif kind == "aie.slice":
+                name = f"slice{len(layers)}"
+                (inner,) = [b.value for block in comp.body.blocks for b in block.bindings]
+                layers.append(_read_slice(inner, name, source[x]))
             elif kind.startswith("aie.bmm"):
                 name = f"bmm{len(layers)}"
                 sources = {p: source[a] for p, a in zip(comp.params, val.args)}
@@ -557,16 +605,23 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
 
 
 def read_layers(func: relax.Function) -> list[DenseLayer]:
-    """The layers of a ``Codegen="aie"`` function; it must be a chain (what the lowering builds)."""
+    """The layers of a ``Codegen="aie"`` function; it must be a chain (what the lowering builds).
+    A slice becomes the ``in_slice`` of the conv or pooling layer reading it (its input pattern)."""
     graph = read_layer_graph(func)
-    expected = 0
+    expected, layers = 0, []
     for layer in graph.layers:
         if layer.input != expected:
             raise ValueError(f"aie function is not a chain: {layer.name} reads {layer.input!r}")
+        if layers and isinstance(layers[-1], SliceLayer):
+            if not isinstance(layer, ConvLayer):
+                raise ValueError(f"{layers[-1].name} is read by {layer.name}, not a conv layer")
+            layer = dataclasses.replace(layer, in_slice=layers.pop(), input=layers[-1].name
+                                        if layers else 0)
         expected = layer.name
-    if graph.output != expected:
+        layers.append(layer)
+    if graph.output != expected or isinstance(layers[-1], SliceLayer):
         raise ValueError(f"aie function is not a chain: its result is {graph.output!r}")
-    return graph.layers
+    return layers
 
 
 def count_macs(mod) -> int:

@@ -80,21 +80,48 @@ class _ConvChainLowering:
         shape, and its transpose reorders the writes)."""
         first, last = self.layers[0], self.layers[-1]
         c, h, w = first.in_shape
-        self.program.ddr.append(DdrTensor(INPUT, [1, c, h, w], first.in_dtype, "input"))
+        src = first.in_slice.in_shape if first.in_slice else (1, c, h, w)
+        self.program.ddr.append(DdrTensor(INPUT, list(src), first.in_dtype, "input"))
         if sink is None:
             self.program.ddr.append(DdrTensor(
                 OUTPUT, list(flatten.out_shape if flatten else (1, *last.out_shape)),
                 last.out_dtype, "output"))
             sink = functools.partial(fifos.DdrEndpoint, OUTPUT)
         self.sink = permuted(sink, last.out_shape, flatten.perm if flatten else None)
+        pattern = first.in_slice.pattern() if first.in_slice else (0, [c * h * w], [1])
         writers = [fifos.ObjectFifo(f"{first.name}.x", (c * h * w,), first.in_dtype,
-                                    fifos.DdrEndpoint(INPUT, 0, [c * h * w], [1]))]
+                                    fifos.DdrEndpoint(INPUT, *pattern))]
         for i, (layer, lay) in enumerate(zip(self.layers, self.layouts)):
             writers = self._lower_layer(i, layer, lay, writers)
+
+    def _sliced(self, i: int, layer, writers: list) -> list:
+        """The previous layer's blocks (``writers``) into a memory-tile buffer of its whole output,
+        and one FIFO reading the layer's ``in_slice`` of it with an offset n-D pattern, in the
+        slice's row-major order (DMA only: the slice moves bytes, it computes nothing)."""
+        prev, lay = self.layers[i - 1], self.layouts[i - 1]
+        _, ho, wo = prev.out_shape
+        memtile = (self.placement[i - 1][0][0][0], 1)
+        name = f"{layer.in_slice.name}.src"
+        self.program.constants[name] = np.zeros(prev.out_shape, prev.out_dtype)
+        buf = self.res.buffer(name, memtile, list(prev.out_shape), prev.out_dtype,
+                              initial=name).name
+        full = self.res.lock(f"{name}.full", memtile, init=0).name
+        for p, fifo in enumerate(writers):
+            tho = fifo.shape[1]
+            fifo.consumers = [fifos.MemtileEndpoint(
+                buf, p * lay.op * ho * wo, [lay.bands, lay.op, tho, wo], [tho * wo, ho * wo, wo, 1],
+                release=LockOp(full, 1))]
+            fifos.lower_consumers(self.res, fifo)
+        done = LockOp(full, len(writers))
+        return [fifos.ObjectFifo(f"{layer.name}.x", (int(np.prod(layer.in_shape)),),
+                                 layer.in_dtype, fifos.MemtileEndpoint(
+                                     buf, *layer.in_slice.pattern(), done, done))]
 
     def _image(self, i: int, layer, lay, writers: list):
         """The layer's padded input image in a memory tile, filled by ``writers``; returns the FIFO
         that broadcasts its bands."""
+        if i > 0 and layer.in_slice is not None:
+            writers = self._sliced(i, layer, writers)
         wl = lay.workload
         col = self.placement[i][0][0][0]
         memtile = (col, 1)
@@ -107,7 +134,7 @@ class _ConvChainLowering:
         interior = wl.padding[0] * wl.wp + wl.padding[1]
         row, plane = wl.wp, wl.hp * wl.wp
         for p, fifo in enumerate(writers):
-            if i == 0:  # the whole input image from DDR, into the interior
+            if len(fifo.shape) == 1:  # the whole image in order (from DDR or a slice's read)
                 sizes, strides, offset = [wl.c, wl.h, wl.w], [plane, row, 1], interior
             else:  # block p of the previous layer: its channels, band after band
                 prev = self.layouts[i - 1]
@@ -222,7 +249,9 @@ class _ConvChainLowering:
                         "tiles": [list(t[0]) for t in tiles]}
                        for layer, lay, tiles in zip(self.layers, self.layouts, self.placement)],
             "onchip_intermediates": [
-                f"{layer.name} -> {nxt.name} (memory tile {self.placement[i + 1][0][0][0]},1)"
+                f"{layer.name}"
+                f"{f' -> {nxt.in_slice.name} (sliced by DMA)' if nxt.in_slice else ''}"
+                f" -> {nxt.name} (memory tile {self.placement[i + 1][0][0][0]},1)"
                 for i, (layer, nxt) in enumerate(zip(self.layers, self.layers[1:]))] + [
                 f"{'input' if isinstance(layer.residual, int) else layer.residual} -> "
                 f"{layer.name} (skip connection, read again from its memory tile)"

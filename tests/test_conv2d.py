@@ -43,7 +43,8 @@ def _out_hw(h, w, k, s, p):
 
 def conv_model(shape, layers, int8: bool, seed=0, head=None, head_pool=True, head_perm=None):
     """``x[1, *shape]`` through ``layers`` (dicts: o, k, s, p, groups, bias, bn, act, pool and
-    optionally residual: add the model's input to the layer's output), then with ``head=n`` a
+    optionally residual: add the model's input to the layer's output, and slice: a
+    ``strided_slice`` of its output), then with ``head=n`` a
     global average pool (unless not ``head_pool``), a transpose by ``head_perm`` if given, a
     flatten and a dense layer to ``n`` outputs."""
     rng = np.random.default_rng(seed)
@@ -109,6 +110,9 @@ def conv_model(shape, layers, int8: bool, seed=0, head=None, head_pool=True, hea
                         y = bb.emit(relax.op.nn.max_pool2d(y, 2, 2))
                     if spec.get("residual"):
                         y = bb.emit(relax.op.add(y, block_in))
+                if spec.get("slice"):  # (axes, begin, end, steps) of a strided_slice after it
+                    y = bb.emit(relax.op.strided_slice(y, *spec["slice"]))
+                    o = int(y.ty.shape[1])
                 c = o
             if head:
                 if head_pool:
@@ -293,6 +297,37 @@ def test_residual_conv_on_several_tiles_with_short_bands_runs(cfg):
     program = load_program(blob)
     assert conv2d.ConvConfig.from_dict(program.meta["layers"][2]["config"]) == cfg
     assert simulate_cycles(program) > 0  # the timing simulation runs too
+
+
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("cut, n_par", [
+    (([1], [2], [6], [1]), 2),  # a channel range, across the producer's tile blocks
+    (([1, 2, 3], [1, 1, 0], [8, 9, 7], [3, 2, 2]), 1),  # strided on every axis
+    (([2, 3], [-5, 1], [100, 6], [1, 1]), 4),  # negative and clamped begins/ends (ONNX Slice)
+])
+def test_slice_between_convs_is_a_dma_pattern_in_one_program(cut, n_par, int8):
+    """A strided_slice of a conv's output read by the next conv stays in the program: the
+    producer's blocks fill a memory-tile buffer, the consumer's image is filled from it with the
+    slice's offset n-D pattern (no compute); int8 bit-exact, fp32 as TVM on the CPU."""
+    layers = [dict(o=8, k=3, s=1, p=1, groups=1, bias=True, bn=False, act="relu", pool=False,
+                   slice=cut),
+              dict(o=4, k=3, s=1, p=1, groups=1, bias=True, bn=False, act=None, pool=False)]
+    rep = check_model((3, 9, 9), layers, int8, configs={0: conv2d.ConvConfig(th=3, n_par=n_par)})
+    (sub,) = rep.subgraphs
+    assert rep.offloaded_share == 1.0 and len(sub.layers) == 2
+    (edge,) = sub.onchip_intermediates
+    assert edge.startswith("conv0 -> slice1 (sliced by DMA) -> conv2 (memory tile")
+
+
+def test_slice_read_by_the_cpu_stays_there(caplog):
+    """A slice whose reader is not on the array stays on the CPU with the reason logged."""
+    mod, _ = conv_model((3, 8, 8), [dict(o=4, k=3, s=1, p=1, groups=1, bias=True, bn=False,
+                                         act=None, pool=False, slice=([1], [1], [3], [1]))],
+                        int8=False)
+    with caplog.at_level("INFO", logger="tvm_aie"):
+        part = partition_for_aie(mod)
+    assert "strided_slice stays on the CPU: it is not read by one conv" in caplog.text
+    assert len(_aie_funcs(part)) == 1
 
 
 def test_chain_with_several_bands_and_tiles_per_layer():

@@ -40,6 +40,10 @@ transpose changes the strides the map is written with), so a CNN's conv part and
 become one program. It is matched in a second pass, once the layer feeding it is known to be
 offloaded.
 
+A ``strided_slice`` of a conv or pooling layer's output (any begin and positive step on C, H and
+W; on int8 or fp32 values, no compute) joins the region the same way when an offloaded conv or
+pooling layer reads it: the next layer's input DMA reads the slice with an offset n-D pattern.
+
 Batched matmuls of two activations (attention's QKᵀ and P·V: ``matmul(a, b)`` of one rank >= 3
 and the same batch dimensions, in fp32 optionally times a scalar, or between QDQ pairs) are a
 family of their own, one program each.
@@ -83,8 +87,9 @@ log = logging.getLogger("tvm_aie")
 
 # Why each matmul (by its bound variable's name) was rejected, for the log after partitioning.
 _rejected: dict[str, str] = {}
-# Composite functions of an offloaded layer (by name) -> its family ("conv", "pool", "dense"),
-# set between the two fusion passes of partition_for_aie for the flatten check.
+# Composite functions of an offloaded layer (by name) and the variables main binds their calls to
+# -> its family ("conv", "pool", "dense"), set between the two fusion passes of partition_for_aie
+# for the flatten and slice checks.
 _offloaded: dict = {}
 
 
@@ -548,6 +553,45 @@ def _check_flatten(ctx: PatternCheckContext) -> bool:
     return reason is None
 
 
+def _slice_pattern():
+    """A ``strided_slice`` of one tensor (ONNX ``Slice``/``Split`` as imported; in QDQ models
+    onnxruntime leaves it on the int8 values)."""
+    x = wildcard()
+    out = is_op("relax.strided_slice")(x, wildcard(), wildcard(), wildcard(), wildcard())
+    return out, {"x": x, "slice": out, "root": out}
+
+
+def _slice_reason(ctx: PatternCheckContext) -> str | None:
+    """Why the slice cannot join the array's program, or None: it must read an offloaded conv or
+    pooling layer's NCHW output (static shape, batch untouched, positive steps) and be read only
+    by an offloaded conv or pooling layer, whose input DMA pattern then does the slicing (a slice
+    ending the region would need a pattern on the program's output, which the codegen lacks)."""
+    ann = ctx.annotated_expr
+    x, out = ann["x"], ann["slice"]
+    if _producer(ctx) not in ("conv", "pool"):
+        return "its input is not the output of a conv or pooling layer on the array (read only " \
+            "by the slice)"
+    if not (_static(x.ty, 4) and _static(out.ty, 4)):
+        return f"needs static NCHW shapes, got {x.ty.shape} -> {out.ty.shape}"
+    axes, _, _, steps = ([int(f.value) for f in arg.fields] for arg in out.args[1:])
+    if any(a in (0, -4) for a in axes) or any(s <= 0 for s in steps):
+        return "only positive steps on C, H and W are sliced by the array"
+    var = ctx.value_to_bound_var.get(out)
+    users = ctx.var_usages.get(var, []) if var is not None else []
+    if len(users) != 1 or _offloaded.get(users[0].name) not in ("conv", "pool"):
+        return "it is not read by one conv or pooling layer on the array"
+    return None
+
+
+def _check_slice(ctx: PatternCheckContext) -> bool:
+    reason = _slice_reason(ctx)
+    if reason is not None:
+        var = ctx.value_to_bound_var.get(ctx.annotated_expr["slice"])
+        if var is not None:
+            _rejected.setdefault(var.name, reason)
+    return reason is None
+
+
 _UNARY = {"gelu": "relax.nn.gelu", "sigmoid": "relax.sigmoid", "tanh": "relax.tanh"}
 
 
@@ -687,6 +731,7 @@ def _patterns():
     out += [("aie.flatten_" + ("int8" if int8 else "fp32") + ("_transpose" if t else ""),
              *_flatten_pattern(int8, t), _check_flatten) for int8 in (False, True)
             for t in (False, True)]
+    out.append(("aie.slice", *_slice_pattern(), _check_slice))
     first = ("aie.pool2d", "aie.rowwise")  # tried last: a conv's own epilogue goes first
     return sorted(out, key=lambda p: (not p[0].startswith(first), p[0].count("_")))
 
@@ -802,7 +847,7 @@ def _log_cpu_ops(mod: tvm.IRModule) -> None:
         op = call.op.name
         if op in ("relax.matmul", "relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
                   "relax.mean", "relax.nn.softmax", "relax.nn.layer_norm", "relax.nn.gelu",
-                  "relax.reshape"):
+                  "relax.reshape", "relax.strided_slice"):
             why = _rejected.get(binding.var.name, "not part of a supported pattern")
         else:
             why = "no AIE pattern for this operator on its own"
@@ -822,9 +867,9 @@ def _offloaded_outputs(mod: tvm.IRModule) -> dict:
 def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     """Group what the array runs into functions with ``Codegen="aie"``, the rest stays on the CPU.
 
-    Consecutive dense, conv2d and pooling layers, a flatten between a conv part and a dense
-    head, and a one-input row-wise layer after a dense layer merge into one function, so their
-    intermediates stay on the array; batched matmuls and the other row-wise layers become
+    Consecutive dense, conv2d and pooling layers (with slices between them), a flatten between
+    a conv part and a dense head, and a one-input row-wise layer after a dense layer merge into
+    one function, so their intermediates stay on the array; batched matmuls and the other row-wise layers become
     functions of their own (their operands come and go through DDR), matched after the others so
     a layer's own epilogue wins.
     """
@@ -835,9 +880,9 @@ def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     mod = _canonicalize(mod)
     patterns = get_patterns_with_prefix("aie")
     alone = [p for p in patterns if p.name.startswith(("aie.bmm", "aie.rowwise"))]
-    flatten = [p for p in patterns if p.name.startswith("aie.flatten")]
+    flatten = [p for p in patterns if p.name.startswith(("aie.flatten", "aie.slice"))]
     chained = [p for p in patterns if p not in alone and p not in flatten]
-    # the second pass: flattens, and one-input row-wise layers after a dense layer
+    # the second pass: flattens, slices, and one-input row-wise layers after a dense layer
     second = flatten + [_after_dense(p) for p in alone if p.name.startswith("aie.rowwise") and
                         "add" not in p.name]
     mod = relax.transform.FuseOpsByPattern(chained, bind_constants=True,
@@ -845,6 +890,12 @@ def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     # These join the region only once the layer that feeds them is known to be offloaded.
     _offloaded.clear()
     _offloaded.update(_offloaded_outputs(mod))
+    # and the variables main binds their calls to (a slice's reader is one, after the slice)
+    _offloaded.update({b.var.name: _offloaded[b.value.op.name_hint]
+                       for block in mod["main"].body.blocks for b in block.bindings
+                       if isinstance(b.value, relax.Call) and
+                       isinstance(b.value.op, relax.GlobalVar) and
+                       b.value.op.name_hint in _offloaded})
     mod = relax.transform.FuseOpsByPattern(second, bind_constants=True,
                                            annotate_codegen=False)(mod)
     mod = relax.transform.MergeCompositeFunctions()(mod)

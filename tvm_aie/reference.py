@@ -20,7 +20,7 @@ import tvm
 from tvm import relax
 
 from .codegen.layers import (BmmLayer, ConvLayer, DenseLayer, FlattenLayer, LayerGraph,
-                             RowLayer, read_layer_graph)
+                             RowLayer, SliceLayer, read_layer_graph)
 from .partition import partition_for_aie
 from .quant import ADD_LEFT_SHIFT, QMAX, QMIN
 from .schedules.dense import accumulator_dtype
@@ -173,6 +173,11 @@ def reference_function(graph: LayerGraph) -> relax.Function:
                     if layer.perm:
                         x = bb.emit(relax.op.permute_dims(x, layer.perm))
                     values[layer.name] = bb.emit(relax.op.reshape(x, layer.out_shape))
+                elif isinstance(layer, SliceLayer):
+                    ends = [b + (n - 1) * s + 1 for b, n, s in
+                            zip(layer.begin, layer.out_shape[1:], layer.steps)]
+                    values[layer.name] = bb.emit(relax.op.strided_slice(
+                        x, [1, 2, 3], list(layer.begin), ends, list(layer.steps)))
                 elif isinstance(layer, ConvLayer):
                     r = layer.residual
                     r = None if r is None else params[r] if isinstance(r, int) else values[r]
