@@ -18,6 +18,10 @@ from pathlib import Path
 _CATALOG_PATH = Path(__file__).with_name("devices.json")
 
 
+# (column, row) step between neighbouring tiles -> the direction it goes in
+_STEPS = {(1, 0): "east", (-1, 0): "west", (0, -1): "south", (0, 1): "north"}
+
+
 class UnknownDeviceError(ValueError):
     """A device or target tag that the catalog does not know."""
 
@@ -57,6 +61,8 @@ class Device:
     vector_load_bytes_per_cycle: int
     vector_store_bytes_per_cycle: int
     mmul_shapes: dict
+    # neighbours whose data memory a core reaches: a list, or one list per row parity (AIE)
+    core_memory_access: list | dict
     # the shim tiles' programmable-logic streams; None on devices without PL (Ryzen AI NPUs)
     pl_interface: dict | None = None
     sources: dict = field(default_factory=dict, compare=False, repr=False)
@@ -110,9 +116,22 @@ class Device:
 
     def cascade_allowed(self, src, dst) -> bool:
         """Whether a cascade may link compute tile ``src`` to its neighbour ``dst`` ((col, row))."""
-        step = {(1, 0): "east", (-1, 0): "west", (0, -1): "south", (0, 1): "north"}.get(
-            (dst[0] - src[0], dst[1] - src[1]))
-        return step in self.cascade_direction(src[1])
+        return _STEPS.get((dst[0] - src[0], dst[1] - src[1])) in self.cascade_direction(src[1])
+
+    def core_memory_directions(self, row: int) -> tuple[str, ...]:
+        """Neighbours whose data memory the core of a compute tile in ``row`` reaches besides its
+        own (``core_memory_access``): on AIE the memory module alternates sides by array row, so
+        the horizontal neighbour is east on even rows and west on odd ones."""
+        access = self.core_memory_access
+        if isinstance(access, dict):
+            access = access["even" if row % 2 == 0 else "odd"]
+        return tuple(access)
+
+    def core_reaches(self, core, tile) -> bool:
+        """Whether the core of compute tile ``core`` may load and store in the data memory of
+        compute tile ``tile`` ((col, row)): its own, or a neighbour's in an allowed direction."""
+        step = (tile[0] - core[0], tile[1] - core[1])
+        return step == (0, 0) or _STEPS.get(step) in self.core_memory_directions(core[1])
 
     def source_of(self, fact: str) -> str:
         """The public document a fact was taken from."""

@@ -5,9 +5,10 @@ memory and not overlapping, BD patterns inside their buffers, channels and BDs w
 DMA, shim channels within the shim's DMA channels and PL stream ports (:mod:`.plio`), every
 channel on a route and every MM2S channel on one, routes within every stream switch's ports,
 padding only where a memory tile's MM2S does it, cascades between neighbours in the device's
-cascade direction, kernels on their own tile's buffers), so a malformed program fails
-with a ValueError naming the culprit instead of misbehaving later. Running has two modes that take
-the same cycles: ``functional`` moves bytes and computes, ``timing`` only counts.
+cascade direction, kernels on buffers of their own tile or of a neighbour whose memory the core
+reaches, each core's estimated program within the tile's program memory), so a malformed program
+fails with a ValueError naming the culprit instead of misbehaving later. Running has two modes that
+take the same cycles: ``functional`` moves bytes and computes, ``timing`` only counts.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ UNROLL_LIMIT = 1 << 14
 # Guard against programs that never end (e.g. DMAs feeding each other forever): far beyond any
 # single inference the codegen makes, short enough to fail in seconds to minutes.
 MAX_CYCLES = 100_000_000
+# A core's program size, checked against program_memory_bytes at load: estimates, not measured
+# figures. The start-up code and main() around the instruction list (crt0, stack set-up, lock
+# helpers: about 1 KB), and the scalar code each instruction compiles to: an acquire or release
+# (lock address set-up and the lock instruction), a call (argument pointers and the call), a
+# loop (counter, compare, branch; its body is code once). Kernels add their CODE_BYTES once per
+# variant (kernels*.py).
+PROGRAM_BASE_BYTES = 1024
+INSTR_BYTES = {"acquire": 16, "release": 16, "call": 32, "loop": 16}
 
 
 def simulate(program, inputs: dict | None = None, mode: str = "functional",
@@ -270,10 +279,20 @@ class _Array:
                 raise ValueError(f"tile {key} has two cores")
             if self.memories.kinds.get(key) != "compute":
                 raise ValueError(f"core on tile {key}, which is not a compute tile of the program")
-            cores[key] = self._compile(core.body, core.tile, bufs)
+            variants: dict = {}
+            cores[key] = self._compile(core.body, core.tile, bufs, variants)
+            instrs = _instruction_bytes(core.body)
+            size = PROGRAM_BASE_BYTES + instrs + sum(variants.values())
+            if size > self.device.program_memory_bytes:
+                kernels = ", ".join(f"{'/'.join(v)} {b}" for v, b in variants.items())
+                raise ValueError(
+                    f"core {key}: program of about {size} bytes (start-up {PROGRAM_BASE_BYTES}, "
+                    f"instructions {instrs}, kernels {kernels}) exceeds the tile's "
+                    f"{self.device.program_memory_bytes} bytes of program memory")
         return cores
 
-    def _compile(self, body: list, tile, bufs: dict) -> tuple[list, int, str | None]:
+    def _compile(self, body: list, tile, bufs: dict,
+                 variants: dict) -> tuple[list, int, str | None]:
         """Instrs -> (code, MACs, precision of the first kernel call).
 
         Code is flat tuples with locks and kernels resolved, so running does no look-ups: ``STEP``
@@ -281,6 +300,7 @@ class _Array:
         ``CALL`` runs a kernel with data. In timing mode a call is its kernel's ``steps``, and
         loops are unrolled up to ``UNROLL_LIMIT`` instructions (a list repeated, not copied), so
         a core runs as one plain loop without a generator per call or per iteration.
+        ``variants`` collects the code bytes of each kernel variant called (program memory).
         """
         where = f"core {tile_key(tile)}"
         code, macs, precision = [], 0, None
@@ -291,7 +311,7 @@ class _Array:
                 code.append((RELEASE, self._lock(ins.lock.lock, where), ins.lock.value))
             elif ins.op == "loop":
                 count = int(ins.count)
-                sub, sub_macs, sub_precision = self._compile(ins.body, tile, bufs)
+                sub, sub_macs, sub_precision = self._compile(ins.body, tile, bufs, variants)
                 macs += count * sub_macs
                 precision = precision or sub_precision
                 if count * len(sub) <= UNROLL_LIMIT:
@@ -300,6 +320,7 @@ class _Array:
                     code.append((LOOP, count, sub))
             elif ins.op == "call":
                 kernel = self._kernel(ins.call, tile, bufs)
+                variants[kernel.variant] = kernel.CODE_BYTES
                 macs += kernel.macs
                 precision = precision or kernel.precision
                 steps = getattr(kernel, "steps", None)
@@ -319,9 +340,13 @@ class _Array:
         for role, name in call.buffers.items():
             if name not in bufs:
                 raise ValueError(f"{where}: unknown buffer {name} for {role}")
-            if tile_key(bufs[name].tile) != tile_key(tile):
-                raise ValueError(f"{where}: buffer {name} is on tile {tile_key(bufs[name].tile)}; "
-                                 f"kernels compute on their own tile's memory only")
+            at = bufs[name].tile
+            if self.memories.kind(at) != "compute" or not self.device.core_reaches(tile, at):
+                raise ValueError(
+                    f"{where}: buffer {name} is on tile {tile_key(at)}, whose memory the core "
+                    f"does not reach (its own tile's and its "
+                    f"{'/'.join(self.device.core_memory_directions(tile[1]))} compute "
+                    f"neighbours' only)")
             resolved[role] = bufs[name]
         key = tile_key(tile)
         return KERNELS[call.kernel](call, tile, resolved, self.device, self.links_in.get(key),
@@ -373,3 +398,9 @@ class _Array:
         return SimReport(cycles=cycles, tiles_used=len(core_agents),
                          macs=sum(t["macs"] for t in per_tile.values()),
                          peak_macs_per_cycle=peak, per_tile=per_tile, bytes_moved=moved)
+
+
+def _instruction_bytes(body: list) -> int:
+    """Estimated code bytes of a core's instruction list (INSTR_BYTES; a loop body counts once)."""
+    return sum(INSTR_BYTES[ins.op] + (_instruction_bytes(ins.body) if ins.op == "loop" else 0)
+               for ins in body)

@@ -1,13 +1,15 @@
 """Kernels: what a core computes in one call, and how many cycles the call takes.
 
-Each kernel has a functional model (numpy on the tile's own buffers, bit-exact with the integer
+Each kernel has a functional model (numpy on the core's buffers, bit-exact with the integer
 reference through :mod:`tvm_aie.quant`) and a cycle model next to it. Kernels are looked up by the
 name a :class:`KernelCall` gives, in :data:`KERNELS`; a new operator family adds its class there.
 A kernel object has ``run(memories)``, the generator of one call (``memories`` None in timing
 mode), and may have ``steps``: the same cycles and waits as a tuple, which timing mode replays
 without making a generator per call.
-A kernel may only touch buffers in its own tile's memory: that is the core's data memory as the
-codegen laid it out, and reaching further would hide a missing DMA.
+A kernel may only touch buffers in its own tile's memory or in a neighbour's that the core reaches
+(catalog ``core_memory_access``, checked at load): reaching further would hide a missing DMA. Each
+kernel class states an estimated ``CODE_BYTES`` per ``variant`` (one compiled copy of its code),
+which the load check adds into the core's program size.
 """
 
 from __future__ import annotations
@@ -100,6 +102,10 @@ class MatMul:
     """
 
     name = "matmul"
+    # Estimated bytes of compiled code (not a measured figure): a kernel with a software-pipelined
+    # 2x2-group mmul loop and its epilogue is typically 1-3 KB of AIE-ML VLIW code (mlir-aie's
+    # matmul kernel objects are of this order); one copy per precision on a core.
+    CODE_BYTES = 2048
     IN = {"int8": ("int8", "int8"), "int16xint8": ("int16", "int8"),
           "float32": ("float32", "float32"), "bfloat16": ("bfloat16", "bfloat16")}
     INTEGER = ("int8", "int16xint8")  # requantised by the epilogue
@@ -107,6 +113,7 @@ class MatMul:
     def __init__(self, call, tile, buffers: dict, device, link_in, link_out):
         p = call.params
         self.precision = p.get("precision", "int8")
+        self.variant = (self.name, self.precision)  # what one compiled copy of the code serves
         if self.precision not in self.IN:
             raise ValueError(f"matmul on tile {tile_key(tile)}: precision {self.precision} "
                              f"not supported (have {sorted(self.IN)})")

@@ -19,11 +19,14 @@ from .memory import tile_key
 
 class BatchMatMul:
     name = "bmm"
+    # Estimated code bytes (see MatMul.CODE_BYTES): the matmul loop plus the zero-point and scale.
+    CODE_BYTES = 2560
 
     def __init__(self, call, tile, buffers: dict, device, link_in, link_out):
         p = call.params
         where = f"bmm on tile {tile_key(tile)}"
         self.precision = p.get("precision", "int8")
+        self.variant = (self.name, self.precision)
         need = {"a", "b", "c"} | ({"mult", "shift"} if self.precision == "int8" else set())
         if missing := need - set(buffers):
             raise ValueError(f"{where}: missing buffers {sorted(missing)}")

@@ -44,6 +44,9 @@ class Conv2d:
     """``c = maxpool(epilogue(conv2d(a[cin_offset:], w, stride) (+ bias)))`` for one band."""
 
     name = "conv2d"
+    # Estimated code bytes (see MatMul.CODE_BYTES): window, channel and band loops around the mmul
+    # loop, the requantising epilogue and the pooling pass, about twice the matmul kernel's.
+    CODE_BYTES = 4096
     IN = {"int8": "int8", "float32": "float32", "bfloat16": "bfloat16"}
 
     def __init__(self, call, tile, buffers: dict, device, link_in, link_out):
@@ -62,6 +65,7 @@ class Conv2d:
         self.residual, self.add = bool(p.get("residual")), p.get("add")
         # "conv" (also average pools, as depthwise windows of constant weights) or "maxpool"
         self.kind = p.get("kind", "conv")
+        self.variant = (self.name, self.precision, self.kind)
         self.buffers = {role: b.name for role, b in buffers.items()}
         need = {"a", "c"} | ({"r"} if self.residual else set()) | (
             set() if self.kind == "maxpool" else

@@ -47,11 +47,15 @@ def erf(z: np.ndarray) -> np.ndarray:
 
 class RowWise:
     name = "rowwise"
+    # Estimated code bytes per op (see MatMul.CODE_BYTES): a few vector passes, with the erf or
+    # exp polynomial and the row reductions of the larger ops.
+    CODE_BYTES = 3072
 
     def __init__(self, call, tile, buffers: dict, device, link_in, link_out):
         p = call.params
         where = f"rowwise on tile {tile_key(tile)}"
         self.op, self.precision, self.eps = p["op"], p["precision"], float(p.get("eps", 1e-5))
+        self.variant = (self.name, self.op, self.precision)
         self.add, self.out_zp = p.get("add"), int(p.get("out_zp", 0))  # int8 add requantisation
         need = {"x", "y"} | {"layernorm": {"gamma", "beta"}, "lut": {"lut"},
                              "add": {"x2"}}.get(self.op, set())
