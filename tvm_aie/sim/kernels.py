@@ -42,6 +42,19 @@ ACC_BITS = {"int16xint8": 64}
 OPERAND_BYTES = {"int8": (1, 1), "int16xint8": (2, 1), "bfloat16": (2, 2)}
 
 
+def require_buffers(where: str, buffers: dict, need: set) -> None:
+    """A kernel call must name every buffer its kernel reads or writes."""
+    if missing := need - set(buffers):
+        raise ValueError(f"{where}: missing buffers {sorted(missing)}")
+
+
+def check_standalone_call(where: str, buffers: dict, need: set, link_in, link_out) -> None:
+    """The checks of a kernel that works on its own tile's buffers and not on the cascade."""
+    require_buffers(where, buffers, need)
+    if link_in is not None or link_out is not None:
+        raise ValueError(f"{where}: this kernel does not use the cascade")
+
+
 def matmul_cycles(device, precision: str, m: int, k: int, n: int, out_dtype: str,
                   cascade: bool) -> int:
     """Cycles of one ``[m, k] @ [k, n]`` call on one core; ``cascade``: the accumulator leaves
@@ -138,8 +151,7 @@ class MatMul:
         need = {"a", "b"} | (set() if self.cascade_out else {"c"})
         if self.precision in self.INTEGER and self.out_dtype in QMAX and not self.cascade_out:
             need |= {"mult", "shift"}
-        if missing := need - set(buffers):
-            raise ValueError(f"{where}: missing buffers {sorted(missing)}")
+        require_buffers(where, buffers, need)
         a, b = buffers["a"], buffers["b"]
         if len(a.shape) != 2 or a.shape[0] != self.m or a.shape[1] < self.a_offset + self.k:
             raise ValueError(f"{where}: a {a.name} {a.shape} does not hold [{self.m}, "

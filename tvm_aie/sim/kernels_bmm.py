@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..quant import requantize
-from .kernels import KERNELS, matmul_cycles
+from .kernels import KERNELS, check_standalone_call, matmul_cycles
 from .memory import tile_key
 
 
@@ -28,8 +28,7 @@ class BatchMatMul:
         self.precision = p.get("precision", "int8")
         self.variant = (self.name, self.precision)
         need = {"a", "b", "c"} | ({"mult", "shift"} if self.precision == "int8" else set())
-        if missing := need - set(buffers):
-            raise ValueError(f"{where}: missing buffers {sorted(missing)}")
+        check_standalone_call(where, buffers, need, link_in, link_out)
         a, b, c = buffers["a"], buffers["b"], buffers["c"]
         (self.m, self.k), self.n = a.shape, b.shape[-1]
         if list(b.shape) != [self.k, self.n] or list(c.shape) != [self.m, self.n]:
@@ -37,8 +36,6 @@ class BatchMatMul:
         if {a.dtype, b.dtype, c.dtype} != {self.precision}:
             raise ValueError(f"{where}: dtypes {a.dtype}, {b.dtype}, {c.dtype}, "
                              f"not {self.precision}")
-        if link_in is not None or link_out is not None:
-            raise ValueError(f"{where}: bmm does not use the cascade")
         self.scale, self.out_zp = float(p.get("scale", 1.0)), int(p.get("out_zp", 0))
         self.a_zp, self.b_zp = int(p.get("a_zp", 0)), int(p.get("b_zp", 0))
         self.buffers = {role: buf.name for role, buf in buffers.items()}

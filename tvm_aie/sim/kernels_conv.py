@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ..quant import QMAX, requantize, requantize_add
-from .kernels import CALL_OVERHEAD, KERNELS, matmul_cycles
+from .kernels import CALL_OVERHEAD, KERNELS, check_standalone_call, matmul_cycles
 from .memory import tile_key
 
 
@@ -70,10 +70,7 @@ class Conv2d:
         need = {"a", "c"} | ({"r"} if self.residual else set()) | (
             set() if self.kind == "maxpool" else
             {"w"} | ({"mult", "shift"} if self.precision == "int8" else set()))
-        if missing := need - set(buffers):
-            raise ValueError(f"{where}: missing buffers {sorted(missing)}")
-        if link_in is not None or link_out is not None:
-            raise ValueError(f"{where}: conv2d does not use the cascade")
+        check_standalone_call(where, buffers, need, link_in, link_out)
         a, c = buffers["a"], buffers["c"]
         if self.kind == "maxpool":
             (op, *_), self.cin_g, (self.kh, self.kw) = c.shape, 1, p["window"]

@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from ..quant import requantize_add
-from .kernels import CALL_OVERHEAD, KERNELS
+from .kernels import CALL_OVERHEAD, KERNELS, check_standalone_call
 from .memory import tile_key
 
 PASSES = {"gelu": 14, "softmax": 12, "layernorm": 8, "lut": 1, "add": 2}
@@ -61,13 +61,10 @@ class RowWise:
                              "add": {"x2"}}.get(self.op, set())
         if self.op not in PASSES:
             raise ValueError(f"{where}: unknown op {self.op!r}")
-        if missing := need - set(buffers):
-            raise ValueError(f"{where}: missing buffers {sorted(missing)}")
+        check_standalone_call(where, buffers, need, link_in, link_out)
         x, y = buffers["x"], buffers["y"]
         if list(x.shape) != list(y.shape) or len(x.shape) != 2:
             raise ValueError(f"{where}: x {x.shape} and y {y.shape} are not one [rows, cols]")
-        if link_in is not None or link_out is not None:
-            raise ValueError(f"{where}: rowwise does not use the cascade")
         self.buffers = {role: b.name for role, b in buffers.items()}
         self.macs = 0
         elems = x.shape[0] * x.shape[1]
