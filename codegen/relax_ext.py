@@ -23,7 +23,7 @@ import tvm
 from ..schedules import bmm, conv2d, dense, rowwise
 from ..schedules.dense import TilingError
 from ..target import get_device
-from .layers import ConvLayer, DenseLayer, FlattenLayer, read_layers
+from .layers import BmmLayer, ConvLayer, DenseLayer, FlattenLayer, RowLayer, read_layers
 from .lower import lower_dense_chain
 from .lower_bmm import lower_bmm
 from .lower_net import PART_KINDS, lower_net
@@ -45,8 +45,9 @@ _PRECISION = contextvars.ContextVar("tvm_aie_precision", default=None)
 
 @contextlib.contextmanager
 def compute_precision(precision: str | None):
-    """Within the block, fp32 dense and conv layers compile to bfloat16 (``"bf16"``): weights and
-    activations in bf16, accumulation and bias in float32 (the AIE-ML bf16 datapath)."""
+    """Within the block, fp32 layers compile to bfloat16 (``"bf16"``, see :func:`_in_precision`):
+    weights and activations in bf16, accumulation and bias in float32 (the AIE-ML bf16
+    datapath)."""
     if precision not in (None, "fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
     token = _PRECISION.set(precision)
@@ -56,12 +57,22 @@ def compute_precision(precision: str | None):
         _PRECISION.reset(token)
 
 
-def _in_precision(layer):
-    """``layer`` as it runs under the requested precision (fp32 dense/conv -> bfloat16)."""
+def _in_precision(layer, device):
+    """``layer`` as it runs under the requested precision. Under ``"bf16"`` every fp32 layer
+    becomes bfloat16: dense and conv layers with bf16 weights (float32 bias), batched matmuls
+    with bf16 operands, row-wise layers with bf16 tensors in and out (layer norm's ``gamma`` and
+    ``beta`` stay float32, like a bias); each accumulates in float32 and writes bf16, so the
+    tensors between the layers of one program stay bf16 on chip. A device without a bf16
+    datapath (AIE's VC1902) keeps the layer in fp32, with a log line."""
     if _PRECISION.get() != "bf16" or getattr(layer, "precision", None) != "float32" or \
-            not isinstance(layer, (DenseLayer, ConvLayer)):
+            not isinstance(layer, (DenseLayer, ConvLayer, BmmLayer, RowLayer)):
         return layer
-    return replace(layer, precision="bfloat16", weight=layer.weight.astype(BFLOAT16))
+    if "bfloat16" not in device.macs_per_cycle:
+        log.info("aie: %s stays float32: %s has no bfloat16 datapath", layer.name, device.name)
+        return layer
+    if isinstance(layer, (DenseLayer, ConvLayer)):
+        return replace(layer, precision="bfloat16", weight=layer.weight.astype(BFLOAT16))
+    return replace(layer, precision="bfloat16")
 
 
 @contextlib.contextmanager
@@ -75,7 +86,8 @@ def tuned_configs(pick):
 
 
 def workload_of(layer) -> dense.DenseWorkload:
-    return dense.DenseWorkload(m=layer.m, k=layer.k, n=layer.n, precision=layer.precision)
+    return dense.DenseWorkload(m=layer.m, k=layer.k, n=layer.n, precision=layer.precision,
+                               bias_add=layer.add is not None)
 
 
 def conv_workload_of(layer: ConvLayer) -> conv2d.ConvWorkload:
@@ -153,7 +165,7 @@ def compile_function(func, name: str, device, pinned: dict | None = None):
 
 def compile_chain(layers: list, name: str, device, pinned: dict | None = None):
     """The AIE program of a chain of layers of one family."""
-    layers = [_in_precision(layer) for layer in layers]
+    layers = [_in_precision(layer, device) for layer in layers]
     families = {type(layer).__name__ for layer in layers}
     parts = _parts(layers)
     if len(parts) > 1 and "BmmLayer" not in families:

@@ -19,7 +19,7 @@ from .dense import _nbytes
 from .knobs import Knobs, TilingError, check_tile_memory
 from .knobs import up as _up
 
-_OUT_DTYPE = {"int8": "int8", "float32": "float32"}
+_OUT_DTYPE = {"int8": "int8", "float32": "float32", "bfloat16": "bfloat16"}
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class BmmWorkload:
     m: int
     k: int
     n: int
-    precision: str  # "int8" | "float32"
+    precision: str  # "int8" | "float32" | "bfloat16" (bf16 operands and result)
 
     def __str__(self) -> str:
         return f"bmm {self.batch}x[{self.m}x{self.k}x{self.n}] {self.precision}"

@@ -3,7 +3,10 @@
 Registered into :data:`tvm_aie.sim.kernels.KERNELS` as ``"bmm"``. Unlike the dense ``matmul``, no
 operand is a constant, so int8 zero points cannot be folded into a bias ahead of time: the kernel
 subtracts them (``(a - a_zp) @ (b - b_zp)``, exact in int32) and requantises with
-:func:`tvm_aie.quant.requantize`; float32 multiplies in float32 and applies ``scale``.
+:func:`tvm_aie.quant.requantize`; float32 multiplies in float32 and applies ``scale``; bfloat16
+(AIE-ML's bf16 datapath, AM020) multiplies bf16 operands into float32 accumulators, applies
+``scale`` there and rounds the result to bf16, as the dense ``matmul`` does, at the catalog's
+bf16 MAC rate (``macs_per_cycle``, ``mmul_shapes``).
 """
 
 from __future__ import annotations
@@ -55,8 +58,8 @@ class BatchMatMul:
             return
         view = memories.buffer_view
         a, b = view(self.buffers["a"]), view(self.buffers["b"])
-        if self.precision == "float32":
-            out = a @ b
+        if self.precision in ("float32", "bfloat16"):  # bf16: float32 accumulation (AM020)
+            out = a.astype(np.float32) @ b.astype(np.float32)
             if self.scale != 1.0:
                 out = out * np.float32(self.scale)
         else:  # exact in float64 (int8 products, sums far below 2^53), int32 lanes

@@ -13,9 +13,25 @@ How the transcendental parts are computed, and their error:
 * int8 ``lut``: ``y = lut[x + 128]``, exact by construction (the table holds the layer's QDQ
   function at all 256 inputs), as AIE-ML's vector lookup does it.
 
+bfloat16 (``build(..., precision="bf16")``): the tensors in and out are bf16, the arithmetic in
+between is float32 (AIE-ML's float32 accumulators; mean, variance, sums and the erf polynomial
+as above), and the result is rounded to bf16 (nearest-even). The one change is ``exp``, which
+the AIE-ML cores compute with two table lookups, as mlir-aie's bf16 ``exp`` does (AIE2
+``lut_based_ops``): the argument, in 8.8 fixed point, indexes a 256-entry table of
+``exp(integer part)`` and one of ``exp(fraction)``, both of bf16 entries, multiplied into a
+float32 accumulator (:func:`exp_lut`). Softmax's ``exp`` and GELU's ``exp(-z^2)`` inside erf use
+it. Measured: |exp_lut / exp - 1| <= 8.9e-3 for arguments in [-87, 0] (two bf16 entries of
+2^-9 each and the 2^-9 input step), so |erf error| <= 5.3e-3 and |GELU error| <= 2.7e-3 |x|
+before the output's bf16 rounding; ``tests/test_bf16_attention.py`` holds softmax, GELU, layer
+norm and add within 2e-2 of the largest float32 output.
+
 Cycle model: vector passes over the block. ``PASSES`` below are this kernel's estimate of vector
 operations per vector of elements for each op (polynomial terms, exp, reductions), not catalog
 facts; lanes are the catalog's vector load width over the element size (16 lanes for the lookup).
+bf16 passes are bounded by the multiplier too: each bf16 multiply instruction writes ``M x N``
+float32 accumulator lanes of the catalog's bf16 intrinsic (``mmul_shapes``) at the catalog's bf16
+rate (``macs_per_cycle``), so an element-wise pass does ``macs_per_cycle / K`` lanes per cycle
+(AIE-ML: 128 / 8 = 16, AIE-MLv2: 256 / 8 = 32), at most the load width's 32 (64) bf16 lanes.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ import math
 
 import numpy as np
 
+from ..codegen.program import BFLOAT16
 from ..quant import requantize_add
 from .kernels import CALL_OVERHEAD, KERNELS, check_standalone_call
 from .memory import tile_key
@@ -34,15 +51,40 @@ _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
 
-def erf(z: np.ndarray) -> np.ndarray:
-    """Abramowitz-Stegun 7.1.26 in float32; |error| <= 6e-7 (1.5e-7 polynomial + rounding)."""
+def erf(z: np.ndarray, exp=np.exp) -> np.ndarray:
+    """Abramowitz-Stegun 7.1.26 in float32; |error| <= 6e-7 (1.5e-7 polynomial + rounding) with
+    numpy's ``exp``; ``exp``: the exponential used for ``exp(-z^2)`` (bf16: :func:`exp_lut`)."""
     z = z.astype(np.float32)
     a = np.abs(z)
     t = np.float32(1) / (np.float32(1) + np.float32(_AS_P) * a)
     poly = np.zeros_like(t)
     for coef in reversed(_AS_A):
         poly = (poly + np.float32(coef)) * t
-    return np.sign(z) * (np.float32(1) - poly * np.exp(-a * a))
+    return np.sign(z) * (np.float32(1) - poly * exp(-a * a))
+
+
+# exp of the integer part (-128..127) and of the fraction (0..255 / 256) of an 8.8 fixed-point
+# argument, as bf16 table entries
+with np.errstate(over="ignore"):  # exp(89..127) is past bf16's range: those entries are inf
+    _EXP_INT = np.exp(np.arange(-128, 128, dtype=np.float64)).astype(BFLOAT16)
+_EXP_FRAC = np.exp(np.arange(256, dtype=np.float64) / 256).astype(BFLOAT16)
+
+
+def exp_lut(x: np.ndarray) -> np.ndarray:
+    """``exp`` as AIE-ML bf16 kernels compute it: ``x`` to 8.8 fixed point (nearest, saturating
+    to int16), ``exp(high byte) * exp(low byte / 256)`` from two bf16 tables, float32 product."""
+    fixed = np.clip(np.rint(np.asarray(x, np.float32) * np.float32(256)), -32768, 32767)
+    fixed = fixed.astype(np.int32)
+    return _EXP_INT[(fixed >> 8) + 128].astype(np.float32) * \
+        _EXP_FRAC[fixed & 0xFF].astype(np.float32)
+
+
+def element_lanes(device, dtype: str) -> int:
+    """Elements one vector pass handles per cycle (see the module docstring)."""
+    lanes = device.vector_load_bytes_per_cycle // np.dtype(dtype).itemsize
+    if dtype == "bfloat16":
+        lanes = min(lanes, device.peak_macs_per_cycle(dtype) // device.mmul_shape(dtype)[1])
+    return lanes
 
 
 class RowWise:
@@ -68,8 +110,7 @@ class RowWise:
         self.buffers = {role: b.name for role, b in buffers.items()}
         self.macs = 0
         elems = x.shape[0] * x.shape[1]
-        lanes = LUT_LANES if self.op == "lut" else \
-            device.vector_load_bytes_per_cycle // np.dtype(x.dtype).itemsize
+        lanes = LUT_LANES if self.op == "lut" else element_lanes(device, str(x.dtype))
         self.cycles = CALL_OVERHEAD + math.ceil(elems / lanes) * PASSES[self.op]
         self.steps = (self.cycles,)
 
@@ -79,17 +120,21 @@ class RowWise:
             return
         view = memories.buffer_view
         x = view(self.buffers["x"])
+        bf16 = self.precision == "bfloat16"  # bf16 in and out, float32 arithmetic between
+        exp = exp_lut if bf16 else np.exp
+        if bf16:
+            x = x.astype(np.float32)
         if self.op == "lut":
             out = view(self.buffers["lut"])[x.astype(np.int16) + 128]
         elif self.op == "add" and self.precision == "int8":
             out = requantize_add(x, *self.add[:3], view(self.buffers["x2"]), *self.add[3:],
                                  self.out_zp)
         elif self.op == "add":
-            out = x + view(self.buffers["x2"])
+            out = x + view(self.buffers["x2"]).astype(np.float32)
         elif self.op == "gelu":
-            out = np.float32(0.5) * x * (np.float32(1) + erf(x / np.float32(math.sqrt(2))))
+            out = np.float32(0.5) * x * (np.float32(1) + erf(x / np.float32(math.sqrt(2)), exp))
         elif self.op == "softmax":
-            e = np.exp(x - x.max(axis=1, keepdims=True))
+            e = exp(x - x.max(axis=1, keepdims=True))
             out = e / e.sum(axis=1, keepdims=True)
         else:
             mu = x.mean(axis=1, keepdims=True)
