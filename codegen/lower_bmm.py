@@ -4,6 +4,8 @@
 Both operands and the result live in DDR as ``[batch, rows, cols]``. Tile t of ``tiles`` owns the
 batches ``t, t + tiles, ...``: two shim MM2S patterns stride through ``A`` and ``B`` by ``tiles``
 batches and feed its two input FIFOs, and one S2MM pattern puts its ``C`` blocks back in place.
+In bf16 all three DDR tensors are bf16: the host casts the fp32 operands in and the result out
+(:func:`tvm_aie.runtime.host_inputs`), as for a bf16 dense layer.
 """
 
 from __future__ import annotations

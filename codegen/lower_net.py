@@ -13,7 +13,9 @@ and give it back, so every reader finds it). The buffer is laid out as the dense
 seam pads it (``[m_pad, k_pad]`` before a dense part, ``[m_pad, n_pad]`` after one); a row-wise
 layer walks it with that row stride, and a conv part's NCHW map is the flattened row (a flatten
 moves no data of its own). The buffer starts zeroed, so padding reads zeros (the padded weight
-rows are zero too, and fp32 ``0 * 0`` keeps the sums exact).
+rows are zero too, and fp32 ``0 * 0`` keeps the sums exact). A seam buffer has the producer's
+output type: under ``precision="bf16"`` every part is bf16 (dense outputs and row-wise tensors
+alike), so the seams are bf16 and nothing is cast on chip.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ of ``tiles`` owns the blocks ``t, t + tiles, ...`` of ``tr`` rows, read and writ
 strided shim patterns. Layer norm's ``gamma``/``beta`` and int8 lookup tables are loaded into
 each tile at configuration. After a dense layer (:mod:`~tvm_aie.codegen.lower_net`) the same
 patterns, with the row stride of the padded matrix there, read and write memory tiles instead.
+A bf16 layer's tensors are bf16 everywhere (DDR, FIFOs, memory tiles), so between two bf16 dense
+parts the tensor stays bf16 on chip; the host casts at a DDR boundary.
 """
 
 from __future__ import annotations

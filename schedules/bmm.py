@@ -4,6 +4,7 @@ Neither operand is a constant, so nothing stays resident: for each batch (a head
 owns it receives ``A[b]`` and ``B[b]`` through its two input DMA channels, multiplies them and
 sends ``C[b]`` back. Batches are dealt round-robin to ``tiles`` compute tiles, which work in
 parallel; double buffering lets the DMA bring batch ``b + tiles`` while batch ``b`` computes.
+Buffers are sized in the operands' element type (bf16: 2 bytes, the result bf16 too).
 
 The knob is the number of tiles; the legality check names the buffer that does not fit. (This
 family has no TensorIR template yet: a whole ``[M, K] x [K, N]`` product per tile is the design,
