@@ -3,9 +3,9 @@
 The layer's ``[rows, cols]`` tensor goes through in blocks of ``tr`` whole rows (a softmax or layer
 norm needs its whole row on one tile); blocks are dealt round-robin to ``tiles`` compute tiles,
 each double-buffered in and out. The knobs are ``tr`` and ``tiles``; the legality check names
-the buffer that does not fit. Blocks are sized in the layer's element type (bf16 blocks are half
-the bytes of fp32 ones; layer norm's ``gamma``/``beta`` stay float32). (No TensorIR template: a block is the whole row-wise computation,
-there is no reduction to tile.)
+the buffer that does not fit. (No TensorIR template: a block is the whole row-wise computation,
+there is no reduction to tile.) Blocks are sized in the layer's element type: bf16 blocks are
+half the bytes of fp32 ones; layer norm's ``gamma``/``beta`` stay float32.
 """
 
 from __future__ import annotations
