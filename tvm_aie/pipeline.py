@@ -54,10 +54,10 @@ def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db
     replace the default heuristic (see :mod:`tvm_aie.tune.apply`). ``io``: how dense chains' inputs
     and outputs reach the array, ``"ddr"`` (shim DMA over the NoC) or ``"pl"`` (the programmable
     logic streams them through the shims' PL ports; conv, batched-matmul and row-wise programs
-    still use DDR). ``precision="bf16"``: fp32 dense and conv layers run in bfloat16 on the array
-    (bf16 weights and activations, float32 accumulation; the host casts at the boundary); the
-    default keeps fp32. Returns a Relax VM executable; offloaded subgraphs run on the bundled
-    simulator when called.
+    still use DDR). ``precision="bf16"``: fp32 layers (dense, conv, batched matmul, row-wise) run
+    in bfloat16 on the array (bf16 weights and activations, float32 accumulation; the host casts
+    at the boundary; a device without bf16 keeps fp32); the default keeps fp32. Returns a Relax
+    VM executable; offloaded subgraphs run on the bundled simulator when called.
     """
     if isinstance(target, str):
         tag = target.split()[0] if target.strip() else target
