@@ -186,10 +186,11 @@ class BmmLayer:
 class RowLayer:
     """An element- or row-wise layer on ``[rows, cols]`` (the last axis is ``cols``).
 
-    ``op``: "gelu", "softmax", "layernorm" (fp32, with ``gamma``/``beta``/``eps``), "add" (of
-    ``other``, a second tensor of the same shape; int8 through
-    :func:`tvm_aie.quant.requantize_add` with ``add``) or "lut" (int8: ``y = lut[x + 128]``, the
-    table being the layer's QDQ float function at every input).
+    ``op``: "gelu", "sigmoid", "tanh", "softmax", "layernorm" (fp32, with
+    ``gamma``/``beta``/``eps``), "add" (of ``other``, a second tensor of the same shape; int8
+    through :func:`tvm_aie.quant.requantize_add` with ``add``), "mul" (fp32, by ``other``) or
+    "lut" (int8: ``y = lut[x + 128]``, the table being the layer's QDQ float function at every
+    input).
     """
 
     name: str
@@ -537,11 +538,12 @@ def _read_rowwise(func: relax.Function, name: str, sources: dict) -> RowLayer:
         dq, op, quant = calls
         return RowLayer(name, "lut", "int8", shape, sources[x], lut=_lut(op, dq, quant))
     (op,) = calls
-    if op.op.name == "relax.add":  # of two tensors, in parameter order (the add commutes)
-        a, b = sorted((sources[arg] for arg in op.args), key=str)
-        return RowLayer(name, "add", "float32", shape, a, other=b)
-    kind = {"relax.nn.gelu": "gelu", "relax.nn.softmax": "softmax",
-            "relax.nn.layer_norm": "layernorm"}[op.op.name]
+    if op.op.name in ("relax.add", "relax.multiply"):  # of two tensors, in parameter order
+        a, b = sorted((sources[arg] for arg in op.args), key=str)  # (both ops commute)
+        return RowLayer(name, "add" if op.op.name == "relax.add" else "mul", "float32", shape, a,
+                        other=b)
+    kind = {"relax.nn.gelu": "gelu", "relax.nn.softmax": "softmax", "relax.sigmoid": "sigmoid",
+            "relax.tanh": "tanh", "relax.nn.layer_norm": "layernorm"}[op.op.name]
     layer = RowLayer(name, kind, "float32", shape, sources[x])
     if kind == "layernorm":
         layer.gamma, layer.beta = (const_value(a).astype(np.float32) for a in op.args[1:3])

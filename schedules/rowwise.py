@@ -1,4 +1,5 @@
-"""Element- and row-wise layers (GELU, softmax, layer norm, int8 lookup tables) on the tile grid.
+"""Element- and row-wise layers (GELU, sigmoid, tanh, softmax, layer norm, adds and multiplies,
+int8 lookup tables) on the tile grid.
 
 The layer's ``[rows, cols]`` tensor goes through in blocks of ``tr`` whole rows (a softmax or layer
 norm needs its whole row on one tile); blocks are dealt round-robin to ``tiles`` compute tiles,
@@ -20,7 +21,7 @@ from .knobs import up as _up
 
 @dataclass(frozen=True)
 class RowWorkload:
-    op: str  # "gelu" | "softmax" | "layernorm" | "lut"
+    op: str  # "gelu" | "sigmoid" | "tanh" | "softmax" | "layernorm" | "add" | "mul" | "lut"
     rows: int
     cols: int
     precision: str  # "float32" | "bfloat16" | "int8"
@@ -40,7 +41,7 @@ def tile_buffers(wl: RowWorkload, cfg: RowConfig) -> list[tuple[str, int, int]]:
     block = cfg.tr * wl.cols * _nbytes(wl.precision)
     depth = 2 if cfg.double_buffer else 1
     params = {"layernorm": 2 * _up(wl.cols * 4, VECTOR_ALIGN), "lut": 256}.get(wl.op, 0)
-    return [("X", block, depth)] + ([("X2", block, depth)] if wl.op == "add" else []) + \
+    return [("X", block, depth)] + ([("X2", block, depth)] if wl.op in ("add", "mul") else []) + \
         [("Y", block, depth)] + ([("params", params, 1)] if params else [])
 
 

@@ -49,8 +49,9 @@ and the same batch dimensions, in fp32 optionally times a scalar, or between QDQ
 family of their own, one program each.
 
 Row-wise layers (a program of their own, or, with one input read from a dense layer, in that
-dense layer's program, matched in the second pass too): fp32 GELU, softmax and layer norm over
-the last axis and the add of two tensors of one shape (residual connections); in int8 QDQ the
+dense layer's program, matched in the second pass too): fp32 GELU, sigmoid, tanh, softmax and
+layer norm over the last axis and the add or multiply of two tensors of one shape (residual
+connections, gates); in int8 QDQ the
 add of two tensors (requantised) and any GELU, sigmoid, tanh or scalar multiply, as a 256-entry
 lookup table (exact for per-tensor int8).
 A bias or scale (a constant add or multiply) is offloaded only inside the layer it follows: on
@@ -596,9 +597,10 @@ _UNARY = {"gelu": "relax.nn.gelu", "sigmoid": "relax.sigmoid", "tanh": "relax.ta
 
 
 def _rowwise_pattern(kind: str):
-    """Element- and row-wise layers: fp32 ``gelu``, ``softmax`` and ``layer_norm`` over the last
-    axis; int8 (``kind="lut"``) any of GELU / sigmoid / tanh / a scalar multiply between a
-    dequantize and a quantize, which a 256-entry table maps exactly."""
+    """Element- and row-wise layers: fp32 ``gelu``, ``sigmoid``, ``tanh``, ``softmax`` and
+    ``layer_norm`` over the last axis, the add (``"add"``) or multiply (``"mul"``) of two tensors;
+    int8 (``kind="lut"``) any of GELU / sigmoid / tanh / a scalar multiply between a dequantize
+    and a quantize, which a 256-entry table maps exactly."""
     x = wildcard()
     ann = {"x": x}
     if kind == "lut":
@@ -613,15 +615,15 @@ def _rowwise_pattern(kind: str):
         out = ann["quant"] = is_op("relax.quantize")(op, is_const(), is_const())
     elif kind == "layernorm":
         out = ann["op"] = is_op("relax.nn.layer_norm")(x, is_const(), is_const())
-    elif kind in ("add", "addq"):  # two activations of one shape (a residual connection)
+    elif kind in ("add", "addq", "mul"):  # two activations of one shape (a residual, a gate)
         y = ann["y"] = wildcard()
         a, b = (ann.setdefault("lhs", _dq(x)), ann.setdefault("rhs", _dq(y))) if kind == "addq" \
             else (x, y)
-        out = ann["op"] = is_op("relax.add")(a, b)
+        out = ann["op"] = is_op("relax.multiply" if kind == "mul" else "relax.add")(a, b)
         if kind == "addq":
             out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
     else:
-        out = ann["op"] = is_op(f"relax.nn.{kind}")(x)
+        out = ann["op"] = is_op(_UNARY.get(kind, f"relax.nn.{kind}"))(x)
     ann["root"] = out
     return out, ann
 
@@ -637,7 +639,7 @@ def _rowwise_reason(ctx: PatternCheckContext) -> str | None:
     if "y" in ann:
         y = ann["y"]
         if isinstance(y, tvm.ir.GenericConst) or list(y.ty.shape) != list(x.ty.shape):
-            return "the operands of the add are not two tensors of one shape"
+            return f"the operands of the {op.op.name} are not two tensors of one shape"
         if "quant" in ann:
             s_out = const_value(ann["quant"].args[1]).astype(np.float64)
             try:
@@ -670,8 +672,10 @@ def _rowwise_fit(ctx: PatternCheckContext) -> str | None:
     ann = ctx.annotated_expr
     shape = _ints(ann["x"].ty.shape)
     name = ann["op"].op.name
-    op = "add" if "y" in ann else "lut" if "quant" in ann else \
-        {"relax.nn.gelu": "gelu", "relax.nn.softmax": "softmax"}.get(name, "layernorm")
+    op = ("mul" if name == "relax.multiply" else "add") if "y" in ann else \
+        "lut" if "quant" in ann else \
+        {"relax.nn.gelu": "gelu", "relax.nn.softmax": "softmax", "relax.sigmoid": "sigmoid",
+         "relax.tanh": "tanh"}.get(name, "layernorm")
     return _fit_reason(rowwise, rowwise.RowWorkload(
         op, int(np.prod(shape)) // shape[-1], shape[-1], str(ann["x"].ty.dtype)))
 
@@ -725,7 +729,7 @@ def _patterns():
             out.append(("aie.bmm_" + ("int8" if int8 else "fp32") + ("_scale" if scale else ""),
                         *_bmm_pattern(int8, scale), _check_bmm))
     out += [(f"aie.rowwise_{kind}_fp32", *_rowwise_pattern(kind), _check_rowwise)
-            for kind in ("gelu", "softmax", "layernorm", "add")]
+            for kind in ("gelu", "sigmoid", "tanh", "softmax", "layernorm", "add", "mul")]
     out += [(f"aie.rowwise_{kind}_int8", *_rowwise_pattern(kind), _check_rowwise)
             for kind in ("lut", "addq")]
     out += [("aie.flatten_" + ("int8" if int8 else "fp32") + ("_transpose" if t else ""),
@@ -847,7 +851,7 @@ def _log_cpu_ops(mod: tvm.IRModule) -> None:
         op = call.op.name
         if op in ("relax.matmul", "relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
                   "relax.mean", "relax.nn.softmax", "relax.nn.layer_norm", "relax.nn.gelu",
-                  "relax.reshape", "relax.strided_slice"):
+                  "relax.sigmoid", "relax.tanh", "relax.reshape", "relax.strided_slice"):
             why = _rejected.get(binding.var.name, "not part of a supported pattern")
         else:
             why = "no AIE pattern for this operator on its own"
@@ -884,7 +888,7 @@ def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     chained = [p for p in patterns if p not in alone and p not in flatten]
     # the second pass: flattens, slices, and one-input row-wise layers after a dense layer
     second = flatten + [_after_dense(p) for p in alone if p.name.startswith("aie.rowwise") and
-                        "add" not in p.name]
+                        "add" not in p.name and "mul" not in p.name]
     mod = relax.transform.FuseOpsByPattern(chained, bind_constants=True,
                                            annotate_codegen=False)(mod)
     # These join the region only once the layer that feeds them is known to be offloaded.

@@ -1,6 +1,6 @@
-"""The row-wise kernel: GELU, softmax, layer norm, an add (fp32 or int8) or an int8 lookup table
-on one block of whole rows in tile memory. Registered into :data:`tvm_aie.sim.kernels.KERNELS`
-as ``"rowwise"``.
+"""The row-wise kernel: GELU, sigmoid, tanh, softmax, layer norm, an add (fp32 or int8), a
+multiply (fp32) or an int8 lookup table on one block of whole rows in tile memory. Registered
+into :data:`tvm_aie.sim.kernels.KERNELS` as ``"rowwise"``.
 
 How the transcendental parts are computed, and their error:
 
@@ -8,8 +8,11 @@ How the transcendental parts are computed, and their error:
   (1.5e-7), evaluated in float32: |erf error| <= 6e-7 absolute over the reals (measured), so
   |GELU error| <= 3e-7 |x| — the kind of polynomial an AIE kernel uses, as the cores have no erf;
 * softmax: ``exp(x - max)`` in float32 (numpy's exp, correctly rounded to float32), sum, divide;
+* sigmoid ``1 / (1 + exp(-x))`` and tanh ``2 / (1 + exp(-2x)) - 1`` from that exp in float32:
+  |error| <= 9e-8 and 1.8e-7 absolute (measured over [-100, 100]);
 * layer norm: mean and variance over the row in float32, ``1/sqrt(var + eps)``, scale and shift;
-* the add of two tensors in float32, or in int8 with :func:`tvm_aie.quant.requantize_add`;
+* the add of two tensors in float32, or in int8 with :func:`tvm_aie.quant.requantize_add`; the
+  multiply of two tensors in float32;
 * int8 ``lut``: ``y = lut[x + 128]``, exact by construction (the table holds the layer's QDQ
   function at all 256 inputs), as AIE-ML's vector lookup does it.
 
@@ -19,11 +22,12 @@ as above), and the result is rounded to bf16 (nearest-even). The one change is `
 the AIE-ML cores compute with two table lookups, as mlir-aie's bf16 ``exp`` does (AIE2
 ``lut_based_ops``): the argument, in 8.8 fixed point, indexes a 256-entry table of
 ``exp(integer part)`` and one of ``exp(fraction)``, both of bf16 entries, multiplied into a
-float32 accumulator (:func:`exp_lut`). Softmax's ``exp`` and GELU's ``exp(-z^2)`` inside erf use
-it. Measured: |exp_lut / exp - 1| <= 8.9e-3 for arguments in [-87, 0] (two bf16 entries of
-2^-9 each and the 2^-9 input step), so |erf error| <= 5.3e-3 and |GELU error| <= 2.7e-3 |x|
-before the output's bf16 rounding; ``tests/test_bf16_attention.py`` holds softmax, GELU, layer
-norm and add within 2e-2 of the largest float32 output.
+float32 accumulator (:func:`exp_lut`). Softmax's ``exp``, GELU's ``exp(-z^2)`` inside erf and
+the ``exp`` of sigmoid and tanh use it. Measured: |exp_lut / exp - 1| <= 8.9e-3 for arguments in
+[-87, 0] (two bf16 entries of 2^-9 each and the 2^-9 input step), so |erf error| <= 5.3e-3,
+|GELU error| <= 2.7e-3 |x|, |sigmoid error| <= 1.9e-3 and |tanh error| <= 3.6e-3 before the
+output's bf16 rounding; ``tests/test_bf16_attention.py`` holds every op within 2e-2 of the
+largest float32 output.
 
 Cycle model: vector passes over the block. ``PASSES`` below are this kernel's estimate of vector
 operations per vector of elements for each op (polynomial terms, exp, reductions), not catalog
@@ -45,7 +49,8 @@ from ..quant import requantize_add
 from .kernels import CALL_OVERHEAD, KERNELS, check_standalone_call
 from .memory import tile_key
 
-PASSES = {"gelu": 14, "softmax": 12, "layernorm": 8, "lut": 1, "add": 2}
+PASSES = {"gelu": 14, "sigmoid": 8, "tanh": 10, "softmax": 12, "layernorm": 8, "lut": 1,
+          "add": 2, "mul": 2}
 LUT_LANES = 16  # parallel lookups per cycle (AIE-ML vector lookup, 8-bit entries)
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
@@ -100,7 +105,7 @@ class RowWise:
         self.variant = (self.name, self.op, self.precision)
         self.add, self.out_zp = p.get("add"), int(p.get("out_zp", 0))  # int8 add requantisation
         need = {"x", "y"} | {"layernorm": {"gamma", "beta"}, "lut": {"lut"},
-                             "add": {"x2"}}.get(self.op, set())
+                             "add": {"x2"}, "mul": {"x2"}}.get(self.op, set())
         if self.op not in PASSES:
             raise ValueError(f"{where}: unknown op {self.op!r}")
         check_standalone_call(where, buffers, need, link_in, link_out)
@@ -131,6 +136,12 @@ class RowWise:
                                  self.out_zp)
         elif self.op == "add":
             out = x + view(self.buffers["x2"]).astype(np.float32)
+        elif self.op == "mul":
+            out = x * view(self.buffers["x2"]).astype(np.float32)
+        elif self.op in ("sigmoid", "tanh"):  # exp(-x) past float32's range is inf: y = 0 or -1
+            k = np.float32(1 if self.op == "sigmoid" else 2)
+            with np.errstate(over="ignore"):
+                out = k / (np.float32(1) + exp(-k * x)) - (k - np.float32(1))
         elif self.op == "gelu":
             out = np.float32(0.5) * x * (np.float32(1) + erf(x / np.float32(math.sqrt(2)), exp))
         elif self.op == "softmax":
