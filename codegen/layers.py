@@ -12,8 +12,9 @@ onnxruntime's QDQ format. An ``aie.flatten_*`` composite (a reshape) becomes a
 For int8 layers this also fixes the integer arithmetic the array does (see :mod:`tvm_aie.quant`):
 the kernel multiplies the raw int8 input, so the input zero point is folded into the int32 bias
 (``bias -= zp_in * colsum(W)``), and ``s_in * s_w[n] / s_out`` becomes a multiplier and shift.
-A dense composite whose dequantized input is int16 (onnxruntime's ``QInt16`` activations) is the
-``int16xint8`` precision: the same arithmetic with an int64 bias and accumulator, int16 output.
+A dense, conv2d or pooling composite whose dequantized input is int16 (onnxruntime's ``QInt16``
+activations) is the ``int16xint8`` precision: the same arithmetic with an int64 bias and
+accumulator, int16 output.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import relax
 
-from ..partition import const_value
+from ..partition import const_value, layer_precision
 from ..quant import quantize_multiplier
-from ..schedules.dense import OPERANDS
+from ..schedules.dense import OPERANDS, accumulator_dtype
 
 
 @dataclass
@@ -81,7 +82,9 @@ class ConvLayer:
     """``y = maxpool?(act(conv2d(x, weight, stride, padding, groups) + bias))`` on one NCHW image.
 
     int8 as :class:`DenseLayer`: raw int8 operands, int32 bias with ``-zp_in * sum(W[o])`` folded
-    in, which is exact at the borders too because the array pads the input with ``in_zp``.
+    in, which is exact at the borders too because the array pads the input with ``in_zp``;
+    int16xint8 the same with int16 activations (in, out and residual), an int64 bias and
+    accumulator.
     """
 
     name: str
@@ -113,11 +116,11 @@ class ConvLayer:
 
     @property
     def in_dtype(self) -> str:
-        return self.precision
+        return self.in_dtype
 
     @property
     def out_dtype(self) -> str:
-        return self.precision
+        return OPERANDS.get(self.precision, (self.precision,))[0]
 
     @property
     def epilogue_zp(self) -> int:
@@ -325,7 +328,7 @@ def _read_composite(func: relax.Function, name: str, m: int, source) -> DenseLay
         bias = value(add.args[1] if value(add.args[0]).same_as(matmul) else add.args[0])
     precision = "float32"
     if int8:  # int16 activations (onnxruntime's QInt16) with int8 weights: int16xint8
-        precision = "int16xint8" if lhs.args[0].ty.dtype == "int16" else "int8"
+        precision = layer_precision(lhs.args[0].ty.dtype)
     layer = DenseLayer(name, precision, m, k, n, weight, None, "relax.nn.relu" in calls, source)
     if not int8:
         layer.bias = None if bias is None else const_value(bias).reshape(n).astype(np.float32)
@@ -383,7 +386,7 @@ def _read_conv(func: relax.Function, name: str, sources: dict) -> ConvLayer:
     names = [op.op.name for op in ops]
     conv = ops[names.index("relax.nn.conv2d")]
     x, rhs = param_of(conv.args[0]), value(conv.args[1])
-    int8 = isinstance(rhs, relax.Call)
+    int8 = isinstance(rhs, relax.Call)  # QDQ: int8 or, with int16 activations, int16xint8
     weight = const_value(rhs.args[0] if int8 else rhs)
     cout = weight.shape[0]
     bias, scale, shift, clip_max, residual = None, None, None, None, None
@@ -404,7 +407,7 @@ def _read_conv(func: relax.Function, name: str, sources: dict) -> ConvLayer:
             clip_max = float(op.args[2].value)
     a = conv.attrs
     pool = ops[names.index("relax.nn.max_pool2d")] if "relax.nn.max_pool2d" in names else None
-    layer = ConvLayer(name, "int8" if int8 else "float32",
+    layer = ConvLayer(name, layer_precision(x.ty.dtype),
                       tuple(int(d) for d in list(x.ty.shape)[1:]), weight, None,
                       tuple(int(v) for v in a.strides), tuple(int(v) for v in a.padding),
                       int(a.groups), "relax.nn.relu" in names or clip_max is not None,
@@ -428,7 +431,8 @@ def _read_conv(func: relax.Function, name: str, sources: dict) -> ConvLayer:
                                     (cout,)).astype(np.float32)
     acc_scale = np.float64(layer.in_scale) * layer.w_scale.astype(np.float64)
     layer.mult, layer.shift = quantize_multiplier(acc_scale / conv_scale)
-    layer.bias = _int_bias(bias, acc_scale, weight.reshape(cout, -1).T, layer.in_zp)
+    layer.bias = _int_bias(bias, acc_scale, weight.reshape(cout, -1).T, layer.in_zp,
+                           accumulator_dtype(layer.precision))
     if residual is not None:  # residual = dequantize(r, s_r, zp_r)
         (cm,), (cs,) = quantize_multiplier(conv_scale / layer.out_scale)
         (rm,), (rs,) = quantize_multiplier(_scalar(residual.args[1]) / layer.out_scale)
@@ -454,7 +458,7 @@ def _read_pool(func: relax.Function, name: str, sources: dict) -> ConvLayer:
     count = window[0] * window[1]
     weight = np.full((c, 1, *window), 1 if int8 else 1 / count,
                      np.int8 if int8 else np.float32)
-    layer = ConvLayer(name, "int8" if int8 else "float32", (c, h, w), weight, None, stride,
+    layer = ConvLayer(name, layer_precision(x.ty.dtype), (c, h, w), weight, None, stride,
                       (0, 0, 0, 0), c, False, None, sources[x], kind=kind)
     if int8:
         dq, quant = calls["relax.dequantize"], calls["relax.quantize"]
@@ -463,7 +467,8 @@ def _read_pool(func: relax.Function, name: str, sources: dict) -> ConvLayer:
         layer.w_scale = np.full(c, 1 / count, np.float32)
         acc_scale = np.float64(layer.in_scale) / count * np.ones(c)
         layer.mult, layer.shift = quantize_multiplier(acc_scale / layer.out_scale)
-        layer.bias = _int_bias(None, acc_scale, weight.reshape(c, -1).T, layer.in_zp)
+        layer.bias = _int_bias(None, acc_scale, weight.reshape(c, -1).T, layer.in_zp,
+                               accumulator_dtype(layer.precision))
     return layer
 
 
@@ -473,7 +478,7 @@ def _read_bmm(func: relax.Function, name: str, sources: dict) -> BmmLayer:
              if isinstance(v, relax.Call) and hasattr(v.op, "name")}
     mm = calls["relax.matmul"]
     lhs, rhs = (bound.get(a, a) for a in mm.args)
-    int8 = "relax.quantize" in calls
+    int8 = "relax.quantize" in calls  # QDQ: int8, or int16xint8 on int16 activations
     a, b = (lhs.args[0], rhs.args[0]) if int8 else (lhs, rhs)
     *batch, m, k = (int(d) for d in a.ty.shape)
     n = int(b.ty.shape[-1])

@@ -201,11 +201,10 @@ class _ConvChainLowering:
         chans = slice(p * lay.op, (p + 1) * lay.op)
         consts = {}
         if layer.kind != "maxpool":  # a max-pool only compares: no weights, no epilogue
-            acc = "int32" if layer.precision == "int8" else "float32"
             consts["w"] = np.ascontiguousarray(layer.weight[chans])
-            if layer.bias is not None:
-                consts["bias"] = layer.bias[chans].astype(acc)
-            if layer.precision == "int8":
+            if layer.bias is not None:  # at the accumulator's width (int16xint8: int64)
+                consts["bias"] = layer.bias[chans].astype(wl.acc_dtype)
+            if wl.integer:
                 consts["mult"] = np.asarray(layer.mult, np.int32)[chans]
                 consts["shift"] = np.asarray(layer.shift, np.int8)[chans]
         bufs = {}
@@ -213,7 +212,6 @@ class _ConvChainLowering:
             self.program.constants[f"{tag}.{key}"] = arr
             bufs[key] = self.res.buffer(f"{tag}.{key}", tile, arr.shape, str(arr.dtype),
                                         initial=f"{tag}.{key}").name
-        wl = lay.workload
         cout_g = wl.o // wl.groups
         params = {"precision": layer.precision, "stride": list(wl.stride),
                   "group_size": cout_g if wl.groups > 1 else lay.op,
@@ -276,3 +274,4 @@ def lower_conv_chain(name: str, layers: list, layouts: list, device, flatten=Non
     lowering.run(flatten=flatten)
     program.tiles, program.meta = res.tile_specs(), lowering.meta()
     return program
+        wl = lay.workload

@@ -16,6 +16,9 @@ The design the codegen implements (:mod:`tvm_aie.codegen.lower_conv`), expressed
 Pooling layers are scheduled as the depthwise conv with their window (the same bands and halos);
 a max-pool keeps no weights on its tiles.
 
+Buffers are sized by the operands' dtypes: int16xint8 (int16 activations, int8 weights) has
+2-byte bands and blocks, 1-byte weights and an int64 bias (the accumulator's width).
+
 The schedule splits the output rows into bands (``aie.row_blocks``) and the output channels into
 ``aie.parallel`` tiles, stages the padded input band, the weights and the output block in
 ``local.aie`` (the padding copy is inlined: it is the memory tile's border) and :func:`tile_layout`
@@ -33,8 +36,8 @@ from tvm.s_tir import SBlock
 from tvm.tirx import For
 
 from ..codegen.resources import VECTOR_ALIGN
-from .dense import (_ACC, _COMPACT, ANN_BUFFER, ANN_DEPTH, ANN_PAR, ANN_ROWS, SCOPE, TileBuffer,
-                    _nbytes, _plain)
+from .dense import (_ACC, _COMPACT, ANN_BUFFER, ANN_DEPTH, ANN_PAR, ANN_ROWS, OPERANDS, SCOPE,
+                    TileBuffer, _nbytes, _plain)
 from .knobs import Knobs, TilingError
 from .knobs import up as _up
 from .legalize import legalized_prim_func
@@ -55,7 +58,7 @@ class ConvWorkload:
     stride: tuple  # (sh, sw)
     padding: tuple  # (top, left, bottom, right)
     groups: int
-    precision: str  # "int8" | "float32"
+    precision: str  # "int8" | "int16xint8" | "float32" | "bfloat16"
     pool: tuple = (1, 1)
     residual: bool = False  # a skip-connection block of the output's shape is added per band
     kind: str = "conv"  # or "avgpool" / "maxpool": a depthwise window (maxpool keeps no weights)
@@ -63,6 +66,20 @@ class ConvWorkload:
     @property
     def acc_dtype(self) -> str:
         return _ACC[self.precision]
+
+    @property
+    def in_dtype(self) -> str:
+        """The activations' dtype, in and out (int16 for int16xint8)."""
+        return OPERANDS.get(self.precision, (self.precision,))[0]
+
+    @property
+    def weight_dtype(self) -> str:
+        return OPERANDS.get(self.precision, (self.precision,) * 2)[1]
+
+    @property
+    def integer(self) -> bool:
+        """Requantised by a per-channel multiplier and shift (int8, int16xint8)."""
+        return self.acc_dtype in ("int32", "int64")
 
     @property
     def hp(self) -> int:
@@ -118,15 +135,16 @@ def tile_buffers(wl: ConvWorkload, cfg: ConvConfig) -> list[tuple[str, int, int]
     """``(buffer, bytes of one slot, slots)`` of one tile, in the codegen's allocation order."""
     op = wl.o // cfg.n_par
     ph, pw = wl.pool
-    params = [wl.acc_dtype] + (["int32", "int8"] if wl.precision == "int8" else [])
-    block = op * (cfg.th // ph) * (wl.wo // pw) * _nbytes(wl.precision)
+    # bias at the accumulator's width (int64 for int16xint8), then the multiplier and shift
+    params = [wl.acc_dtype] + (["int32", "int8"] if wl.integer else [])
+    block = op * (cfg.th // ph) * (wl.wo // pw) * _nbytes(wl.in_dtype)
     return [
-        ("input band A", wl.c * band_rows(wl, cfg.th) * wl.w_read * _nbytes(wl.precision),
+        ("input band A", wl.c * band_rows(wl, cfg.th) * wl.w_read * _nbytes(wl.in_dtype),
          2 if cfg.double_buffer_a else 1)] + \
         ([("residual block R", block, 2 if cfg.double_buffer_a else 1)] if wl.residual else []) + [
         ("output block C", block, 2 if cfg.double_buffer_c else 1)] + (
         [] if wl.kind == "maxpool" else [
-            ("weights W", op * wl.cin_g * wl.kh * wl.kw * _nbytes(wl.precision), 1),
+            ("weights W", op * wl.cin_g * wl.kh * wl.kw * _nbytes(wl.weight_dtype), 1),
             ("params", sum(_up(op * _nbytes(d), VECTOR_ALIGN) for d in params), 1)])
 
 
@@ -151,7 +169,7 @@ def check(wl: ConvWorkload, cfg: ConvConfig, device) -> None:
     if device.memtile is None:
         raise TilingError(f"{where}: {device.name} has no memory tiles to hold the padded input",
                           "memory")
-    image = wl.c * wl.hp * wl.wp * _nbytes(wl.precision)
+    image = wl.c * wl.hp * wl.wp * _nbytes(wl.in_dtype)
     if image > device.memtile["bytes"]:
         raise TilingError(f"{where}: the padded input image ({image:,} B) does not fit in a "
                           f"memory tile ({device.memtile['bytes']:,} B)", "memory")
@@ -188,10 +206,11 @@ def default_config(wl: ConvWorkload, device) -> ConvConfig:
 
 
 def conv_prim_func(wl: ConvWorkload) -> tvm.tirx.PrimFunc:
-    """The TIR of the conv as Relax legalises it (int8 accumulates in int32)."""
+    """The TIR of the conv as Relax legalises it (int8 accumulates in int32; int16xint8, int16
+    activations times int8 weights, in int64)."""
     return legalized_prim_func(
-        [("x", (1, wl.c, wl.h, wl.w), wl.precision),
-         ("w", (wl.o, wl.cin_g, wl.kh, wl.kw), wl.precision)],
+        [("x", (1, wl.c, wl.h, wl.w), wl.in_dtype),
+         ("w", (wl.o, wl.cin_g, wl.kh, wl.kw), wl.weight_dtype)],
         lambda x, w: relax.op.nn.conv2d(x, w, strides=wl.stride, padding=wl.padding,
                                         groups=wl.groups, out_dtype=wl.acc_dtype))
 

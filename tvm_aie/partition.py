@@ -25,7 +25,9 @@ pointwise; any stride and padding) with a constant OIHW weight, in fp32 or QDQ i
         -> quantize [-> dequantize -> max_pool2d -> quantize]?
 
 with a non-overlapping max-pool (pool size = stride, no padding) or a residual add (a skip
-connection of the output's shape, requantised in int8) after either, and in fp32 also an inference
+connection of the output's shape, requantised in int8) after either, and, as for dense layers,
+the same QDQ graph with int16 activations as the int16xint8 precision (pooling layers and
+residual adds in int16 too; not on AIE1), and in fp32 also an inference
 batch norm after the conv (folded into its weight and bias) and ReLU6 / ``clip(0, hi)``. In QDQ
 models onnxruntime folds ReLU/Clip into the output zero point and BN is folded by its
 pre-processing, so the int8 pattern needs neither.
@@ -109,6 +111,23 @@ def _dense_pattern(int8: bool, bias: bool, relu: bool):
     ann = {"x": x, "w": w}
     lhs, rhs = x, w
     if int8:
+def layer_precision(activation_dtype) -> str:
+    """The precision of a layer whose activations are ``activation_dtype``: that dtype, except
+    int16 (onnxruntime's ``QInt16`` activations, always with int8 weights here), which is the
+    int16xint8 datapath."""
+    return "int16xint8" if str(activation_dtype) == "int16" else str(activation_dtype)
+
+
+def _int16_reason() -> str | None:
+    """Why int16 activations cannot run on the device, or None (AIE1's catalog has no int16 x
+    int8 intrinsic)."""
+    try:
+        _device().mmul_shape("int16xint8")
+    except ValueError as err:
+        return str(err)
+    return None
+
+
         lhs, rhs = ann["lhs"], ann["rhs"] = _dq(x), _dq(w)
     matmul = is_op("relax.matmul")(lhs, rhs | is_op("relax.permute_dims")(rhs))
     out = ann["matmul"] = matmul
@@ -145,11 +164,8 @@ def _reason(ctx: PatternCheckContext) -> str | None:
     if x.ty.dtype != act or w.ty.dtype != want or mm.ty.dtype != "float32":
         return f"dtypes {x.ty.dtype} x {w.ty.dtype} -> {mm.ty.dtype} (supported: {want}, " \
             "int16 x int8 in QDQ)"
-    if act == "int16":
-        try:
-            _device().mmul_shape("int16xint8")
-        except ValueError as err:  # e.g. AIE1: the catalog has no int16 x int8 intrinsic
-            return str(err)
+    if act == "int16" and (reason := _int16_reason()):
+        return reason
     n = int(mm.ty.shape[-1])
     b = ctx.annotated_expr.get("b")
     if b is not None and const_value(b).size != n:
@@ -243,10 +259,14 @@ def _conv_reason(ctx: PatternCheckContext) -> str | None:
         return f"batch {x.ty.shape[0]} (supported: 1)"
     if _ints(a.dilation) != [1, 1]:
         return f"dilation {_ints(a.dilation)} (supported: 1)"
-    int8 = "lhs" in ann
+    int8 = "lhs" in ann  # QDQ: int8 activations, or int16 ones (int16xint8)
     want = "int8" if int8 else "float32"
-    if x.ty.dtype != want or w.ty.dtype != want or conv.ty.dtype != "float32":
-        return f"dtypes {x.ty.dtype} x {w.ty.dtype} -> {conv.ty.dtype} (supported: {want})"
+    act = "int16" if int8 and x.ty.dtype == "int16" else want
+    if x.ty.dtype != act or w.ty.dtype != want or conv.ty.dtype != "float32":
+        return f"dtypes {x.ty.dtype} x {w.ty.dtype} -> {conv.ty.dtype} (supported: {want}, " \
+            "int16 x int8 in QDQ)"
+    if act == "int16" and (reason := _int16_reason()):
+        return reason
     cout = int(w.ty.shape[0])
     if "b" in ann:
         b = ann["b"].args[0] if int8 else ann["b"]
@@ -272,8 +292,8 @@ def _conv_reason(ctx: PatternCheckContext) -> str | None:
     if not int8:
         return None
     lhs, rhs, quant, root = ann["lhs"], ann["rhs"], ann["quant"], ann["root"]
-    if root.attrs.out_dtype != "int8" or quant.attrs.out_dtype != "int8":
-        return f"output quantised to {root.attrs.out_dtype}"
+    if root.attrs.out_dtype != act or quant.attrs.out_dtype != act:
+        return f"{act} input quantised to {root.attrs.out_dtype} at the output"
     for name, call in (("input", lhs), ("output", quant)):
         if const_value(call.args[1]).size != 1 or const_value(call.args[2]).size != 1:
             return f"{name} quantisation is not per tensor"
@@ -335,7 +355,7 @@ def _conv_fit(ctx: PatternCheckContext) -> str | None:
     pool = tuple(_ints(ann["pool"].attrs.pool_size)) if "pool" in ann else (1, 1)
     return _fit_reason(conv2d, conv2d.ConvWorkload(
         c, h, wd, o, kh, kw, tuple(_ints(a.strides)), tuple(_ints(a.padding)), int(a.groups),
-        str(x.ty.dtype), pool, "residual" in ann))
+        layer_precision(x.ty.dtype), pool, "residual" in ann))
 
 
 def _check_conv(ctx: PatternCheckContext) -> bool:
@@ -368,8 +388,8 @@ def _pool_reason(ctx: PatternCheckContext) -> str | None:
     x, pool = ann["x"], ann["pool"]
     if not _static(x.ty, 4) or int(x.ty.shape[0]) != 1:
         return f"needs a static NCHW image of batch 1, got {x.ty.shape}"
-    int8 = "quant" in ann
-    if x.ty.dtype != ("int8" if int8 else "float32"):
+    int8 = "quant" in ann  # QDQ: int8, or int16 activations (int16xint8)
+    if x.ty.dtype not in (("int8", "int16") if int8 else ("float32",)):
         return f"dtype {x.ty.dtype}"
     a = pool.attrs
     if pool.op.name == "relax.mean":
@@ -384,8 +404,8 @@ def _pool_reason(ctx: PatternCheckContext) -> str | None:
     if not int8:
         return None
     lhs, quant = ann["lhs"], ann["quant"]
-    if quant.attrs.out_dtype != "int8":
-        return f"output quantised to {quant.attrs.out_dtype}"
+    if quant.attrs.out_dtype != x.ty.dtype:
+        return f"{x.ty.dtype} input quantised to {quant.attrs.out_dtype} at the output"
     (s_in, zp_in), (s_out, zp_out) = ((const_value(c.args[1]), const_value(c.args[2]))
                                       for c in (lhs, quant))
     if s_in.size != 1 or s_out.size != 1:
@@ -409,7 +429,7 @@ def _pool_fit(ctx: PatternCheckContext) -> str | None:
         window, stride = tuple(_ints(pool.attrs.pool_size)), tuple(_ints(pool.attrs.strides))
         kind = "maxpool" if pool.op.name == "relax.nn.max_pool2d" else "avgpool"
     return _fit_reason(conv2d, conv2d.ConvWorkload(c, h, w, c, *window, stride, (0, 0, 0, 0), c,
-                                                   str(x.ty.dtype), kind=kind))
+                                                   layer_precision(x.ty.dtype), kind=kind))
 
 
 def _check_pool(ctx: PatternCheckContext) -> bool:
@@ -423,6 +443,8 @@ def _check_pool(ctx: PatternCheckContext) -> bool:
 
 def _bmm_pattern(int8: bool, scale: bool):
     """``matmul`` of two activations (attention), optionally times a scalar constant (fp32)."""
+    if x.ty.dtype == "int16" and (reason := _int16_reason()):
+        return reason
     a, b = wildcard(), wildcard()
     ann = {"a": a, "b": b}
     lhs, rhs = (ann.setdefault("lhs", _dq(a)), ann.setdefault("rhs", _dq(b))) if int8 else (a, b)

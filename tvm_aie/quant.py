@@ -47,23 +47,39 @@ def requantize(acc, mult, shift, zero_point: int, relu: bool, out_dtype: str = "
     return np.clip(y, lo, QMAX[out_dtype]).astype(out_dtype)
 
 
-ADD_LEFT_SHIFT = 20  # headroom bits of the integer add: rounding errors stay below 2^-20 of a step
+# Headroom bits of the integer add per output dtype (TFLite's quantised add uses the same): rounding
+# errors stay below 2^-shift of a step, while a centred input (9 or 17 bits) shifted left and
+# times a 31-bit multiplier stays inside int64 (int16: 17 + 15 + 31 = 63 bits).
+ADD_LEFT_SHIFT = {"int8": 20, "int16": 15}
 
 
 def requantize_add(a, a_zp: int, a_mult, a_shift, b, b_zp: int, b_mult, b_shift,
                    out_zp: int, out_dtype: str = "int8"):
-    """``a`` and ``b`` (int8 at their own scales) added at the output's scale.
+    """``a`` and ``b`` (``out_dtype``, int8 or int16, at their own scales) added at the output's
+    scale.
 
-    Each input is centred, widened by ``ADD_LEFT_SHIFT`` bits and scaled by its ratio
+    Each input is centred, widened by ``ADD_LEFT_SHIFT[out_dtype]`` bits and scaled by its ratio
     ``s_in / s_out`` as a multiplier and shift (:func:`quantize_multiplier`, round half up); the
     sum is shifted back with rounding half up, offset by the output zero point and saturated
     (the scheme of TFLite's quantised add, which the AIE's shift-round-saturate does the same way).
     """
+    left = ADD_LEFT_SHIFT[out_dtype]
+
     def scaled(x, zp, mult, shift):
-        x = (np.asarray(x, np.int64) - zp) << ADD_LEFT_SHIFT
+        x = (np.asarray(x, np.int64) - zp) << left
         shift = np.int64(shift)
         return (x * np.int64(mult) + (np.int64(1) << (shift - 1))) >> shift
 
     total = scaled(a, a_zp, a_mult, a_shift) + scaled(b, b_zp, b_mult, b_shift)
-    y = ((total + (1 << (ADD_LEFT_SHIFT - 1))) >> ADD_LEFT_SHIFT) + out_zp
+    y = ((total + (1 << (left - 1))) >> left) + out_zp
     return np.clip(y, QMIN[out_dtype], QMAX[out_dtype]).astype(out_dtype)
+
+
+def rescale(x, zp: int, mult, shift, out_zp: int, out_dtype: str = "int8"):
+    """``x`` (``out_dtype`` at its own scale and zero point ``zp``) at another scale, ``mult`` and
+    ``shift`` being ``s_in / s_out`` (an int8 concat's input quantised otherwise than its output).
+
+    It is :func:`requantize_add` with nothing added: a zero second operand contributes exactly 0
+    (``(0 + 2^0) >> 1``), so the input is requantised with the add's arithmetic, one definition
+    shared by the array and the reference."""
+    return requantize_add(x, zp, mult, shift, 0, 0, 1 << 30, 1, out_zp, out_dtype)

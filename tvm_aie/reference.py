@@ -5,9 +5,9 @@ layers (:mod:`tvm_aie.codegen.layers`) as plain Relax: int8 layers (dense and co
 padded with the input zero point) as the integer ops the array runs (:mod:`tvm_aie.quant`: int32
 accumulation of raw int8 operands, int32 bias with the input zero point folded in, int64 multiply
 by the multiplier, round half up by adding ``2^(shift-1)``, right shift, output zero point, clip,
-int8; int16xint8 dense layers the same with int16 activations, int64 accumulator and bias, and
-int16 output), fp32 layers as matmul/conv2d + bias + relu (+ max-pool). Everything else is the
-model's own Relax. The simulator's int8 output is therefore comparable bit for bit, while the
+int8; int16xint8 dense and conv2d layers the same with int16 activations, int64 accumulator and
+bias, and int16 output), fp32 layers as matmul/conv2d + bias + relu (+ max-pool). Everything else
+is the model's own Relax. The simulator's int8 output is therefore comparable bit for bit, while the
 reference is checked against numpy and onnxruntime independently of the array.
 """
 
@@ -44,18 +44,20 @@ def _clip_int8(bb, y, lo=QMIN["int8"], dtype="int8"):
     return bb.emit(relax.op.astype(y, dtype))
 
 
-def _int8_add(bb: relax.BlockBuilder, y, r, terms, out_zp: int):
-    """:func:`tvm_aie.quant.requantize_add` of two int8 tensors; ``terms`` are each one's
-    (zero point, multiplier, shift) to the output's scale, one after the other."""
+def _int8_add(bb: relax.BlockBuilder, y, r, terms, out_zp: int, dtype: str = "int8"):
+    """:func:`tvm_aie.quant.requantize_add` of two ``dtype`` (int8 or int16) tensors; ``terms``
+    are each one's (zero point, multiplier, shift) to the output's scale, one after the other."""
+    left = _const(ADD_LEFT_SHIFT[dtype], "int64")
+
     def scaled(x, zp, mult, shift):
         x = bb.emit(relax.op.left_shift(relax.op.subtract(relax.op.astype(x, "int64"),
-                                                          _const(zp, "int64")),
-                                        _const(ADD_LEFT_SHIFT, "int64")))
+                                                          _const(zp, "int64")), left))
         return _rounding_shift(bb, x, _const(mult, "int64"), _const(shift, "int64"))
 
     total = bb.emit(relax.op.add(scaled(y, *terms[:3]), scaled(r, *terms[3:])))
-    total = _rounding_shift(bb, total, _const(1, "int64"), _const(ADD_LEFT_SHIFT, "int64"))
-    return _clip_int8(bb, bb.emit(relax.op.add(total, _const(out_zp, "int64"))))
+    total = _rounding_shift(bb, total, _const(1, "int64"), left)
+    return _clip_int8(bb, bb.emit(relax.op.add(total, _const(out_zp, "int64"))), QMIN[dtype],
+                      dtype)
 
 
 def _int8_epilogue(bb: relax.BlockBuilder, acc, layer, chan_shape, zero_point: int):
@@ -89,21 +91,23 @@ def _fp32_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
 
 def _conv(bb: relax.BlockBuilder, x, layer: ConvLayer, residual=None):
     """The conv as the array computes it: int8 pads with the input zero point (the memory tile's
-    border) and accumulates raw int8 in int32; the pool or residual add comes after the epilogue.
-    An average pool is the depthwise conv of its constant weights; a max-pool is a max-pool."""
+    border) and accumulates raw int8 in int32 (int16xint8: raw int16 x int8 in int64, requantised
+    to int16); the pool or residual add comes after the epilogue. An average pool is the depthwise
+    conv of its constant weights; a max-pool is a max-pool."""
     chan = (1, -1, 1, 1)
     if layer.kind == "maxpool":
         return bb.emit(relax.op.nn.max_pool2d(x, pool_size=layer.weight.shape[2:],
                                               strides=layer.stride))
-    if layer.precision == "int8":
+    if layer.precision in ("int8", "int16xint8"):
         pt, pl, pb, pr = layer.padding
         x = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pt, pb, pl, pr],
                                     pad_value=float(layer.in_zp)))
         acc = bb.emit(relax.op.nn.conv2d(x, _const(layer.weight, "int8"), strides=layer.stride,
-                                         groups=layer.groups, out_dtype="int32"))
+                                         groups=layer.groups,
+                                         out_dtype=accumulator_dtype(layer.precision)))
         y = _int8_epilogue(bb, acc, layer, chan, layer.epilogue_zp)
         if residual is not None:
-            y = _int8_add(bb, y, residual, astuple(layer.add), layer.out_zp)
+            y = _int8_add(bb, y, residual, astuple(layer.add), layer.out_zp, layer.out_dtype)
     else:
         y = bb.emit(relax.op.nn.conv2d(x, _const(layer.weight, "float32"), strides=layer.stride,
                                        padding=layer.padding, groups=layer.groups))

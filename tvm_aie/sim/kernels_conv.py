@@ -4,8 +4,9 @@ Registered into :data:`tvm_aie.sim.kernels.KERNELS` as ``"conv2d"``. The core re
 input band ``a[C, th_in, w_read]`` (the DMA did the halo and padding), keeps its weights
 ``w[Op, C/groups, KH, KW]`` resident and writes ``c[Op, th/ph, Wo/pw]``: the convolution with
 stride, then bias, activation (int8: :func:`tvm_aie.quant.requantize`, so bit-exact with the CPU
-reference; float32: float32 arithmetic, ReLU or ReLU6-style ``clip(0, clip_max)``), then the
-non-overlapping max-pool or the residual add of ``r[Op, th, Wo]`` (int8:
+reference; int16xint8: int16 ``a``, int8 ``w``, int64 accumulator and bias, requantised the same
+way to int16; float32: float32 arithmetic, ReLU or ReLU6-style ``clip(0, clip_max)``), then the
+non-overlapping max-pool or the residual add of ``r[Op, th, Wo]`` (int8 and int16:
 :func:`tvm_aie.quant.requantize_add`). Grouped and depthwise convs are a loop over the tile's
 groups, each reading its own input channels from the band. Pooling layers use the same kernel:
 an average pool is a depthwise window of constant weights, a max-pool (``kind="maxpool"``) takes
@@ -18,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..quant import QMAX, requantize, requantize_add
+from ..quant import QMAX, requantize, requantize_add, rescale
 from .kernels import CALL_OVERHEAD, KERNELS, check_standalone_call, matmul_cycles
 from .memory import tile_key
 
@@ -47,7 +48,10 @@ class Conv2d:
     # Estimated code bytes (see MatMul.CODE_BYTES): window, channel and band loops around the mmul
     # loop, the requantising epilogue and the pooling pass, about twice the matmul kernel's.
     CODE_BYTES = 4096
-    IN = {"int8": "int8", "float32": "float32", "bfloat16": "bfloat16"}
+    IN = {"int8": ("int8", "int8"), "int16xint8": ("int16", "int8"),
+          "float32": ("float32", "float32"), "bfloat16": ("bfloat16", "bfloat16")}
+    # exact integer accumulation, then requantised by the per-channel multiplier and shift
+    ACC = {"int8": np.int32, "int16xint8": np.int64}
 
     def __init__(self, call, tile, buffers: dict, device, link_in, link_out):
         p = call.params
@@ -59,17 +63,20 @@ class Conv2d:
         self.pool = tuple(int(s) for s in p.get("pool", (1, 1)))
         self.relu, self.out_zp = bool(p.get("relu")), int(p.get("out_zp", 0))
         self.clip_max = p.get("clip_max")  # float32 ReLU6-style bound (with relu), or None
-        self.out_dtype = p.get("out_dtype", self.precision)
+        self.out_dtype = p.get("out_dtype", self.IN[self.precision][0])
         self.cin_offset = int(p.get("cin_offset", 0))
         # residual add: int8 [conv_zp, conv_mult, conv_shift, res_zp, res_mult, res_shift]
         self.residual, self.add = bool(p.get("residual")), p.get("add")
+        # int8 output read by a concat at another scale: [zp, mult, shift, concat's zp], applied
+        # last (:func:`tvm_aie.quant.rescale`; monotone, so it commutes with the max-pool)
+        self.rescale = p.get("rescale")
         # "conv" (also average pools, as depthwise windows of constant weights) or "maxpool"
         self.kind = p.get("kind", "conv")
         self.variant = (self.name, self.precision, self.kind)
         self.buffers = {role: b.name for role, b in buffers.items()}
         need = {"a", "c"} | ({"r"} if self.residual else set()) | (
             set() if self.kind == "maxpool" else
-            {"w"} | ({"mult", "shift"} if self.precision == "int8" else set()))
+            {"w"} | ({"mult", "shift"} if self.precision in self.ACC else set()))
         check_standalone_call(where, buffers, need, link_in, link_out)
         a, c = buffers["a"], buffers["c"]
         if self.kind == "maxpool":
@@ -95,9 +102,11 @@ class Conv2d:
         if self.cin_offset + self.groups * self.cin_g > a.shape[0]:
             raise ValueError(f"{where}: the tile's groups read input channels beyond the "
                              f"{a.shape[0]} of {a.name}")
-        for buf in [a] + ([buffers["w"]] if "w" in buffers else []):
-            if buf.dtype != self.IN[self.precision]:
-                raise ValueError(f"{where}: {buf.name} is {buf.dtype}, not {self.precision}")
+        for buf, dtype in zip([a] + ([buffers["w"]] if "w" in buffers else []),
+                              self.IN[self.precision]):
+            if buf.dtype != dtype:
+                raise ValueError(f"{where}: {buf.name} is {buf.dtype}, not {dtype} "
+                                 f"({self.precision})")
         if self.residual and (list(buffers["r"].shape) != want or buffers["r"].dtype != c.dtype):
             raise ValueError(f"{where}: residual {buffers['r'].name} is not like c {want}")
         for role in ("bias", "mult", "shift"):
@@ -107,18 +116,24 @@ class Conv2d:
         self.macs = window_ops if self.kind == "conv" else 0  # pools: as the model counts them
         if self.kind == "maxpool":  # one vector max per loaded input vector
             self.cycles = CALL_OVERHEAD + math.ceil(
-                window_ops * np.dtype(self.precision).itemsize / device.vector_load_bytes_per_cycle)
+                window_ops * np.dtype(a.dtype).itemsize / device.vector_load_bytes_per_cycle)
         else:
             self.cycles = conv2d_cycles(device, self.precision, self.groups, self.group_size,
                                         self.cin_g, self.kh, self.kw, self.th, self.wo,
                                         self.out_dtype, self.pool, self.residual)
+        if self.rescale:  # one more pass over the output block
+            self.cycles += math.ceil(int(np.prod(c.shape)) * np.dtype(c.dtype).itemsize /
+                                     device.vector_load_bytes_per_cycle)
         self.steps = (self.cycles,)  # timing mode: the call's cycles, no data
 
     def run(self, memories):
         yield self.cycles
         if memories is not None:
             view = memories.buffer_view
-            view(self.buffers["c"])[...] = self._compute(view)
+            out = self._compute(view)
+            if self.rescale:
+                out = rescale(out, *self.rescale, self.out_dtype)
+            view(self.buffers["c"])[...] = out
 
     def _compute(self, view) -> np.ndarray:
         a = view(self.buffers["a"])
@@ -128,7 +143,9 @@ class Conv2d:
         if self.kind == "maxpool":
             return win[self.cin_offset:self.cin_offset + self.groups].max(axis=(3, 4))
         w = view(self.buffers["w"])
-        calc = np.float64 if self.precision == "int8" else np.float32  # bf16 accumulates in fp32
+        # bf16 accumulates in fp32; int8 and int16 x int8 products (below 2^22) and their sums
+        # (below 2^53) are exact in float64
+        calc = np.float64 if self.precision in self.ACC else np.float32
         acc = np.empty((w.shape[0], self.th, self.wo), calc)
         gs = self.group_size
         for g in range(self.groups):
@@ -136,11 +153,11 @@ class Conv2d:
             acc[g * gs:(g + 1) * gs] = np.tensordot(
                 w[g * gs:(g + 1) * gs].astype(calc), win[lo:lo + self.cin_g].astype(calc),
                 axes=([1, 2, 3], [0, 3, 4]))
-        if self.precision == "int8":  # exact in float64; int32 lanes wrap as the hardware's do
-            acc = acc.astype(np.int64).astype(np.int32)
+        if self.precision in self.ACC:  # int32 lanes wrap as the hardware's do (int64: exact)
+            acc = acc.astype(np.int64).astype(self.ACC[self.precision])
         if "bias" in self.buffers:
             acc = acc + view(self.buffers["bias"]).reshape(-1, 1, 1)
-        if self.precision == "int8" and self.out_dtype in QMAX:
+        if self.precision in self.ACC and self.out_dtype in QMAX:
             zp = self.add[0] if self.residual else self.out_zp
             out = requantize(acc.transpose(1, 2, 0), view(self.buffers["mult"]).reshape(-1),
                              view(self.buffers["shift"]).reshape(-1), zp, self.relu,
