@@ -106,6 +106,11 @@ class ConvLayer:
     kind: str = "conv"
     # the slice of the previous layer's (or the program input's) map this layer reads
     in_slice: "SliceLayer | None" = None
+    # the concat this layer reads (``input`` is its name): its inputs fill the layer's image
+    in_concat: "ConcatLayer | None" = None
+    # int8 output read by a concat at another scale: (zp, mult, shift, the concat's zp), applied
+    # after everything else (:func:`tvm_aie.quant.rescale`)
+    rescale: tuple | None = None
     in_scale: float | None = None
     in_zp: int | None = None
     w_scale: np.ndarray | None = None
@@ -287,6 +292,56 @@ def _read_slice(call: relax.Call, name: str, source) -> SliceLayer:
 
 
 @dataclass
+class ConcatLayer:
+    """A ``concat`` along channels of conv or pooling layers' ``[1, C_i, H, W]`` outputs, read by
+    conv or pooling layers. It moves no data of its own: each input's producer writes its blocks
+    straight into every reader's input image at the input's channel offset. int8: ``rescale``
+    holds, per input, None (quantised as the output) or (zero point, multiplier, shift) to the
+    output's scale, which the producer's epilogue applies (:func:`tvm_aie.quant.rescale`)."""
+
+    name: str
+    precision: str
+    inputs: tuple  # sources, in channel order
+    channels: tuple  # C_i of each input
+    out_shape: tuple  # (1, C, H, W)
+    rescale: tuple
+    out_zp: int = 0
+    macs = 0
+
+    @property
+    def out_dtype(self) -> str:
+        return self.precision
+
+    @property
+    def offsets(self) -> list:
+        """The first output channel of each input."""
+        return [int(sum(self.channels[:i])) for i in range(len(self.channels))]
+
+
+def _read_concat(func: relax.Function, name: str, sources: dict) -> ConcatLayer:
+    """The concat composite: ``concat(x...)``, in int8 ``quantize(concat(dequantize(x)...))``."""
+    bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+    calls = {v.op.name: v for v in bound.values() if isinstance(v, relax.Call)}
+    cat = calls["relax.concat"]
+    fields = [bound.get(f, f) for f in bound.get(cat.args[0], cat.args[0]).fields]
+    quant = calls.get("relax.quantize")
+    xs = [f.args[0] if quant is not None else f for f in fields]
+    layer = ConcatLayer(name, str(xs[0].ty.dtype), tuple(sources[x] for x in xs),
+                        tuple(int(x.ty.shape[1]) for x in xs),
+                        tuple(int(d) for d in cat.ty.shape), tuple(None for _ in xs))
+    if quant is not None:
+        s_out, layer.out_zp = _scalar(quant.args[1]), int(_scalar(quant.args[2]))
+        rescale = []
+        for dq in fields:
+            s_in, zp_in = _scalar(dq.args[1]), int(_scalar(dq.args[2]))
+            (mult,), (shift,) = quantize_multiplier(np.float64(s_in) / s_out)
+            rescale.append(None if (s_in, zp_in) == (s_out, layer.out_zp) else
+                           (zp_in, int(mult), int(shift)))
+        layer.rescale = tuple(rescale)
+    return layer
+
+
+@dataclass
 class Param:
     name: str
     shape: tuple
@@ -298,8 +353,8 @@ class LayerGraph:
     """The layers of one offloaded function, in dataflow order, and which one gives its result."""
 
     params: list[Param]
-    layers: list  # DenseLayer | ConvLayer
-    output: str
+    layers: list  # DenseLayer | ConvLayer | ...
+    output: str | tuple  # a layer's name, or several (a function returning a tuple)
 
 
 def _scalar(expr) -> float:
@@ -582,6 +637,10 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
                                            tuple(int(d) for d in x.ty.shape),
                                            tuple(int(d) for d in val.ty.shape), source[x],
                                            tuple(int(a) for a in perm[0]) if perm else None))
+            elif kind.startswith("aie.concat"):
+                name = f"concat{len(layers)}"
+                sources = {p: source[a] for p, a in zip(comp.params, val.args)}
+                layers.append(_read_concat(comp, name, sources))
             elif kind == "aie.slice":
                 name = f"slice{len(layers)}"
                 (inner,) = [b.value for block in comp.body.blocks for b in block.bindings]
@@ -608,27 +667,72 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
             source[binding.var] = source[val]
         else:
             raise ValueError(f"unexpected binding in an aie function: {binding.var.name} = {val}")
-    return LayerGraph(params, layers, source[func.body.body])
+    out = func.body.body
+    return LayerGraph(params, layers, tuple(source[f] for f in out.fields)
+                      if isinstance(out, relax.Tuple) else source[out])
 
 
-def read_layers(func: relax.Function) -> list[DenseLayer]:
-    """The layers of a ``Codegen="aie"`` function; it must be a chain (what the lowering builds).
-    A slice becomes the ``in_slice`` of the conv or pooling layer reading it (its input pattern)."""
+def sources(layer) -> list:
+    """What ``layer`` reads (function parameter indices and layer names): its input (a concat's
+    inputs in place of the concat), its residual and its second operand."""
+    concat = getattr(layer, "in_concat", None)
+    return (list(concat.inputs) if concat else [layer.input]) + \
+        [s for s in (getattr(layer, "residual", None), getattr(layer, "other", None))
+         if s is not None]
+
+
+def read_program(func: relax.Function) -> tuple[list, tuple]:
+    """The layers of a ``Codegen="aie"`` function in dataflow order, and the names of those whose
+    outputs it returns (in its order). Conv and pooling layers may form a DAG (a layer read by
+    several, a concat of several: what the conv lowering builds); any other layer reads the one
+    before it (a chain), and a function with one returns one tensor, its last layer's. A slice
+    becomes the ``in_slice`` of the conv or pooling layer reading it (its input pattern), a
+    concat the ``in_concat`` of each reader, and an int8 concat input's requantisation the
+    ``rescale`` of its producer."""
     graph = read_layer_graph(func)
-    expected, layers = 0, []
+    folded = {x.name: x for x in graph.layers if isinstance(x, (SliceLayer, ConcatLayer))}
+    rescale = {src: (*rs, cat.out_zp) for cat in folded.values() if isinstance(cat, ConcatLayer)
+               for src, rs in zip(cat.inputs, cat.rescale) if rs is not None}
+    layers, convs = [], set()
     for layer in graph.layers:
-        if layer.input != expected:
+        if layer.name in folded:
+            continue
+        src = folded.get(layer.input)
+        if src is not None and not isinstance(layer, ConvLayer):
+            raise ValueError(f"{src.name} is read by {layer.name}, not a conv layer")
+        if isinstance(src, SliceLayer):
+            layer = dataclasses.replace(layer, in_slice=src, input=src.input)
+        elif src is not None:
+            layer = dataclasses.replace(layer, in_concat=src)
+        if layer.name in rescale:
+            layer = dataclasses.replace(layer, rescale=rescale[layer.name])
+        if isinstance(layer, ConvLayer):
+            wrong = [s for s in sources(layer) if s not in convs and
+                     not (isinstance(s, int) and layer.in_concat is None)]
+            if wrong:
+                raise ValueError(f"aie function: {layer.name} reads {wrong[0]!r}, not a program "
+                                 f"input or an earlier conv or pooling layer")
+            convs.add(layer.name)
+        elif layer.input != (layers[-1].name if layers else 0):
             raise ValueError(f"aie function is not a chain: {layer.name} reads {layer.input!r}")
-        if layers and isinstance(layers[-1], SliceLayer):
-            if not isinstance(layer, ConvLayer):
-                raise ValueError(f"{layers[-1].name} is read by {layer.name}, not a conv layer")
-            layer = dataclasses.replace(layer, in_slice=layers.pop(), input=layers[-1].name
-                                        if layers else 0)
-        expected = layer.name
         layers.append(layer)
-    if graph.output != expected or isinstance(layers[-1], SliceLayer):
-        raise ValueError(f"aie function is not a chain: its result is {graph.output!r}")
-    return layers
+    outputs = graph.output if isinstance(graph.output, tuple) else (graph.output,)
+    if any(out not in convs | {layers[-1].name} for out in outputs) or \
+            len(convs) < len(layers) and outputs != (layers[-1].name,):
+        raise ValueError(f"aie function: its result {graph.output!r} is not the output of its "
+                         f"last layer, or of conv and pooling layers only")
+    for name in rescale:  # requantised for the concat: no other reader may see those values
+        readers = [x for x in layers if name in sources(x)]
+        if name in outputs or any(x.in_concat is None or name not in x.in_concat.inputs
+                                  for x in readers):
+            raise ValueError(f"aie function: {name} is requantised for a concat but read "
+                             f"elsewhere too")
+    return layers, tuple(outputs)
+
+
+def read_layers(func: relax.Function) -> list:
+    """The layers of a ``Codegen="aie"`` function (:func:`read_program` without the outputs)."""
+    return read_program(func)[0]
 
 
 def count_macs(mod) -> int:

@@ -1,4 +1,4 @@
-"""Lowering: a chain of scheduled conv2d layers -> one AIE program.
+"""Lowering: scheduled conv2d layers, a chain or a DAG (branches, concats) -> one AIE program.
 
 Input: the layers of one offloaded subgraph (:class:`~tvm_aie.codegen.layers.ConvLayer`) and, for
 each, the tile layout read back from its scheduled TensorIR
@@ -6,8 +6,14 @@ each, the tile layout read back from its scheduled TensorIR
 
 * layer i's input is a feature map ``[C, H+pt+pb, W+pl+pr]`` in the memory tile under its column,
   configured with the input zero point (0 in fp32) so the border *is* the padding; the DMA writes
-  the interior with a 3-D pattern (from DDR for the first layer) or 4-D (the previous layer's
-  output blocks, each at its channels and rows), and every write releases the image's "full" lock;
+  the interior with a 3-D pattern (from DDR for a layer reading the program's input) or 4-D (the
+  output blocks of the layer it reads, each at its channels and rows), and every write releases
+  the image's "full" lock;
+* a layer's output read by several layers (a branch) is one broadcast of its blocks to all their
+  images; a concat is no compute at all: each of its inputs' producers writes its blocks straight
+  into the reader's image at that input's channel offset, and the image's "full" lock counts the
+  writers of every input (an int8 input quantised otherwise than the concat is requantised by its
+  producer's epilogue first);
 * once all writers are done, one 4-D read pattern walks the bands, halo rows included
   (consecutive bands overlap by ``KH - stride`` rows), and broadcasts them to the layer's ``n_par``
   tiles, which keep their output channels' weights resident and compute on tile memory only;
@@ -15,12 +21,12 @@ each, the tile layout read back from its scheduled TensorIR
   tensor as an earlier layer's input image (readers take the image's "full" count and return it
   after their first block, :func:`~tvm_aie.codegen.fifo._memtile_channel`, so a read paced by
   its tile never keeps the other readers out);
-* the last layer's tiles write their blocks straight into the DDR output with 4-D patterns (or,
+* the output layers' tiles write their blocks straight into the DDR outputs with 4-D patterns (or,
   in a program that goes on with a dense head, :mod:`~tvm_aie.codegen.lower_net`, with the same
   patterns into a memory tile).
 
-Intermediate feature maps stay in memory tiles; layers run one after another (a layer starts when
-its input image is complete).
+Intermediate feature maps stay in memory tiles; a layer starts when its input image is complete
+(branches of a DAG may run at the same time).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from dataclasses import astuple
 import numpy as np
 
 from . import fifo as fifos
+from .layers import sources
 from .lower import INPUT, OUTPUT, _core_loop
 from .place import place_layers
 from .program import Core, DdrTensor, Instr, KernelCall, LockOp, Program
@@ -64,64 +71,125 @@ def permuted(sink, shape: tuple, perm: tuple | None):
     return remapped
 
 
-class _ConvChainLowering:
-    """Lowers the chain into ``res``'s program on the tiles ``placement`` gives it."""
+def _numbered(name: str, k: int) -> str:
+    """The DDR tensor of the ``k``-th program input or output: ``name``, then ``name1``, ..."""
+    return name if k == 0 else f"{name}{k}"
 
-    def __init__(self, layers: list, layouts: list, res: TileResources, placement: list):
+
+def _feeds(layer) -> list:
+    """The tensors whose data fills ``layer``'s input image: a concat's inputs, or its input."""
+    return list(layer.in_concat.inputs) if layer.in_concat else [layer.input]
+
+
+class _ConvChainLowering:
+    """Lowers the layers, a DAG in dataflow order (a chain is the simple case), into ``res``'s
+    program on the tiles ``placement`` gives it; ``outputs``: the layers whose outputs the
+    program returns, in order (by default those no other layer reads)."""
+
+    def __init__(self, layers: list, layouts: list, res: TileResources, placement: list,
+                 outputs: list | None = None):
         self.layers, self.layouts, self.res, self.placement = layers, layouts, res, placement
         self.program = res.program
+        read = {s for layer in layers for s in sources(layer)}
+        self.outputs = list(outputs or [x.name for x in layers if x.name not in read])
+        self.index = {layer.name: i for i, layer in enumerate(layers)}
         # tensor (a layer's input source) -> (its memory-tile image, reader locks, workload)
         self.images = {}
+        # layer -> its output FIFOs (one per tile), and how many readers have yet to add their
+        # image as a consumer: a FIFO is lowered once all have, as one broadcast to all of them
+        self.fifos, self.pending = {}, {}
+        for src in (s for layer in layers for s in _feeds(layer) if isinstance(s, str)):
+            self.pending[src] = self.pending.get(src, 0) + 1
+        self.sinks = {}
 
     def run(self, sink=None, flatten=None) -> None:
-        """``sink(offset, sizes, strides)``: the consumer end of the last layer's blocks (the NCHW
-        output's elements the pattern visits), by default the DDR output; ``flatten``: the
-        :class:`~tvm_aie.codegen.layers.FlattenLayer` after the chain (the output then has its
-        shape, and its transpose reorders the writes)."""
-        first, last = self.layers[0], self.layers[-1]
-        c, h, w = first.in_shape
-        src = first.in_slice.in_shape if first.in_slice else (1, c, h, w)
-        self.program.ddr.append(DdrTensor(INPUT, list(src), first.in_dtype, "input"))
-        if sink is None:
-            self.program.ddr.append(DdrTensor(
-                OUTPUT, list(flatten.out_shape if flatten else (1, *last.out_shape)),
-                last.out_dtype, "output"))
-            sink = functools.partial(fifos.DdrEndpoint, OUTPUT)
-        self.sink = permuted(sink, last.out_shape, flatten.perm if flatten else None)
-        pattern = first.in_slice.pattern() if first.in_slice else (0, [c * h * w], [1])
-        writers = [fifos.ObjectFifo(f"{first.name}.x", (c * h * w,), first.in_dtype,
-                                    fifos.DdrEndpoint(INPUT, *pattern))]
+        """``sink(offset, sizes, strides)``: the consumer end of the output layer's blocks (the
+        NCHW output's elements the pattern visits) when there is one output, by default a DDR
+        output per output layer; ``flatten``: the
+        :class:`~tvm_aie.codegen.layers.FlattenLayer` after the one output layer (the output then
+        has its shape, and its transpose reorders the writes)."""
+        params = sorted({s for layer in self.layers for s in _feeds(layer) if isinstance(s, int)})
+        if params != list(range(len(params))):
+            raise ValueError(f"the conv layers read program inputs {params}, not each of the first "
+                             f"{len(params)}")
+        for k in params:
+            reader = next(layer for layer in self.layers if k in _feeds(layer))
+            shape = reader.in_slice.in_shape if reader.in_slice else (1, *reader.in_shape)
+            self.program.ddr.append(DdrTensor(_numbered(INPUT, k), list(shape), reader.in_dtype,
+                                              "input"))
+        if (sink or flatten) and len(self.outputs) != 1:
+            raise ValueError(f"{len(self.outputs)} outputs where one layer's output goes on")
+        for k, name in enumerate(self.outputs):
+            layer = self.layers[self.index[name]]
+            if sink is None:
+                self.program.ddr.append(DdrTensor(
+                    _numbered(OUTPUT, k), list(flatten.out_shape if flatten else
+                                               (1, *layer.out_shape)), layer.out_dtype, "output"))
+            self.sinks[name] = permuted(sink or functools.partial(fifos.DdrEndpoint,
+                                                                  _numbered(OUTPUT, k)),
+                                        layer.out_shape, flatten.perm if flatten else None)
         for i, (layer, lay) in enumerate(zip(self.layers, self.layouts)):
-            writers = self._lower_layer(i, layer, lay, writers)
+            self._lower_layer(i, layer, lay)
+        unread = [name for name, outs in self.fifos.items() if not outs[0].consumers]
+        if unread:
+            raise ValueError(f"the outputs of {unread} are neither read nor returned")
 
-    def _sliced(self, i: int, layer, writers: list) -> list:
-        """The previous layer's blocks (``writers``) into a memory-tile buffer of its whole output,
-        and one FIFO reading the layer's ``in_slice`` of it with an offset n-D pattern, in the
-        slice's row-major order (DMA only: the slice moves bytes, it computes nothing)."""
-        prev, lay = self.layers[i - 1], self.layouts[i - 1]
+    def _read_by(self, src: str) -> None:
+        """One more reader of ``src`` added its consumer ends; lower its FIFOs after the last."""
+        self.pending[src] -= 1
+        if self.pending[src] == 0:
+            for fifo in self.fifos[src]:
+                fifos.lower_consumers(self.res, fifo)
+
+    def _sliced(self, layer, src: str):
+        """The blocks of layer ``src`` into a memory-tile buffer of its whole output, and one FIFO
+        reading ``layer``'s ``in_slice`` of it with an offset n-D pattern, in the slice's
+        row-major order (DMA only: the slice moves bytes, it computes nothing)."""
+        j = self.index[src]
+        prev, lay = self.layers[j], self.layouts[j]
         _, ho, wo = prev.out_shape
-        memtile = (self.placement[i - 1][0][0][0], 1)
+        memtile = (self.placement[j][0][0][0], 1)
         name = f"{layer.in_slice.name}.src"
         self.program.constants[name] = np.zeros(prev.out_shape, prev.out_dtype)
         buf = self.res.buffer(name, memtile, list(prev.out_shape), prev.out_dtype,
                               initial=name).name
         full = self.res.lock(f"{name}.full", memtile, init=0).name
-        for p, fifo in enumerate(writers):
+        for p, fifo in enumerate(self.fifos[src]):
             tho = fifo.shape[1]
-            fifo.consumers = [fifos.MemtileEndpoint(
+            fifo.consumers.append(fifos.MemtileEndpoint(
                 buf, p * lay.op * ho * wo, [lay.bands, lay.op, tho, wo], [tho * wo, ho * wo, wo, 1],
-                release=LockOp(full, 1))]
-            fifos.lower_consumers(self.res, fifo)
-        done = LockOp(full, len(writers))
-        return [fifos.ObjectFifo(f"{layer.name}.x", (int(np.prod(layer.in_shape)),),
-                                 layer.in_dtype, fifos.MemtileEndpoint(
-                                     buf, *layer.in_slice.pattern(), done, done))]
+                release=LockOp(full, 1)))
+        self._read_by(src)
+        done = LockOp(full, len(self.fifos[src]))
+        return fifos.ObjectFifo(f"{layer.name}.x", (int(np.prod(layer.in_shape)),),
+                                layer.in_dtype, fifos.MemtileEndpoint(
+                                    buf, *layer.in_slice.pattern(), done, done))
 
-    def _image(self, i: int, layer, lay, writers: list):
-        """The layer's padded input image in a memory tile, filled by ``writers``; returns the FIFO
-        that broadcasts its bands."""
-        if i > 0 and layer.in_slice is not None:
-            writers = self._sliced(i, layer, writers)
+    def _writers(self, layer) -> list:
+        """``[(fifo, first channel, producer's layout)]`` filling ``layer``'s input image: a
+        program input from DDR or a slice of a layer's output (each one FIFO of the whole image in
+        order, no layout), or the blocks of the layers it reads, a concat's inputs each at its
+        channel offset."""
+        concat = layer.in_concat
+        out = []
+        for src, first in zip(*(concat.inputs, concat.offsets) if concat else ([layer.input], [0])):
+            if isinstance(src, int):
+                c, h, w = layer.in_shape
+                pattern = layer.in_slice.pattern() if layer.in_slice else (0, [c * h * w], [1])
+                out.append((fifos.ObjectFifo(f"{layer.name}.x", (c * h * w,), layer.in_dtype,
+                                             fifos.DdrEndpoint(_numbered(INPUT, src), *pattern)),
+                            0, None))
+            elif layer.in_slice is not None:
+                out.append((self._sliced(layer, src), 0, None))
+            else:
+                lay = self.layouts[self.index[src]]
+                out += [(fifo, first + p * lay.op, lay) for p, fifo in enumerate(self.fifos[src])]
+        return out
+
+    def _image(self, i: int, layer, lay):
+        """The layer's padded input image in a memory tile, filled by its writers; returns the
+        FIFO that broadcasts its bands."""
+        writers = self._writers(layer)
         wl = lay.workload
         col = self.placement[i][0][0][0]
         memtile = (col, 1)
@@ -133,23 +201,30 @@ class _ConvChainLowering:
         full = self.res.lock(f"{layer.name}.image.full", memtile, init=0).name
         interior = wl.padding[0] * wl.wp + wl.padding[1]
         row, plane = wl.wp, wl.hp * wl.wp
-        for p, fifo in enumerate(writers):
-            if len(fifo.shape) == 1:  # the whole image in order (from DDR or a slice's read)
+        for fifo, first, src in writers:
+            if src is None:  # the whole image in order (from DDR or a slice's read)
                 sizes, strides, offset = [wl.c, wl.h, wl.w], [plane, row, 1], interior
-            else:  # block p of the previous layer: its channels, band after band
-                prev = self.layouts[i - 1]
-                op, (_, tho, wo) = prev.op, fifo.shape
-                sizes, strides = [prev.bands, op, tho, wo], [tho * row, plane, row, 1]
-                offset = p * op * plane + interior
-            fifo.consumers = [fifos.MemtileEndpoint(image, offset, sizes, strides,
-                                                    release=LockOp(full, 1))]
-            if fifo.src is None:
-                fifos.lower_producer(self.res, fifo)
-            fifos.lower_consumers(self.res, fifo)
+            else:  # a producer's block: its channels, band after band
+                _, tho, wo = fifo.shape
+                sizes, strides = [src.bands, src.op, tho, wo], [tho * row, plane, row, 1]
+                offset = first * plane + interior
+            end = fifos.MemtileEndpoint(image, offset, sizes, strides, release=LockOp(full, 1))
+            if src is None:  # a FIFO of this image alone
+                fifo.consumers = [end]
+                if fifo.src is None:
+                    fifos.lower_producer(self.res, fifo)
+                fifos.lower_consumers(self.res, fifo)
+            else:
+                fifo.consumers.append(end)
+        if layer.in_slice is None:
+            for src in _feeds(layer):
+                if isinstance(src, str):
+                    self._read_by(src)
         # Readers take the "full" count and give it back, so later readers (a skip connection
         # reading the same image) find it again.
         done = (LockOp(full, len(writers)), LockOp(full, len(writers)))
-        self.images[layer.input] = (image, done, wl)
+        self.images.setdefault(layer.in_slice.name if layer.in_slice else layer.input,
+                               (image, done, wl))
         sh = wl.stride[0]
         return fifos.ObjectFifo(
             f"{layer.name}.a", (wl.c, lay.th_in, wl.w_read), layer.in_dtype,
@@ -174,27 +249,29 @@ class _ConvChainLowering:
         fifos.lower_producer(self.res, fifo)
         return fifos.lower_consumers(self.res, fifo)[tuple(tile)]
 
-    def _lower_layer(self, i: int, layer, lay, writers: list) -> list:
+    def _lower_layer(self, i: int, layer, lay) -> None:
         tiles = [t[0] for t in self.placement[i]]
-        bands = self._image(i, layer, lay, writers)
+        bands = self._image(i, layer, lay)
         bands.consumers = [(t, 2 if lay.double_buffer_a else 1) for t in tiles]
         fifos.lower_producer(self.res, bands)
         a_eps = fifos.lower_consumers(self.res, bands)
         _, ho, wo = layer.out_shape
         tho = lay.th // (layer.pool or (1, 1))[0]
+        sink = self.sinks.get(layer.name)
         outputs = []
         for p, tile in enumerate(tiles):
             r_ep = None if layer.residual is None else self._residual(layer, lay, p, tile, tho, wo)
             fifo = fifos.ObjectFifo(f"{layer.name}.c{p}", (lay.op, tho, wo), layer.out_dtype,
                                     (tile, 2 if lay.double_buffer_c else 1))
             c_ep = fifos.lower_producer(self.res, fifo)
-            if i == len(self.layers) - 1:
-                fifo.consumers = [self.sink(p * lay.op * ho * wo, [lay.bands, lay.op, tho, wo],
-                                            [tho * wo, ho * wo, wo, 1])]
-                fifos.lower_consumers(self.res, fifo)
+            if sink is not None:  # read by layers too: lowered with their images (_read_by)
+                fifo.consumers = [sink(p * lay.op * ho * wo, [lay.bands, lay.op, tho, wo],
+                                       [tho * wo, ho * wo, wo, 1])]
+                if not self.pending.get(layer.name):
+                    fifos.lower_consumers(self.res, fifo)
             outputs.append(fifo)
             self._lower_tile(layer, lay, p, tile, a_eps[tuple(tile)], c_ep, r_ep)
-        return outputs
+        self.fifos[layer.name] = outputs
 
     def _lower_tile(self, layer, lay, p: int, tile, a_ep, c_ep, r_ep) -> None:
         tag = f"{layer.name}.p{p}"
@@ -224,6 +301,8 @@ class _ConvChainLowering:
                   "window": [wl.kh, wl.kw]}
         if layer.add is not None:
             params["add"] = [int(v) for v in astuple(layer.add)]
+        if layer.rescale is not None:
+            params["rescale"] = [int(v) for v in layer.rescale]
         ins = [(a_ep, False)] + ([(r_ep, False)] if r_ep else []) + [(c_ep, True)]
 
         def step(i):
@@ -246,15 +325,23 @@ class _ConvChainLowering:
                         "macs": int(layer.macs), "blocks": lay.bands, "config": lay.config,
                         "tiles": [list(t[0]) for t in tiles]}
                        for layer, lay, tiles in zip(self.layers, self.layouts, self.placement)],
-            "onchip_intermediates": [
-                f"{layer.name}"
-                f"{f' -> {nxt.in_slice.name} (sliced by DMA)' if nxt.in_slice else ''}"
-                f" -> {nxt.name} (memory tile {self.placement[i + 1][0][0][0]},1)"
-                for i, (layer, nxt) in enumerate(zip(self.layers, self.layers[1:]))] + [
+            "onchip_intermediates": [self._edge(i, layer) for i, layer in enumerate(self.layers)
+                                     if any(isinstance(s, str) for s in _feeds(layer))] + [
                 f"{'input' if isinstance(layer.residual, int) else layer.residual} -> "
                 f"{layer.name} (skip connection, read again from its memory tile)"
                 for layer in self.layers if layer.residual is not None],
         }
+
+    def _edge(self, i: int, layer) -> str:
+        """How layer i's input reaches its memory-tile image on-chip (a branch read by several
+        layers is one edge per reader)."""
+        tile = f"memory tile {self.placement[i][0][0][0]},1"
+        if layer.in_concat:
+            cat = layer.in_concat
+            return f"{' + '.join(cat.inputs)} -> {cat.name} (concatenated by DMA) -> " \
+                f"{layer.name} ({tile})"
+        via = f" -> {layer.in_slice.name} (sliced by DMA)" if layer.in_slice else ""
+        return f"{layer.input}{via} -> {layer.name} ({tile})"
 
 
 def _summary(layer, lay) -> str:
@@ -264,14 +351,15 @@ def _summary(layer, lay) -> str:
     return f"{lay.workload}{act}{pool}" + (" +residual" if layer.residual is not None else "")
 
 
-def lower_conv_chain(name: str, layers: list, layouts: list, device, flatten=None) -> Program:
-    """One AIE program for a chain of conv2d layers (see the module docstring for the design);
-    ``flatten``: the flatten layer after the chain, if any."""
+def lower_conv_chain(name: str, layers: list, layouts: list, device, flatten=None,
+                     outputs: list | None = None) -> Program:
+    """One AIE program for conv2d layers in dataflow order (see the module docstring for the
+    design); ``flatten``: the flatten layer after the last one, if any; ``outputs``: the layers
+    whose outputs the program returns (by default those no other layer reads)."""
     program = Program(name=name, device=device.name)
     res = TileResources(program, device, device.first_compute_row)
     lowering = _ConvChainLowering(layers, layouts, res,
-                                  place_layers(conv_shapes(layers, layouts), device))
+                                  place_layers(conv_shapes(layers, layouts), device), outputs)
     lowering.run(flatten=flatten)
     program.tiles, program.meta = res.tile_specs(), lowering.meta()
     return program
-        wl = lay.workload

@@ -23,7 +23,8 @@ import tvm
 from ..schedules import bmm, conv2d, dense, rowwise
 from ..schedules.dense import TilingError
 from ..target import get_device
-from .layers import BmmLayer, ConvLayer, DenseLayer, FlattenLayer, RowLayer, read_layers
+from .layers import (BmmLayer, ConvLayer, DenseLayer, FlattenLayer, RowLayer, read_layers,
+                     read_program, sources)
 from .lower import lower_dense_chain
 from .lower_bmm import lower_bmm
 from .lower_net import PART_KINDS, lower_net
@@ -160,11 +161,14 @@ def _compile_parts(parts: list, name: str, device, pinned: dict):
 
 def compile_function(func, name: str, device, pinned: dict | None = None):
     """The AIE program of one partitioned function; ``pinned``: layer index -> config."""
-    return compile_chain(read_layers(func), name, device, pinned)
+    layers, outputs = read_program(func)
+    return compile_chain(layers, name, device, pinned, outputs)
 
 
-def compile_chain(layers: list, name: str, device, pinned: dict | None = None):
-    """The AIE program of a chain of layers of one family."""
+def compile_chain(layers: list, name: str, device, pinned: dict | None = None,
+                  outputs: tuple | None = None):
+    """The AIE program of a chain of layers of one family (conv layers: a DAG whose
+    ``outputs`` it returns, by default those no other layer reads)."""
     layers = [_in_precision(layer, device) for layer in layers]
     families = {type(layer).__name__ for layer in layers}
     parts = _parts(layers)
@@ -186,7 +190,8 @@ def compile_chain(layers: list, name: str, device, pinned: dict | None = None):
     if "ConvLayer" in families:  # conv layers, perhaps ending in a flatten
         convs = [layer for layer in layers if isinstance(layer, ConvLayer)]
         return lower_conv_chain(name, convs, _conv_layouts(convs, name, device, pinned or {}),
-                                device, layers[-1] if len(convs) < len(layers) else None)
+                                device, layers[-1] if len(convs) < len(layers) else None,
+                                outputs)
     if families != {"DenseLayer"}:
         raise ValueError(f"{name}: one AIE program holds one family, got {sorted(families)}")
     return lower_dense_chain(name, layers, _dense_layouts(layers, name, device, pinned), device)
@@ -214,18 +219,40 @@ def _reads_only_handover(layers: list, start: int, end: int) -> bool:
     allowed = {layer.name for layer in layers[start:end]} | \
         ({layers[start - 1].name} if start else set())
     return all((isinstance(src, int) and start == 0) or src in allowed
-               for layer in layers[start:end]
-               for src in [layer.input] + [s for s in (getattr(layer, "residual", None),
-                                                       getattr(layer, "other", None))
-                                           if s is not None])
+               for layer in layers[start:end] for src in sources(layer))
+
+
+def _cuts_one_tensor(layers: list, outputs: tuple, start: int, end: int) -> bool:
+    """Whether a program may end after ``layers[end - 1]``: the one tensor of ``layers[start:end]``
+    read after it is that layer's output (the next program's input, through DDR), which the
+    function does not return, and no concat after it reads it (a concat's inputs are its own
+    program's layers). A chain can be cut anywhere; a DAG between its branches."""
+    if end == len(layers):
+        return True
+    inside = {layer.name for layer in layers[start:end]}
+    handover = layers[end - 1].name
+    return not inside & set(outputs) and all(
+        src not in inside or src == handover and
+        src not in getattr(getattr(layer, "in_concat", None), "inputs", ())
+        for layer in layers[end:] for src in sources(layer))
+
+
+def _handed_over(layer, src: str):
+    """``layer`` in a program whose input is ``src``, the previous program's output: a conv
+    layer reading it reads the program's input 0."""
+    if not isinstance(layer, ConvLayer):
+        return layer
+    return replace(layer, input=0 if layer.input == src else layer.input,
+                   residual=0 if layer.residual == src else layer.residual)
 
 
 def compile_programs(func, name: str, device, pinned: dict | None = None) -> list:
-    """The programs of one partitioned function: one if the array holds the whole chain, else
-    the chain split greedily into the longest prefixes that fit, run one after another with
-    their hand-over tensors in DDR. Each part's ``meta["split"]`` says why it ends where it does.
+    """The programs of one partitioned function: one if the array holds all its layers, else
+    the layers split greedily into the longest prefixes that fit and hand one tensor to the next
+    (a DAG is cut between its branches), run one after another with their hand-over tensors in
+    DDR. Each part's ``meta["split"]`` says why it ends where it does.
     """
-    layers, pinned = read_layers(func), pinned or {}
+    (layers, outputs), pinned = read_program(func), pinned or {}
     programs, start = [], 0
     while start < len(layers):
         why = None
@@ -234,7 +261,11 @@ def compile_programs(func, name: str, device, pinned: dict | None = None) -> lis
             stop += 1
         # a flatten stays with the conv part that feeds it: no program starts with one
         ends = [end for end in range(stop, start, -1)
-                if end == len(layers) or not isinstance(layers[end], FlattenLayer)]
+                if (end == len(layers) or not isinstance(layers[end], FlattenLayer)) and
+                _cuts_one_tensor(layers, outputs, start, end)]
+        if not ends:
+            raise ValueError(f"{name}: {layers[start].name}..{layers[stop - 1].name} cannot be "
+                             f"split into programs that each hand one tensor to the next")
         for end in ends:
             part = f"{name}.{len(programs)}" if programs or end < len(layers) else name
             if not _reads_only_handover(layers, start, end):
@@ -242,7 +273,10 @@ def compile_programs(func, name: str, device, pinned: dict | None = None) -> lis
                                  f"tensor that is not the previous program's output")
             sub = {i - start: cfg for i, cfg in pinned.items() if start <= i < end}
             try:
-                program = compile_chain(layers[start:end], part, device, sub)
+                part_layers = [_handed_over(layer, layers[start - 1].name) if start else layer
+                               for layer in layers[start:end]]
+                program = compile_chain(part_layers, part, device, sub,
+                                        outputs if end == len(layers) else None)
                 break
             except (PlacementError, ResourceError, TilingError) as err:
                 if end == ends[-1]:

@@ -46,6 +46,12 @@ A ``strided_slice`` of a conv or pooling layer's output (any begin and positive 
 W; on int8 or fp32 values, no compute) joins the region the same way when an offloaded conv or
 pooling layer reads it: the next layer's input DMA reads the slice with an offset n-D pattern.
 
+A ``concat`` along channels of offloaded conv or pooling layers' outputs, read only by offloaded
+conv or pooling layers (a SqueezeNet fire module's expand branches, an Inception module), joins
+the region too: each producer writes its blocks straight into its readers' input images at its
+channel offset (no compute). In int8 (a dequantize per input, a quantize after) an input
+quantised otherwise than the output is requantised by its producer's epilogue.
+
 Batched matmuls of two activations (attention's QKᵀ and P·V: ``matmul(a, b)`` of one rank >= 3
 and the same batch dimensions, in fp32 optionally times a scalar, or between QDQ pairs) are a
 family of their own, one program each.
@@ -78,7 +84,7 @@ from tvm import relax
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
 from tvm.relax.backend.utils import has_leaking_intermediate_variables
 from tvm.relax.expr_functor import PyExprMutator, mutator
-from tvm.relax.dpl.pattern import is_const, is_op, wildcard
+from tvm.relax.dpl.pattern import is_const, is_op, is_tuple, wildcard
 from tvm.relax.transform import PatternCheckContext
 
 from .quant import quantize_multiplier
@@ -101,16 +107,6 @@ def const_value(expr) -> np.ndarray:
     return expr.value.numpy()
 
 
-def _dq(data):
-    return is_op("relax.dequantize")(data, is_const(), is_const())
-
-
-def _dense_pattern(int8: bool, bias: bool, relu: bool):
-    """One dense layer; ``int8`` gives its QDQ form. Returns (pattern, annotations)."""
-    x, w = wildcard(), is_const()
-    ann = {"x": x, "w": w}
-    lhs, rhs = x, w
-    if int8:
 def layer_precision(activation_dtype) -> str:
     """The precision of a layer whose activations are ``activation_dtype``: that dtype, except
     int16 (onnxruntime's ``QInt16`` activations, always with int8 weights here), which is the
@@ -128,6 +124,16 @@ def _int16_reason() -> str | None:
     return None
 
 
+def _dq(data):
+    return is_op("relax.dequantize")(data, is_const(), is_const())
+
+
+def _dense_pattern(int8: bool, bias: bool, relu: bool):
+    """One dense layer; ``int8`` gives its QDQ form. Returns (pattern, annotations)."""
+    x, w = wildcard(), is_const()
+    ann = {"x": x, "w": w}
+    lhs, rhs = x, w
+    if int8:
         lhs, rhs = ann["lhs"], ann["rhs"] = _dq(x), _dq(w)
     matmul = is_op("relax.matmul")(lhs, rhs | is_op("relax.permute_dims")(rhs))
     out = ann["matmul"] = matmul
@@ -615,6 +621,82 @@ def _check_slice(ctx: PatternCheckContext) -> bool:
     return reason is None
 
 
+# the most inputs a concat pattern takes (Inception's modules join four branches)
+CONCAT_INPUTS = 6
+
+
+def _concat_pattern(int8: bool, n: int):
+    """A ``concat`` of ``n`` tensors (ONNX ``Concat`` as imported); in int8 each input through
+    its own dequantize and the result quantised, as onnxruntime's QDQ quantiser writes it (the
+    inputs keep their producers' scales, the output has its own)."""
+    ann = {f"x{i}": wildcard() for i in range(n)}
+    fields = [ann.setdefault(f"dq{i}", _dq(ann[f"x{i}"])) if int8 else ann[f"x{i}"]
+              for i in range(n)]
+    out = ann["concat"] = is_op("relax.concat")(is_tuple(fields))
+    if int8:
+        out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
+    ann["root"] = out
+    return out, ann
+
+
+def _concat_reason(ctx: PatternCheckContext) -> str | None:
+    """Why the concat cannot join the array's program, or None: it must join NCHW maps along
+    channels, each the output of an offloaded conv or pooling layer, and be read only by
+    offloaded conv or pooling layers, whose input images the producers' DMA then fills at each
+    input's channel offset (no compute). In int8 an input quantised otherwise than the output is
+    requantised by its producer's epilogue, so the concat must be that layer's only reader."""
+    if has_leaking_intermediate_variables(ctx):
+        return "an intermediate of the concat is used outside it"
+    ann = ctx.annotated_expr
+    cat = ann["concat"]
+    xs = [ann[f"x{i}"] for i in range(sum(k.startswith("x") for k in ann))]
+    if not all(_static(t.ty, 4) for t in [*xs, cat]):
+        return f"needs static NCHW maps, got {[list(x.ty.shape) for x in xs]}"
+    if int(cat.attrs.axis) % 4 != 1:
+        return f"concat on axis {int(cat.attrs.axis)} (the array joins channels, axis 1)"
+    if int(cat.ty.shape[0]) != 1:
+        return f"batch {cat.ty.shape[0]} (supported: 1)"
+    int8 = "quant" in ann
+    want = "int8" if int8 else "float32"
+    if any(x.ty.dtype != want for x in xs) or int8 and ann["quant"].attrs.out_dtype != want:
+        return f"dtypes {[str(x.ty.dtype) for x in xs]} (supported: {want})"
+    if any(not (isinstance(x, relax.Call) and isinstance(x.op, relax.GlobalVar)) or
+           _offloaded.get(x.op.name_hint) not in ("conv", "pool") for x in xs):
+        return "an input is not the output of a conv or pooling layer on the array"
+    if int8:
+        quant = ann["quant"]
+        calls = [quant] + [ann[f"dq{i}"] for i in range(len(xs))]
+        if any(const_value(c.args[i]).size != 1 for c in calls for i in (1, 2)):
+            return "quantisation is not per tensor"
+        for i, x in enumerate(xs):
+            dq = ann[f"dq{i}"]
+            if all(np.array_equal(const_value(dq.args[k]), const_value(quant.args[k]))
+                   for k in (1, 2)):
+                continue  # the same int8 values: data movement only
+            var = ctx.value_to_bound_var.get(x)
+            if var is None or len(ctx.var_usages.get(var, [])) != 1:
+                return "an input quantised otherwise than the output is read elsewhere too"
+            try:
+                quantize_multiplier(const_value(dq.args[1]).astype(np.float64) /
+                                    const_value(quant.args[1]))
+            except ValueError as err:
+                return f"requantising an input: {err}"
+    var = ctx.value_to_bound_var.get(ann["root"])
+    users = ctx.var_usages.get(var, []) if var is not None else []
+    if not users or any(_offloaded.get(u.name) not in ("conv", "pool") for u in users):
+        return "it is not read only by conv or pooling layers on the array"
+    return None
+
+
+def _check_concat(ctx: PatternCheckContext) -> bool:
+    reason = _concat_reason(ctx)
+    if reason is not None:
+        var = ctx.value_to_bound_var.get(ctx.annotated_expr["concat"])
+        if var is not None:
+            _rejected.setdefault(var.name, reason)
+    return reason is None
+
+
 _UNARY = {"gelu": "relax.nn.gelu", "sigmoid": "relax.sigmoid", "tanh": "relax.tanh"}
 
 
@@ -758,6 +840,8 @@ def _patterns():
              *_flatten_pattern(int8, t), _check_flatten) for int8 in (False, True)
             for t in (False, True)]
     out.append(("aie.slice", *_slice_pattern(), _check_slice))
+    out += [(f"aie.concat_{'int8' if int8 else 'fp32'}_{n}", *_concat_pattern(int8, n),
+             _check_concat) for int8 in (False, True) for n in range(2, CONCAT_INPUTS + 1)]
     first = ("aie.pool2d", "aie.rowwise")  # tried last: a conv's own epilogue goes first
     return sorted(out, key=lambda p: (not p[0].startswith(first), p[0].count("_")))
 
@@ -873,7 +957,8 @@ def _log_cpu_ops(mod: tvm.IRModule) -> None:
         op = call.op.name
         if op in ("relax.matmul", "relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
                   "relax.mean", "relax.nn.softmax", "relax.nn.layer_norm", "relax.nn.gelu",
-                  "relax.sigmoid", "relax.tanh", "relax.reshape", "relax.strided_slice"):
+                  "relax.sigmoid", "relax.tanh", "relax.reshape", "relax.strided_slice",
+                  "relax.concat"):
             why = _rejected.get(binding.var.name, "not part of a supported pattern")
         else:
             why = "no AIE pattern for this operator on its own"
@@ -893,7 +978,8 @@ def _offloaded_outputs(mod: tvm.IRModule) -> dict:
 def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     """Group what the array runs into functions with ``Codegen="aie"``, the rest stays on the CPU.
 
-    Consecutive dense, conv2d and pooling layers (with slices between them), a flatten between
+    Consecutive dense, conv2d and pooling layers (with slices and concats between them, conv
+    and pooling layers also branching), a flatten between
     a conv part and a dense head, and a one-input row-wise layer after a dense layer merge into
     one function, so their intermediates stay on the array; batched matmuls and the other row-wise layers become
     functions of their own (their operands come and go through DDR), matched after the others so
@@ -906,9 +992,11 @@ def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     mod = _canonicalize(mod)
     patterns = get_patterns_with_prefix("aie")
     alone = [p for p in patterns if p.name.startswith(("aie.bmm", "aie.rowwise"))]
-    flatten = [p for p in patterns if p.name.startswith(("aie.flatten", "aie.slice"))]
+    flatten = [p for p in patterns if p.name.startswith(("aie.flatten", "aie.slice",
+                                                          "aie.concat"))]
     chained = [p for p in patterns if p not in alone and p not in flatten]
-    # the second pass: flattens, slices, and one-input row-wise layers after a dense layer
+    # the second pass: flattens, slices, concats, and one-input row-wise layers after a dense
+    # layer
     second = flatten + [_after_dense(p) for p in alone if p.name.startswith("aie.rowwise") and
                         "add" not in p.name and "mul" not in p.name]
     mod = relax.transform.FuseOpsByPattern(chained, bind_constants=True,

@@ -19,8 +19,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .codegen.layers import (BmmLayer, ConvLayer, DenseLayer, FlattenLayer, LayerGraph,
-                             RowLayer, SliceLayer, read_layer_graph)
+from .codegen.layers import (BmmLayer, ConcatLayer, ConvLayer, DenseLayer, FlattenLayer,
+                             LayerGraph, RowLayer, SliceLayer, read_layer_graph)
 from .partition import partition_for_aie
 from .quant import ADD_LEFT_SHIFT, QMAX, QMIN
 from .schedules.dense import accumulator_dtype
@@ -80,6 +80,16 @@ def _int8_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
     acc = bb.emit(relax.op.matmul(x, _const(layer.weight, "int8"),
                                   out_dtype=accumulator_dtype(layer.precision)))
     return _int8_epilogue(bb, acc, layer, (-1,), layer.out_zp)
+
+
+def _concat(bb: relax.BlockBuilder, xs: list, layer: ConcatLayer):
+    """The concat along channels; in int8 each input quantised otherwise than the output first
+    requantised as its producer's epilogue does it (:func:`tvm_aie.quant.rescale`: the add's
+    arithmetic with a zero second operand)."""
+    xs = [x if rs is None else
+          _int8_add(bb, x, _const(0, "int8"), (*rs, 0, 1 << 30, 1), layer.out_zp)
+          for x, rs in zip(xs, layer.rescale)]
+    return bb.emit(relax.op.concat(xs, axis=1))
 
 
 def _fp32_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
@@ -164,6 +174,9 @@ def reference_function(graph: LayerGraph) -> relax.Function:
         with bb.dataflow():
             values = {}
             for layer in graph.layers:
+                if isinstance(layer, ConcatLayer):
+                    values[layer.name] = _concat(bb, [values[s] for s in layer.inputs], layer)
+                    continue
                 x = params[layer.input] if isinstance(layer.input, int) else values[layer.input]
                 if isinstance(layer, RowLayer):
                     o = layer.other
@@ -190,7 +203,8 @@ def reference_function(graph: LayerGraph) -> relax.Function:
                     dense = _int8_dense if layer.precision in ("int8", "int16xint8") \
                         else _fp32_dense
                     values[layer.name] = dense(bb, x, layer)
-            out = bb.emit_output(values[graph.output])
+            out = bb.emit_output(relax.Tuple([values[o] for o in graph.output])
+                                 if isinstance(graph.output, tuple) else values[graph.output])
         bb.emit_func_output(out)
     return bb.get()["reference"]
 
