@@ -53,10 +53,19 @@ class DenseLayer:
     out_zp: int | None = None
     mult: np.ndarray | None = None  # [n] int64, in [2^30, 2^31)
     shift: np.ndarray | None = None  # [n] int64
+    # A constant added as a QDQ Add after the layer's quantize (onnxruntime's MatMul + Add):
+    # ``addend`` [n] its integers, ``add`` how the requantised output and it are added
+    add: "ResidualAdd | None" = None
+    addend: np.ndarray | None = None
 
     @property
     def in_dtype(self) -> str:
         return OPERANDS.get(self.precision, (self.precision,))[0]
+
+    @property
+    def epilogue_zp(self) -> int:
+        """Zero point the requantised matmul output has (before the bias add, if any)."""
+        return self.add.conv_zp if self.add else int(self.out_zp or 0)
 
     @property
     def out_dtype(self) -> str:
@@ -67,7 +76,9 @@ class DenseLayer:
 class ResidualAdd:
     """int8 ``out = q(dq(conv_out) + dq(residual))`` as :func:`tvm_aie.quant.requantize_add` does
     it: the conv's output is first requantised to its own int8 (``conv_zp``; ``ConvLayer.mult``
-    and ``shift`` are for that step), then each operand is scaled to the output's scale."""
+    and ``shift`` are for that step), then each operand is scaled to the output's scale. A dense
+    layer's QDQ bias add is the same two steps (``conv_*``: the matmul's requantised output,
+    ``res_*``: the constant's integers, ``DenseLayer.addend``)."""
 
     conv_zp: int
     conv_mult: int
@@ -377,10 +388,13 @@ def _read_composite(func: relax.Function, name: str, m: int, source) -> DenseLay
     weight = const_value(rhs.args[0] if int8 else rhs)
     weight = np.ascontiguousarray(weight.T if transposed else weight)
     k, n = weight.shape
-    bias = None
-    if "relax.add" in calls:
-        add = calls["relax.add"]
-        bias = value(add.args[1] if value(add.args[0]).same_as(matmul) else add.args[0])
+    ops = [v for v in bound.values() if isinstance(v, relax.Call)]  # in dataflow order
+    bias, addq = None, None
+    for add in (op for op in ops if op.op.name == "relax.add"):
+        if value(add.args[0]).same_as(matmul) or value(add.args[1]).same_as(matmul):
+            bias = value(add.args[1] if value(add.args[0]).same_as(matmul) else add.args[0])
+        else:  # q(dq(q(matmul)) + dq(c)): the QDQ add of a constant after the matmul's quantize
+            addq = [value(a) for a in add.args]
     precision = "float32"
     if int8:  # int16 activations (onnxruntime's QInt16) with int8 weights: int16xint8
         precision = layer_precision(lhs.args[0].ty.dtype)
@@ -388,14 +402,22 @@ def _read_composite(func: relax.Function, name: str, m: int, source) -> DenseLay
     if not int8:
         layer.bias = None if bias is None else const_value(bias).reshape(n).astype(np.float32)
         return layer
-    quant = calls["relax.quantize"]
+    quants = [op for op in ops if op.op.name == "relax.quantize"]
+    mid, quant = quants[0], quants[-1]  # the matmul's, the layer's (one unless a bias add)
     layer.in_scale, layer.in_zp = _scalar(lhs.args[1]), int(_scalar(lhs.args[2]))
     layer.out_scale, layer.out_zp = _scalar(quant.args[1]), int(_scalar(quant.args[2]))
     layer.w_scale = np.broadcast_to(const_value(rhs.args[1]).reshape(-1), (n,)).astype(np.float32)
     acc_scale = np.float64(layer.in_scale) * layer.w_scale.astype(np.float64)
-    layer.mult, layer.shift = quantize_multiplier(acc_scale / layer.out_scale)
+    layer.mult, layer.shift = quantize_multiplier(acc_scale / _scalar(mid.args[1]))
     layer.bias = _int_bias(bias, acc_scale, weight, layer.in_zp,
                            "int64" if precision == "int16xint8" else "int32")
+    if addq:  # the constant's dequantize is the operand that does not read ``mid``
+        c = next(a for a in addq if not value(a.args[0]).same_as(mid))
+        layer.addend = np.broadcast_to(const_value(c.args[0]).reshape(-1), (n,)).copy()
+        (mm,), (ms,) = quantize_multiplier(_scalar(mid.args[1]) / layer.out_scale)
+        (cm,), (cs,) = quantize_multiplier(_scalar(c.args[1]) / layer.out_scale)
+        layer.add = ResidualAdd(int(_scalar(mid.args[2])), int(mm), int(ms),
+                                int(_scalar(c.args[2])), int(cm), int(cs))
     return layer
 
 

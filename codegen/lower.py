@@ -8,7 +8,8 @@ a :class:`~tvm_aie.codegen.program.Program` in which
   in its data memory (loaded at configuration, as AIE4ML does);
 * rows stream through in blocks of ``tm``: the K slice ``c`` of each block is broadcast to the
   ``n_par`` tiles of cascade stage ``c``; partial sums flow down each cascade chain and the chain's
-  last tile adds the bias, requantises and emits its ``[tm, Nc]`` output block;
+  last tile adds the bias, requantises (then adds a QDQ bias add's constant, if the layer has
+  one) and emits its ``[tm, Nc]`` output block;
 * output block ``p`` of layer i is exactly K slice ``p`` of layer i+1 (the plan pins
   ``cascade[i+1] = n_par[i]``), so it goes tile to tile on one broadcast route and intermediate
   tensors never leave the array; the first layer reads DDR and the last writes DDR through shims
@@ -23,6 +24,7 @@ import contextlib
 import contextvars
 import functools
 import math
+from dataclasses import astuple
 
 import numpy as np
 
@@ -159,6 +161,8 @@ class _DenseChainLowering:
                   "a_offset": 0, "cascade_in": c > 0, "cascade_out": c_ep is None,
                   "relu": bool(layer.relu), "out_zp": int(layer.out_zp or 0),
                   "out_dtype": layer.out_dtype}
+        if layer.add is not None:  # a QDQ bias add: the epilogue's second step
+            params["add"] = [int(v) for v in astuple(layer.add)]
 
         def step(i):
             call = KernelCall("matmul", {**bufs, "a": a_ep.slot(i)}, params)
@@ -187,6 +191,8 @@ class _DenseChainLowering:
             shift = np.asarray(layer.shift, np.int32)
             params["shift"] = np.concatenate([shift, np.full(lay.n_pad - layer.n, 31, np.int32)]
                                              )[cols].astype(np.int8)
+        if layer.addend is not None:
+            params["addend"] = _pad(layer.addend, (lay.n_pad,))[cols]
         return params
 
     def meta(self) -> dict:

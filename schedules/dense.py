@@ -81,6 +81,8 @@ class DenseWorkload:
     in_dtype: str | None = None
     weight_dtype: str | None = None
     out_dtype: str | None = None
+    # a QDQ bias add after the requantisation: one more constant per column on the last tile
+    bias_add: bool = False
 
     def __post_init__(self):
         if self.precision not in _ACC:
@@ -121,7 +123,7 @@ def _slots(workload: DenseWorkload, config: DenseConfig, device) -> list[tuple[s
     _, k_pad, n_pad = padded_shape(workload, config, device)
     kc, nc = k_pad // config.cascade, n_pad // config.n_par
     params = [workload.acc_dtype] + (["int32", "int8"] if workload.acc_dtype.startswith("int")
-                                     else [])
+                                     else []) + ([workload.out_dtype] if workload.bias_add else [])
     return [("A", config.tm * kc * _nbytes(workload.in_dtype), 2 if config.double_buffer_a else 1),
             ("C", config.tm * nc * _nbytes(workload.out_dtype), 2 if config.double_buffer_c else 1),
             ("W", kc * nc * _nbytes(workload.weight_dtype), 1),

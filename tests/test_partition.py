@@ -82,13 +82,14 @@ def test_qdq_mlp_is_one_int8_function(per_channel):
     assert all(np.all((m >= 2**30) & (m < 2**31)) for m in (layer.mult for layer in layers))
 
 
-def test_qdq_matmul_add_offloads_matmuls_only():
+def test_qdq_matmul_add_is_one_region():
     """onnxruntime quantises the output of a MatMul before a separate Add, so the bias add is an
-    int8 add of its own: each matmul is offloaded alone and the adds stay on the CPU."""
+    int8 add of its own: it joins the dense layer's composite (its epilogue's second step), and
+    the four layers are one region with no add left on the CPU."""
     mod = partition_for_aie(_import("jet_mlp_matmul", quant="int8"))
     funcs = _aie_funcs(mod)
-    assert [_composites(f) for f in funcs] == [["aie.dense_int8"]] * 4
-    assert _main_ops(mod).count("relax.add") == 4
+    assert [_composites(f) for f in funcs] == [["aie.dense_int8_addq"] * 4]
+    assert _main_ops(mod).count("relax.add") == 0
 
 
 def test_unsupported_op_splits_regions(caplog):

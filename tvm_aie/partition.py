@@ -6,7 +6,11 @@ QDQ quantiser writes them (as TVM's ONNX importer gives them)::
 
     dequantize(x_int8) -> matmul(., permute_dims?(dequantize(W_int8)))
         -> add(., dequantize(b_int32))? -> relu? -> quantize -> int8
+        [-> dequantize -> add(., dequantize(c_int8)) -> quantize -> int8]?
 
+where the last line is a bias written as a QDQ Add of its own (onnxruntime's quantiser on MatMul +
+Add of a constant): the layer's epilogue keeps its intermediate int8 rounding and adds the
+constant in fixed point as a residual add does (``_addq_reason`` says what it needs),
 so an offloaded int8 region takes and returns int8 tensors, and consecutive layers hand int8 to each
 other on the array. The same graph with int16 activations (onnxruntime's ``QInt16`` activations with
 ``QInt8`` weights) is the int16xint8 precision: int16 in and out, on devices whose catalog has its
@@ -128,8 +132,10 @@ def _dq(data):
     return is_op("relax.dequantize")(data, is_const(), is_const())
 
 
-def _dense_pattern(int8: bool, bias: bool, relu: bool):
-    """One dense layer; ``int8`` gives its QDQ form. Returns (pattern, annotations)."""
+def _dense_pattern(int8: bool, bias: bool, relu: bool, addq: bool = False):
+    """One dense layer; ``int8`` gives its QDQ form, ``addq`` (int8) a constant added as a QDQ
+    Add after the matmul's own quantize (onnxruntime's quantiser on MatMul + Add of a bias:
+    ``q(dq(q(matmul)) + dq(b_q))``). Returns (pattern, annotations)."""
     x, w = wildcard(), is_const()
     ann = {"x": x, "w": w}
     lhs, rhs = x, w
@@ -141,6 +147,12 @@ def _dense_pattern(int8: bool, bias: bool, relu: bool):
         b = is_const()
         ann["b"] = b
         out = is_op("relax.add")(out, (_dq(b) | b) if int8 else b)
+    if addq:
+        ann["mid_q"] = is_op("relax.quantize")(out, is_const(), is_const())
+        ann["mid_dq"], ann["addend"] = _dq(ann["mid_q"]), is_const()
+        ann["add_dq"] = _dq(ann["addend"])
+        out = ann["addq"] = is_op("relax.add")(ann["mid_dq"], ann["add_dq"]) | \
+            is_op("relax.add")(ann["add_dq"], ann["mid_dq"])
     if relu:
         out = is_op("relax.nn.relu")(out)
     if int8:
@@ -179,11 +191,15 @@ def _reason(ctx: PatternCheckContext) -> str | None:
     if not int8:
         return None if b is None or b.ty.dtype == "float32" else f"bias dtype {b.ty.dtype}"
     lhs, rhs, root = (ctx.annotated_expr[k] for k in ("lhs", "rhs", "root"))
-    if root.attrs.out_dtype != act:
-        return f"{act} input quantised to {root.attrs.out_dtype} at the output"
-    for name, call in (("input", lhs), ("output", root)):
+    mid = ctx.annotated_expr.get("mid_q", root)  # what the accumulator is requantised to
+    for call in (mid, root):
+        if call.attrs.out_dtype != act:
+            return f"{act} input quantised to {call.attrs.out_dtype} at the output"
+    for name, call in (("input", lhs), ("output", root), ("matmul output", mid)):
         if const_value(call.args[1]).size != 1 or const_value(call.args[2]).size != 1:
             return f"{name} quantisation is not per tensor"
+    if mid is not root and (reason := _addq_reason(ctx.annotated_expr, n, act)) is not None:
+        return f"bias add: {reason}"
     w_scale, w_zp = const_value(rhs.args[1]), const_value(rhs.args[2])
     if np.any(w_zp != 0):
         return "weight zero point is not 0"
@@ -192,7 +208,34 @@ def _reason(ctx: PatternCheckContext) -> str | None:
         return "weight scales are not per tensor or per output channel"
     try:  # the requantisation scale must be a multiplier and shift the array can apply
         quantize_multiplier(const_value(lhs.args[1]).astype(np.float64) * w_scale /
-                            const_value(root.args[1]))
+                            const_value(mid.args[1]))
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _addq_reason(ann: dict, n: int, act: str) -> str | None:
+    """Why the QDQ add of a constant after a dense layer's quantize cannot be its epilogue's
+    second stage (:func:`tvm_aie.quant.requantize_add` of the requantised output and the
+    constant's integers, one per output channel or one for all), or None if it can."""
+    mid_q, mid_dq, add_dq = ann["mid_q"], ann["mid_dq"], ann["add_dq"]
+    if any(not np.array_equal(const_value(mid_q.args[i]), const_value(mid_dq.args[i]))
+           for i in (1, 2)):
+        return "the matmul's output is dequantised with other parameters than it was quantised"
+    addend = ann["addend"]
+    shape = [int(d) for d in addend.ty.shape]
+    if shape and (shape[-1] not in (1, n) or any(d != 1 for d in shape[:-1])):
+        return f"the constant {shape} is not one value per output channel"
+    # centred, widened and times a multiplier, the add's terms must stay inside int64
+    widths = ("int8", "uint8") + (("int16", "uint16") if act == "int16" else ())
+    if addend.ty.dtype not in widths:
+        return f"the constant is {addend.ty.dtype} (supported: {', '.join(widths)})"
+    if const_value(add_dq.args[1]).size != 1 or const_value(add_dq.args[2]).size != 1:
+        return "the constant's quantisation is not per tensor"
+    s_out = const_value(ann["root"].args[1]).astype(np.float64)
+    try:
+        for call in (mid_dq, add_dq):
+            quantize_multiplier(const_value(call.args[1]).astype(np.float64) / s_out)
     except ValueError as err:
         return str(err)
     return None
@@ -201,9 +244,12 @@ def _reason(ctx: PatternCheckContext) -> str | None:
 def _check_dense(ctx: PatternCheckContext) -> bool:
     reason = _reason(ctx)
     if reason is not None:
-        var = ctx.value_to_bound_var.get(ctx.annotated_expr["matmul"])
-        if var is not None:
-            _rejected.setdefault(var.name, reason)
+        # the matmul may still be offloaded by a shorter pattern: then the add's log says why
+        for key in ("matmul", "addq"):
+            expr = ctx.annotated_expr.get(key)
+            var = None if expr is None else ctx.value_to_bound_var.get(expr)
+            if var is not None:
+                _rejected.setdefault(var.name, reason)
     return reason is None
 
 
@@ -815,6 +861,9 @@ def _patterns():
                 name = "aie.dense_" + ("int8" if int8 else "fp32") + ("_bias" if bias else "") + \
                     ("_relu" if relu else "")
                 out.append((name, *_dense_pattern(int8, bias, relu), _check_dense))
+                if int8 and not relu:  # onnxruntime folds a ReLU after the add into its quantize
+                    out.append((name + "_addq", *_dense_pattern(int8, bias, relu, True),
+                                _check_dense))
                 # fp32 also takes a folded batch norm and ReLU6 (clip); QDQ models fold both
                 acts = ("relu", "clip") if relu else (None,)
                 for bn, act in [(False, "relu" if relu else None)] if int8 else \
@@ -961,7 +1010,7 @@ def _log_cpu_ops(mod: tvm.IRModule) -> None:
                   "relax.concat"):
             why = _rejected.get(binding.var.name, "not part of a supported pattern")
         else:
-            why = "no AIE pattern for this operator on its own"
+            why = _rejected.get(binding.var.name, "no AIE pattern for this operator on its own")
         log.info("aie: %s = %s stays on the CPU: %s", binding.var.name, op, why)
 
 

@@ -76,10 +76,15 @@ def _int8_epilogue(bb: relax.BlockBuilder, acc, layer, chan_shape, zero_point: i
 
 
 def _int8_dense(bb: relax.BlockBuilder, x, layer: DenseLayer):
-    """int8 (int32 accumulator) or int16xint8 (int16 activations, int64 accumulator) dense."""
+    """int8 (int32 accumulator) or int16xint8 (int16 activations, int64 accumulator) dense; a
+    QDQ bias add after it adds its constant to the requantised output as a residual add does."""
     acc = bb.emit(relax.op.matmul(x, _const(layer.weight, "int8"),
                                   out_dtype=accumulator_dtype(layer.precision)))
-    return _int8_epilogue(bb, acc, layer, (-1,), layer.out_zp)
+    y = _int8_epilogue(bb, acc, layer, (-1,), layer.epilogue_zp)
+    if layer.add is None:
+        return y
+    return _int8_add(bb, y, _const(layer.addend, "int64"), astuple(layer.add), layer.out_zp,
+                     layer.out_dtype)
 
 
 def _concat(bb: relax.BlockBuilder, xs: list, layer: ConcatLayer):

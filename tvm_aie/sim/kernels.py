@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..quant import QMAX, requantize
+from ..quant import QMAX, requantize, requantize_add
 from ..target import get_device
 from .memory import tile_key
 
@@ -109,8 +109,10 @@ class MatMul:
 
     int8: exact int32 accumulation; the epilogue is :func:`tvm_aie.quant.requantize` for int8/int16
     output, or the accumulator itself for int32 (ReLU as max 0). int16xint8: int16 ``a``, int8
-    ``b``, int64 accumulation, requantised the same way (to int16). float32: float32 arithmetic;
-    bfloat16: bf16 operands accumulated in float32, rounded to the output's dtype. With
+    ``b``, int64 accumulation, requantised the same way (to int16). With ``add`` (a QDQ bias add
+    after the layer) the requantised output then gets the ``addend`` constant through
+    :func:`tvm_aie.quant.requantize_add`, as a conv's residual add does. float32: float32
+    arithmetic; bfloat16: bf16 operands accumulated in float32, rounded to the output's dtype. With
     ``cascade_out`` the accumulator goes to the next core instead (no epilogue, no ``c``).
     """
 
@@ -134,6 +136,9 @@ class MatMul:
         self.a_offset = int(p.get("a_offset", 0))
         self.cascade_in, self.cascade_out = bool(p.get("cascade_in")), bool(p.get("cascade_out"))
         self.relu, self.out_zp = bool(p.get("relu")), int(p.get("out_zp", 0))
+        # a QDQ bias add after the requantisation: [zp, mult, shift] of the requantised output,
+        # then of the ``addend`` constant's integers (tvm_aie.quant.requantize_add)
+        self.add = p.get("add")
         self.out_dtype = p.get("out_dtype", "float32" if self.precision not in self.INTEGER
                                else self.IN[self.precision][0])
         self.buffers = {role: b.name for role, b in buffers.items()}
@@ -142,6 +147,9 @@ class MatMul:
         self.macs = self.m * self.k * self.n
         self.cycles = matmul_cycles(device, self.precision, self.m, self.k, self.n,
                                     self.out_dtype, self.cascade_out)
+        if self.add and not self.cascade_out:  # one more pass over the block, as conv2d's add
+            self.cycles += math.ceil(self.m * self.n * np.dtype(self.out_dtype).itemsize /
+                                     device.vector_load_bytes_per_cycle)
         # What a call yields when no data moves (timing mode): the steps of ``run`` without data.
         self.steps = ((self.cycles,) + ((link_in.pop(),) if self.cascade_in else ())
                       + ((link_out.push(None),) if self.cascade_out else ()))
@@ -150,7 +158,7 @@ class MatMul:
         where = f"matmul on tile {tile_key(tile)}"
         need = {"a", "b"} | (set() if self.cascade_out else {"c"})
         if self.precision in self.INTEGER and self.out_dtype in QMAX and not self.cascade_out:
-            need |= {"mult", "shift"}
+            need |= {"mult", "shift"} | ({"addend"} if self.add else set())
         require_buffers(where, buffers, need)
         a, b = buffers["a"], buffers["b"]
         if len(a.shape) != 2 or a.shape[0] != self.m or a.shape[1] < self.a_offset + self.k:
@@ -166,7 +174,7 @@ class MatMul:
             if list(c.shape) != [self.m, self.n] or c.dtype != self.out_dtype:
                 raise ValueError(f"{where}: c {c.name} is {c.shape} {c.dtype}, not "
                                  f"[{self.m}, {self.n}] {self.out_dtype}")
-        for role in ("bias", "mult", "shift"):
+        for role in ("bias", "mult", "shift", "addend"):
             if role in buffers and math.prod(buffers[role].shape) != self.n:
                 raise ValueError(f"{where}: {role} {buffers[role].name} has "
                                  f"{buffers[role].shape}, not [{self.n}]")
@@ -207,9 +215,13 @@ class MatMul:
         if "bias" in self.buffers:
             acc = acc + view(self.buffers["bias"]).reshape(-1)
         if self.precision in self.INTEGER and self.out_dtype in QMAX:
-            return requantize(acc, view(self.buffers["mult"]).reshape(-1),
-                              view(self.buffers["shift"]).reshape(-1), self.out_zp, self.relu,
-                              self.out_dtype)
+            out = requantize(acc, view(self.buffers["mult"]).reshape(-1),
+                             view(self.buffers["shift"]).reshape(-1),
+                             self.add[0] if self.add else self.out_zp, self.relu, self.out_dtype)
+            if self.add:
+                out = requantize_add(out, *self.add[:3], view(self.buffers["addend"]).reshape(-1),
+                                     *self.add[3:], self.out_zp, self.out_dtype)
+            return out
         if self.relu:
             acc = np.maximum(acc, 0)
         return acc.astype(self.out_dtype)
