@@ -190,8 +190,8 @@ def compile_chain(layers: list, name: str, device, pinned: dict | None = None,
     if "ConvLayer" in families:  # conv layers, perhaps ending in a flatten
         convs = [layer for layer in layers if isinstance(layer, ConvLayer)]
         return lower_conv_chain(name, convs, _conv_layouts(convs, name, device, pinned or {}),
-                                device, layers[-1] if len(convs) < len(layers) else None,
-                                outputs)
+                                device, *((layers[-1], None) if len(convs) < len(layers)
+                                          else (None, outputs)))
     if families != {"DenseLayer"}:
         raise ValueError(f"{name}: one AIE program holds one family, got {sorted(families)}")
     return lower_dense_chain(name, layers, _dense_layouts(layers, name, device, pinned), device)

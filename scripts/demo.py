@@ -30,7 +30,7 @@ from tvm_aie import zoo
 from tvm_aie.reference import build_reference
 
 # the zoo in fp32 and int8, then the checks the demo started with
-ZOO = ["jet_mlp", "autoencoder", "lenet", "mobilenet_block", "transformer"]
+ZOO = ["jet_mlp", "autoencoder", "lenet", "mobilenet_block", "transformer", "squeezenet_fire"]
 MODELS = [(n, q) for n in ZOO for q in (None, "int8")] + [("mlp_1024", "int8"), ("mlp_sin", None)]
 
 

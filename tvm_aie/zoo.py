@@ -20,7 +20,12 @@ Others:
   32 channels, batch-norm, ReLU6, depthwise 3x3, batch-norm, ReLU6, pointwise back to 16,
   batch-norm, residual add;
 * ``transformer``: a post-norm transformer encoder layer on [batch, 16, 64] (4 heads, FFN 128 with
-  exact GELU), as ``torch.nn.TransformerEncoderLayer(64, 4, 128, activation="gelu")`` computes it.
+  exact GELU), as ``torch.nn.TransformerEncoderLayer(64, 4, 128, activation="gelu")`` computes it;
+* ``squeezenet_fire``: a small SqueezeNet on [batch, 3, 32, 32]: a 3x3 stem conv (16) and a
+  max-pool, two fire modules (a 1x1 squeeze conv read by a 1x1 and a 3x3 expand conv, their
+  outputs concatenated on channels: 8 -> 16 + 16, then 8 -> 24 + 24) with a max-pool between, a
+  1x1 conv classifier (10), global average pool and flatten; ReLU after every conv. Its branches
+  and concats are what a chain of layers cannot express.
 
 Weights are seeded random (He-scaled) and made once by :func:`weights`; the ONNX graphs here and
 the PyTorch modules in :mod:`tvm_aie.zoo_torch` are both built from them, so the two frontends see
@@ -50,7 +55,12 @@ MLPS = {
     "mlp_sin": ([16, 32, 8], "Sin", "gemm"),
 }
 # the other models: name -> input shape without the batch dimension
-_SHAPES = {"lenet": (1, 28, 28), "mobilenet_block": (16, 16, 16), "transformer": (16, 64)}
+_SHAPES = {"lenet": (1, 28, 28), "mobilenet_block": (16, 16, 16), "transformer": (16, 64),
+           "squeezenet_fire": (3, 32, 32)}
+# squeezenet_fire's convs: name -> (out channels, in channels, kernel); "f{i}.s" squeezes,
+# "f{i}.e1" and "f{i}.e3" expand
+SQUEEZENET = {"stem": (16, 3, 3), "f0.s": (8, 16, 1), "f0.e1": (16, 8, 1), "f0.e3": (16, 8, 3),
+              "f1.s": (8, 32, 1), "f1.e1": (24, 8, 1), "f1.e3": (24, 8, 3), "cls": (10, 48, 1)}
 # transformer sizes: heads, FFN width; batch-norm epsilon; layer-norm epsilon
 HEADS, FFN, BN_EPS, LN_EPS = 4, 128, 1e-5, 1e-5
 INPUT = "x"
@@ -99,6 +109,9 @@ def weights(name: str) -> dict[str, np.ndarray]:
         for i, (cout, cin, kernel) in enumerate([(32, 16, 1), (32, 1, 3), (16, 32, 1)]):
             w[f"c{i}.w"] = _he(rng, (cout, cin, kernel, kernel), cin * kernel * kernel)
             w[f"bn{i}.scale"], w[f"bn{i}.shift"], w[f"bn{i}.mean"], w[f"bn{i}.var"] = _bn(rng, cout)
+    elif name == "squeezenet_fire":
+        for key, (cout, cin, k) in SQUEEZENET.items():
+            w[f"{key}.w"], w[f"{key}.b"] = _he(rng, (cout, cin, k, k), cin * k * k), _bias(rng, cout)
     elif name == "transformer":
         d = _SHAPES[name][1]
         for p in ("q", "k", "v", "o"):
@@ -212,14 +225,31 @@ def _transformer(g, w, name):
                 axis=-1, epsilon=LN_EPS)
 
 
-_BUILDERS = {"lenet": _lenet, "mobilenet_block": _mobilenet_block, "transformer": _transformer}
+def _squeezenet_fire(g, w, name):
+    def conv(x, key):  # same padding, ReLU
+        k = w[f"{key}.w"].shape[-1]
+        return g.op("Relu", [g.op("Conv", [x, g.const(f"{key}.w", w[f"{key}.w"]),
+                                           g.const(f"{key}.b", w[f"{key}.b"])],
+                                  kernel_shape=[k, k], pads=[k // 2] * 4)])
+
+    x = g.op("MaxPool", [conv(INPUT, "stem")], kernel_shape=[2, 2], strides=[2, 2])
+    for i in (0, 1):
+        squeeze = conv(x, f"f{i}.s")
+        x = g.op("Concat", [conv(squeeze, f"f{i}.e1"), conv(squeeze, f"f{i}.e3")], axis=1)
+        if i == 0:
+            x = g.op("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+    return g.op("Flatten", [g.op("GlobalAveragePool", [conv(x, "cls")])], axis=1)
+
+
+_BUILDERS = {"lenet": _lenet, "mobilenet_block": _mobilenet_block, "transformer": _transformer,
+             "squeezenet_fire": _squeezenet_fire}
 
 
 def output_shape(name: str, batch: int | str = 1) -> tuple:
     """The shape of model ``name``'s output ``y``."""
     if name in MLPS:
         return (batch, MLPS[name][0][-1])
-    return (batch, 10) if name == "lenet" else input_shape(name, batch)
+    return (batch, 10) if name in ("lenet", "squeezenet_fire") else input_shape(name, batch)
 
 
 def float_model(name: str, batch: int | str = 1, fold_bn: bool = False) -> onnx.ModelProto:

@@ -122,9 +122,35 @@ class TransformerLayer(nn.Module):
         return self.norms[1](h + self.ff1(F.gelu(self.ff0(h))))
 
 
+class SqueezeNetFire(nn.Module):
+    """:func:`tvm_aie.zoo`'s ``squeezenet_fire``: stem, two fire modules, 1x1 classifier."""
+
+    def __init__(self):
+        super().__init__()
+        w = zoo.weights("squeezenet_fire")
+        self.convs = nn.ModuleDict()
+        for key, (cout, cin, k) in zoo.SQUEEZENET.items():
+            conv = nn.Conv2d(cin, cout, k, padding=k // 2)
+            conv.weight.data, conv.bias.data = (torch.from_numpy(w[f"{key}.{p}"]) for p in "wb")
+            self.convs[key.replace(".", "_")] = conv
+
+    def _conv(self, x, key):
+        return F.relu(self.convs[key.replace(".", "_")](x))
+
+    def forward(self, x):
+        x = F.max_pool2d(self._conv(x, "stem"), 2)
+        for i in (0, 1):
+            squeeze = self._conv(x, f"f{i}.s")
+            x = torch.cat([self._conv(squeeze, f"f{i}.e1"), self._conv(squeeze, f"f{i}.e3")], 1)
+            if i == 0:
+                x = F.max_pool2d(x, 2)
+        return torch.flatten(self._conv(x, "cls").mean((2, 3), keepdim=True), 1)
+
+
 def torch_model(name: str) -> nn.Module:
     """Zoo model ``name`` as a PyTorch module in inference mode."""
     if name not in zoo.names():
         raise KeyError(f"unknown model {name!r}; bundled: {', '.join(zoo.names())}")
-    cls = {"lenet": LeNet, "mobilenet_block": MobileNetBlock, "transformer": TransformerLayer}
+    cls = {"lenet": LeNet, "mobilenet_block": MobileNetBlock, "transformer": TransformerLayer,
+           "squeezenet_fire": SqueezeNetFire}
     return (cls[name]() if name in cls else Mlp(name)).eval()
