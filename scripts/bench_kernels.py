@@ -18,7 +18,8 @@ from tvm_aie.schedules.dense import DenseWorkload, TilingError, default_config
 
 SIZES = {"int8": [32, 48, 64, 96, 128], "int16xint8": [32, 48, 64, 96],
          "bfloat16": [16, 32, 48, 64], "float32": [16, 32, 48, 64]}
-CONV_SIZES = [(16, 16, 16, 16), (32, 32, 16, 32)]  # (H, W, Cin, Cout), 3x3, int8
+CONV_SIZES = [(16, 16, 16, 16), (32, 32, 16, 32)]  # (H, W, Cin, Cout), 3x3
+CONV_PRECISIONS = ["int8", "int16xint8"]
 
 
 def kernel_row(size: int, precision: str) -> dict:
@@ -37,21 +38,22 @@ def kernel_row(size: int, precision: str) -> dict:
             "compile_s": t_compile, "simulate_s": t_sim}
 
 
-def conv_row(h: int, w: int, cin: int, cout: int) -> dict:
-    """One int8 3x3 convolution as the default plan compiles it (the conv family chooses its own
-    tiling), whole-program cycles against the peak of the tiles it uses; when the plan is one
-    tile and one block (one kernel call computes the whole layer), also the kernel alone."""
-    funcs = benchlib.offloaded_functions(zoo.conv_layer(h, w, cin, cout))
+def conv_row(h: int, w: int, cin: int, cout: int, precision: str = "int8") -> dict:
+    """One 3x3 convolution (int8, or int16 activations x int8 weights) as the default plan
+    compiles it (the conv family chooses its own tiling), whole-program cycles against the peak
+    of the tiles it uses at that precision; when the plan is one tile and one block (one kernel
+    call computes the whole layer), also the kernel alone."""
+    funcs = benchlib.offloaded_functions(zoo.conv_layer(h, w, cin, cout, precision=precision))
     if not funcs:
-        raise ValueError("the partitioner does not offload int8 Conv yet")
+        raise ValueError(f"the partitioner does not offload {precision} Conv on this device")
     (name, func), = funcs
     program, t_compile = benchlib.compile_subgraph(func, name)
     rep, t_sim = benchlib.simulate(program, name)
     layer, = rep.layers
     whole = rep.tiles == 1 and layer["blocks"] == 1
     kernel = layer["kernel_cycles_per_block"] if whole else None
-    peak = benchlib.device().peak_macs_per_cycle("int8")
-    return {"precision": "int8 conv2d 3x3", "shape": f"{h}x{w}, {cin}->{cout} ch",
+    peak = benchlib.device().peak_macs_per_cycle(precision)
+    return {"precision": f"{precision} conv2d 3x3", "shape": f"{h}x{w}, {cin}->{cout} ch",
             "tiles": rep.tiles, "kernel_cycles": kernel,
             "kernel_utilisation": rep.macs / kernel / peak if kernel else None,
             "program_cycles": rep.cycles, "macs": rep.macs,
@@ -60,12 +62,14 @@ def conv_row(h: int, w: int, cin: int, cout: int) -> dict:
 
 def run() -> dict:
     convs, missing = [], []
-    for shape in CONV_SIZES:
-        try:
-            convs.append(conv_row(*shape))
-        except Exception as err:  # pylint: disable=broad-except  # any failure: not there yet
-            missing.append(("int8 conv2d", f"{type(err).__name__}: {str(err).splitlines()[0]}"))
-            break
+    for precision in CONV_PRECISIONS:
+        for shape in CONV_SIZES:
+            try:
+                convs.append(conv_row(*shape, precision))
+            except Exception as err:  # pylint: disable=broad-except  # any failure: not there yet
+                missing.append((f"{precision} conv2d",
+                                f"{type(err).__name__}: {str(err).splitlines()[0]}"))
+                break
     rows = []
     for precision, sizes in SIZES.items():
         for size in sizes:

@@ -360,24 +360,31 @@ def dense_layer(m: int, k: int, n: int, precision: str = "int8", seed: int = 0):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def conv_layer(h: int, w: int, cin: int, cout: int, ksize: int = 3, seed: int = 0):
-    """One int8 QDQ 2-D convolution (NCHW, stride 1, same padding) as onnxruntime writes it."""
+def conv_layer(h: int, w: int, cin: int, cout: int, ksize: int = 3, seed: int = 0,
+               precision: str = "int8"):
+    """One QDQ 2-D convolution (NCHW, stride 1, same padding) as onnxruntime writes it: int8, or
+    int16xint8 (int16 activations, int8 weights; opset 21, where QDQ takes int16)."""
+    if precision not in ("int8", "int16xint8"):
+        raise ValueError(f"no ONNX form for {precision} conv layers")
+    elem = TensorProto.INT16 if precision == "int16xint8" else TensorProto.INT8
     rng = np.random.default_rng(seed)
     wt = rng.integers(-128, 128, (cout, cin, ksize, ksize), dtype=np.int8)
     inits = [helper.make_tensor("w", TensorProto.INT8, wt.shape, wt.tobytes(), raw=True),
              helper.make_tensor("s_x", TensorProto.FLOAT, (), [0.05]),
              helper.make_tensor("s_w", TensorProto.FLOAT, (), [0.01]),
              helper.make_tensor("s_y", TensorProto.FLOAT, (), [2.0]),
-             helper.make_tensor("zp", TensorProto.INT8, (), [0])]
+             helper.make_tensor("zp", elem, (), [0]),
+             helper.make_tensor("zp_w", TensorProto.INT8, (), [0])]
     pad = ksize // 2
     nodes = [helper.make_node("DequantizeLinear", ["x", "s_x", "zp"], ["xf"]),
-             helper.make_node("DequantizeLinear", ["w", "s_w", "zp"], ["wf"]),
+             helper.make_node("DequantizeLinear", ["w", "s_w", "zp_w"], ["wf"]),
              helper.make_node("Conv", ["xf", "wf"], ["yf"], pads=[pad] * 4),
              helper.make_node("QuantizeLinear", ["yf", "s_y", "zp"], ["y"])]
     graph = helper.make_graph(
-        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.INT8, (1, cin, h, w))],
-        [helper.make_tensor_value_info("y", TensorProto.INT8, (1, cout, h, w))], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        nodes, "conv", [helper.make_tensor_value_info("x", elem, (1, cin, h, w))],
+        [helper.make_tensor_value_info("y", elem, (1, cout, h, w))], inits)
+    opset = 21 if precision == "int16xint8" else 17
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def output_scale(model: onnx.ModelProto) -> float:

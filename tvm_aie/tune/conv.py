@@ -93,9 +93,9 @@ def _times(wl: conv2d.ConvWorkload, cfg: conv2d.ConvConfig, device) -> tuple:
     op = wl.o // cfg.n_par
     groups = max(1, wl.groups // cfg.n_par)
     kernel = conv2d_cycles(device, wl.precision, groups, op // groups, wl.cin_g, wl.kh, wl.kw,
-                           cfg.th, wl.wo, wl.precision, wl.pool, wl.residual)
-    a_in = wl.c * conv2d.band_rows(wl, cfg.th) * wl.w_read * _nbytes(wl.precision)
-    c_out = op * (cfg.th // wl.pool[0]) * (wl.wo // wl.pool[1]) * _nbytes(wl.precision)
+                           cfg.th, wl.wo, wl.in_dtype, wl.pool, wl.residual)
+    a_in = wl.c * conv2d.band_rows(wl, cfg.th) * wl.w_read * _nbytes(wl.in_dtype)
+    c_out = op * (cfg.th // wl.pool[0]) * (wl.wo // wl.pool[1]) * _nbytes(wl.in_dtype)
     return kernel, a_in / device.stream_bytes_per_cycle, c_out / device.stream_bytes_per_cycle
 
 
@@ -103,7 +103,7 @@ def estimate(wl: conv2d.ConvWorkload, cfg: conv2d.ConvConfig, device) -> float:
     """First-order cycles: the image in, then one band per interval (kernel, band in, block out,
     overlapped where the FIFO is double-buffered), as :func:`tvm_aie.tune.features.estimate`."""
     kernel, a_in, c_out = _times(wl, cfg, device)
-    image = wl.c * wl.h * wl.w * _nbytes(wl.precision) / device.stream_bytes_per_cycle
+    image = wl.c * wl.h * wl.w * _nbytes(wl.in_dtype) / device.stream_bytes_per_cycle
     interval = max(kernel + (0 if cfg.double_buffer_a else a_in) +
                    (0 if cfg.double_buffer_c else c_out), a_in, c_out)
     return image + a_in + kernel + c_out + (wl.ho // cfg.th - 1) * interval
@@ -125,10 +125,11 @@ def features(wl: conv2d.ConvWorkload, cfg: conv2d.ConvConfig, device) -> list:
 
 def conv_layer(name: str, wl: conv2d.ConvWorkload, source, seed: int = 0,
                residual=None) -> ConvLayer:
-    """A layer of this workload with seeded random weights (unit requantisation in int8)."""
+    """A layer of this workload with seeded random weights (int8, or int16xint8: int8 weights and
+    a fixed requantisation)."""
     rng = np.random.default_rng(seed)
     o, cin_g = wl.o, wl.cin_g
-    int8 = wl.precision == "int8"
+    int8 = wl.integer
     weight = rng.integers(-8, 8, (o, cin_g, wl.kh, wl.kw), dtype=np.int8) if int8 else \
         rng.standard_normal((o, cin_g, wl.kh, wl.kw)).astype(np.float32)
     q = {"in_zp": 0, "out_zp": 0, "mult": np.full(o, 2**30, np.int64),
