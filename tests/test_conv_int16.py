@@ -28,6 +28,7 @@ from tvm.relax.frontend.onnx import from_onnx
 
 import tvm_aie
 from tvm_aie import zoo
+from tvm_aie.codegen.relax_ext import tuned_configs
 from tvm_aie.partition import partition_for_aie
 from tvm_aie.reference import build_reference
 from tvm_aie.schedules import conv2d
@@ -143,6 +144,21 @@ def test_int16_conv_is_bit_exact_over_shapes(spec, seed):
     assert {layer["precision"] for layer in layers} == {"int16xint8"}
     # a max-pool joins the conv's layer; an average pool is a layer of its own
     assert len(layers) == 1 + (spec["pool"] in ("avg", "gap"))
+
+
+@pytest.mark.parametrize("spec", [
+    dict(c=8, h=12, w=12, o=8, k=3, s=1, p=1, groups=1, bias=True, act="relu", pool="max"),
+    dict(c=8, h=12, w=10, o=8, k=3, s=2, p=1, groups=8, bias=True, act="clip", pool=None)])
+def test_int16_conv_on_two_tiles(spec):
+    """Output channels split over two tiles (whole groups each for the depthwise conv), bands of
+    two rows: each tile's int64 bias, multipliers and shifts are its own channels'."""
+    model = quantize_int16(float_conv(**spec, seed=3), (1, spec["c"], spec["h"], spec["w"]))
+    x = np.random.default_rng(4).standard_normal(
+        (1, spec["c"], spec["h"], spec["w"])).astype(np.float32)
+    with tuned_configs(lambda found, device: {0: conv2d.ConvConfig(2, 2, True, False)}):
+        rep = check(model, x)
+    (layer,) = rep.subgraphs[0].layers
+    assert layer["config"]["n_par"] == 2 and len(layer["tiles"]) == 2
 
 
 @pytest.mark.parametrize("name", ["lenet", "mobilenet_block"])
