@@ -29,9 +29,11 @@ def _run(ex, x):
     return tvm.relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
 
 
-def _qdq_matmul_add(m, k, n, s_mid, s_b, s_out, zps, b_lo, b_hi, per_channel, bias_first, seed):
+def _qdq_matmul_add(m, k, n, s_mid, s_b, s_out, zps, b_lo, b_hi, per_channel, bias_first, seed,
+                    gemm_bias=False):
     """``Q(DQ(Q(DQ(x) @ DQ(W))) + DQ(b_q))`` as onnxruntime's quantiser writes MatMul + Add, with
-    the given scales, zero points (x, mid, bias, out) and bias integers in [b_lo, b_hi]."""
+    the given scales, zero points (x, mid, bias, out) and bias integers in [b_lo, b_hi];
+    ``gemm_bias``: the matmul has an int32 bias of its own too (Gemm + Add)."""
     rng = np.random.default_rng(seed)
     s_w = rng.uniform(0.002, 0.02, n if per_channel else ()).astype(np.float32)
     zp_x, zp_mid, zp_b, zp_out = zps
@@ -46,12 +48,17 @@ def _qdq_matmul_add(m, k, n, s_mid, s_b, s_out, zps, b_lo, b_hi, per_channel, bi
     add_in = ["bf", "mmf"] if bias_first else ["mmf", "bf"]
     nodes = [helper.make_node("DequantizeLinear", ["x", "s_x", "zp_x"], ["xf"]),
              helper.make_node("DequantizeLinear", ["w", "s_w", "zp_w"], ["wf"], axis=1),
-             helper.make_node("MatMul", ["xf", "wf"], ["mm"]),
+             helper.make_node("MatMul", ["xf", "wf"], ["mm0" if gemm_bias else "mm"]),
              helper.make_node("QuantizeLinear", ["mm", "s_mid", "zp_mid"], ["mmq"]),
              helper.make_node("DequantizeLinear", ["mmq", "s_mid", "zp_mid"], ["mmf"]),
              helper.make_node("DequantizeLinear", ["b", "s_bias", "zp_bias"], ["bf"]),
              helper.make_node("Add", add_in, ["sum"]),
              helper.make_node("QuantizeLinear", ["sum", "s_out", "zp_out"], ["y"])]
+    if gemm_bias:
+        inits += [numpy_helper.from_array(rng.integers(-5000, 5000, n).astype(np.int32), "b32"),
+                  numpy_helper.from_array((np.float32(0.02) * s_w).astype(np.float32), "s_b32")]
+        nodes[3:3] = [helper.make_node("DequantizeLinear", ["b32", "s_b32"], ["b32f"], axis=0),
+                      helper.make_node("Add", ["mm0", "b32f"], ["mm"])]
     graph = helper.make_graph(
         nodes, "matmul_add", [helper.make_tensor_value_info("x", TensorProto.INT8, [m, k])],
         [helper.make_tensor_value_info("y", TensorProto.INT8, [m, n])], inits)
@@ -71,6 +78,8 @@ def _float_qdq(model, x):
     array) may round differently, elsewhere both must give the float64 result."""
     c = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
     mm = ((x - c["zp_x"]) * c["s_x"]) @ (c["w"] * c["s_w"])
+    if "b32" in c:
+        mm = mm + c["b32"] * c["s_b32"]
     v1 = mm / c["s_mid"]
     mid = np.clip(np.round(v1) + c["zp_mid"], -128, 127)
     v2 = ((mid - c["zp_mid"]) * c["s_mid"] + (c["b"] - c["zp_bias"]) * c["s_bias"]) / c["s_out"]
@@ -84,12 +93,12 @@ def _float_qdq(model, x):
 @given(st.integers(1, 24), st.integers(1, 96), st.integers(1, 48),
        st.floats(0.05, 1.0), st.floats(0.001, 0.5), st.floats(0.02, 1.0),
        st.tuples(*[st.integers(-128, 127)] * 4), st.integers(-128, 127), st.integers(0, 255),
-       st.booleans(), st.booleans(), st.integers(0, 1000))
+       st.booleans(), st.booleans(), st.booleans(), st.integers(0, 1000))
 def test_matmul_add_is_one_layer_and_bit_exact(m, k, n, s_mid, s_b, s_out, zps, b_lo, width,
-                                               per_channel, bias_first, seed):
+                                               per_channel, bias_first, gemm_bias, seed):
     b_hi = min(127, b_lo + width)
     model = _qdq_matmul_add(m, k, n, s_mid, s_b, s_out, zps, b_lo, b_hi, per_channel, bias_first,
-                            seed)
+                            seed, gemm_bias)
     mod = tvm_aie.load_onnx(model)
     x = np.random.default_rng(seed).integers(-128, 128, (m, k), dtype=np.int8)
     assert "relax.add" not in _cpu_ops(mod)
