@@ -65,7 +65,7 @@ class Conv2d:
         self.clip_max = p.get("clip_max")  # float32 ReLU6-style bound (with relu), or None
         self.out_dtype = p.get("out_dtype", self.IN[self.precision][0])
         self.cin_offset = int(p.get("cin_offset", 0))
-        # residual add: int8 [conv_zp, conv_mult, conv_shift, res_zp, res_mult, res_shift]
+        # residual add (int8, int16): [conv_zp, conv_mult, conv_shift, res_zp, res_mult, res_shift]
         self.residual, self.add = bool(p.get("residual")), p.get("add")
         # int8 output read by a concat at another scale: [zp, mult, shift, concat's zp], applied
         # last (:func:`tvm_aie.quant.rescale`; monotone, so it commutes with the max-pool)
