@@ -21,6 +21,8 @@ import tvm_aie
 from tvm_aie import zoo
 from tvm_aie.partition import partition_for_aie
 from tvm_aie.reference import build_reference
+from tvm_aie.tune.measure import measure
+from tvm_aie.tune.task import extract_tasks
 
 FAST = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -207,3 +209,14 @@ def test_int16x8_matmul_add_is_one_layer(tmp_path):
     y = _run(ex, x)
     np.testing.assert_array_equal(y, _run(build_reference(mod), x))
     np.testing.assert_array_equal(y, zoo.run_onnxruntime(model, x))
+
+
+def test_tuning_measures_the_bias_add():
+    """A dense layer with a QDQ bias add is its own tuning task, measured with the add's pass."""
+    tasks = extract_tasks(tvm_aie.load_onnx(zoo.onnx_model("jet_mlp_matmul", "int8")), "ve2802")
+    assert len(tasks) == 4 and all(t.key.endswith("/bias_add") for t in tasks)
+    task = tasks[0]
+    cfg = task.default_config().to_dict()
+    with_add = measure(dict(task.workload.__dict__), cfg, task.device)
+    without = measure({**task.workload.__dict__, "bias_add": False}, cfg, task.device)
+    assert with_add["error"] is None and with_add["cycles"] > without["cycles"]

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from ..codegen.layers import DenseLayer
+from ..codegen.layers import DenseLayer, ResidualAdd
 from ..codegen.lower import lower_dense_chain
 from ..schedules import dense
 from ..target import get_device
@@ -29,11 +29,12 @@ from ..target import get_device
 def _layer(name: str, wl: dense.DenseWorkload, seed: int = 0) -> DenseLayer:
     """A layer of this workload with seeded random weights (and unit requantisation in int8)."""
     rng = np.random.default_rng(seed)
-    if wl.precision == "int8":
+    if wl.precision == "int8":  # with a QDQ bias add at unit scales if the workload has one
         return DenseLayer(name, "int8", wl.m, wl.k, wl.n,
                           rng.integers(-128, 128, (wl.k, wl.n), dtype=np.int8), None, False, 0,
                           mult=np.full(wl.n, 2**30, np.int64), shift=np.full(wl.n, 8, np.int64),
-                          out_zp=0)
+                          out_zp=0, add=ResidualAdd(0, 2**30, 30, 0, 2**30, 30) if wl.bias_add
+                          else None, addend=np.zeros(wl.n, np.int8) if wl.bias_add else None)
     return DenseLayer(name, "float32", wl.m, wl.k, wl.n,
                       rng.standard_normal((wl.k, wl.n)).astype(np.float32), None, False, 0)
 

@@ -37,7 +37,8 @@ class Task:
     @property
     def key(self) -> str:
         wl = self.workload
-        return f"{self.device}/dense/{wl.m}x{wl.k}x{wl.n}/{wl.precision}"
+        return f"{self.device}/dense/{wl.m}x{wl.k}x{wl.n}/{wl.precision}" + \
+            ("/bias_add" if wl.bias_add else "")
 
     def space(self) -> dense.Space:
         """The legal configs (a fixed order, so seeded searches are reproducible) and rejections."""
