@@ -37,7 +37,9 @@ class _CallRewriter(PyExprMutator):
                 (out,) = load_program(const.value).outputs()
                 ty = relax.TensorType(out.valid_shape or out.shape, out.dtype)
                 args = [self.builder_.emit(relax.call_dps_packed("aie.run", [const, *args], ty))]
-            return relax.call_dps_packed("aie.run", [last, *args], call.ty)
+            # a function returning a tuple (conv branches): one destination tensor per field
+            ty = list(call.ty.fields) if isinstance(call.ty, relax.TupleType) else call.ty
+            return relax.call_dps_packed("aie.run", [last, *args], ty)
         return call
 
 
