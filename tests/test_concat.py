@@ -20,6 +20,7 @@ from tvm import relax
 import tvm_aie
 from tvm_aie import zoo
 from tvm_aie.codegen.relax_ext import tuned_configs
+from tvm_aie.partition import partition_for_aie
 from tvm_aie.reference import build_reference
 from tvm_aie.schedules.conv2d import ConvConfig
 
@@ -103,6 +104,50 @@ def branch_model(shape, stem: int | None, branches, head_k: int, int8: bool, sha
             c = sum(o for o, _ in branches) if axis == 1 else branches[0][0]  # same widths
             q_out = net.qparams()
             y = net.conv(y, c, 4, head_k, q_cat, q_out)
+            if int8:
+                y = bb.emit(relax.op.dequantize(y, _c(q_out[0]), _c(q_out[1], "int8")))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get(), q_out[0]
+
+
+def split_model(shape, widths, int8: bool, seed: int = 0):
+    """``x[1, *shape]`` sliced on channels (``x[:, 1:]``) -> a 3x3 stem conv -> ``split`` on
+    channels into ``widths`` -> a conv per part -> concat -> a 1x1 conv; in int8 the slice and
+    the split each between a dequantize and quantizes of one scale, as onnxruntime writes them."""
+    rng = np.random.default_rng(seed)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, *shape), "float32"))
+    net = _Net(bb, rng, int8)
+
+    def qdq(y, q, op):  # op(y), between a dequantize and a quantize at q in int8
+        if not int8:
+            return op(y)
+        y = bb.emit(relax.op.dequantize(y, _c(q[0]), _c(q[1], "int8")))
+        parts = op(y)
+        return [bb.emit(relax.op.quantize(p, _c(q[0]), _c(q[1], "int8"), out_dtype="int8"))
+                for p in parts] if isinstance(parts, list) else \
+            bb.emit(relax.op.quantize(parts, _c(q[0]), _c(q[1], "int8"), out_dtype="int8"))
+
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            q_in, q_stem = net.qparams(), net.qparams()
+            y = bb.emit(relax.op.quantize(x, _c(q_in[0]), _c(q_in[1], "int8"),
+                                          out_dtype="int8")) if int8 else x
+            y = qdq(y, q_in, lambda t: bb.emit(relax.op.strided_slice(t, [1], [1], [shape[0]])))
+            y = net.conv(y, shape[0] - 1, sum(widths), 3, q_in, q_stem)
+
+            def split(t):
+                tup = bb.emit(relax.op.split(t, list(np.cumsum(widths)[:-1]), axis=1))
+                return [bb.emit(relax.TupleGetItem(tup, i)) for i in range(len(widths))]
+
+            parts = qdq(y, q_stem, split)
+            q_cat = net.qparams()
+            qs = [net.qparams() for _ in widths]
+            ys = [net.conv(p, c, 4, 1 + 2 * (i % 2), q_stem, q)
+                  for i, (p, c, q) in enumerate(zip(parts, widths, qs))]
+            q_out = net.qparams()
+            y = net.conv(net.concat(ys, qs, q_cat), 4 * len(widths), 3, 1, q_cat, q_out)
             if int8:
                 y = bb.emit(relax.op.dequantize(y, _c(q_out[0]), _c(q_out[1], "int8")))
             out = bb.emit_output(y)
@@ -223,3 +268,24 @@ def test_concat_on_another_axis_stays_on_the_cpu(int8, caplog):
         rep = check(mod, shape, int8, out_scale)
     assert "relax.concat stays on the CPU: concat on axis 2" in caplog.text
     assert [len(s.layers) for s in rep.subgraphs] == [3, 1] and rep.offloaded_share == 1.0
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_input_slice_and_split_into_convs_are_dma_patterns(int8):
+    """The program's input sliced before its first conv (read from DDR with the slice's pattern)
+    and a ``split`` whose parts feed convs (each part a slice of the producer's memory-tile
+    buffer), their outputs concatenated again: one program, no CPU op between the layers."""
+    shape = (5, 7, 7)
+    mod, out_scale = split_model(shape, [3, 2, 4], int8)
+    main = partition_for_aie(mod)["main"]
+    ops = {getattr(b.value.op, "name", "") for block in main.body.blocks for b in block.bindings
+           if isinstance(b.value, relax.Call)}
+    assert not ops & {"relax.strided_slice", "relax.split", "relax.concat", "relax.nn.conv2d"}
+    rep = check(mod, shape, int8, out_scale)
+    (sub,) = rep.subgraphs
+    assert rep.offloaded_share == 1.0 and len(sub.layers) == 5
+    edges = sub.onchip_intermediates
+    assert [e.split(" (memory")[0] for e in edges] == [
+        "conv1 -> slice2 (sliced by DMA) -> conv5", "conv1 -> slice3 (sliced by DMA) -> conv6",
+        "conv1 -> slice4 (sliced by DMA) -> conv7",
+        "conv5 + conv6 + conv7 -> concat8 (concatenated by DMA) -> conv9"]

@@ -46,9 +46,12 @@ transpose changes the strides the map is written with), so a CNN's conv part and
 become one program. It is matched in a second pass, once the layer feeding it is known to be
 offloaded.
 
-A ``strided_slice`` of a conv or pooling layer's output (any begin and positive step on C, H and
-W; on int8 or fp32 values, no compute) joins the region the same way when an offloaded conv or
-pooling layer reads it: the next layer's input DMA reads the slice with an offset n-D pattern.
+A ``strided_slice`` of a conv or pooling layer's output, or of a map from outside the array (any
+begin and positive step on C, H and W; on int8 or fp32 values, no compute) joins the region the
+same way when an offloaded conv or pooling layer reads it: the layer's input DMA reads the slice
+with an offset n-D pattern (from the producer's memory tile, or from DDR). ``split`` is matched
+as the slices it makes, and in int8 a slice between a dequantize and a quantize of one scale
+(onnxruntime's QDQ around Slice and Split) as the slice of the int8 values.
 
 A ``concat`` along channels of offloaded conv or pooling layers' outputs, read only by offloaded
 conv or pooling layers (a SqueezeNet fire module's expand branches, an Inception module), joins
@@ -637,15 +640,19 @@ def _slice_pattern():
 
 
 def _slice_reason(ctx: PatternCheckContext) -> str | None:
-    """Why the slice cannot join the array's program, or None: it must read an offloaded conv or
-    pooling layer's NCHW output (static shape, batch untouched, positive steps) and be read only
-    by an offloaded conv or pooling layer, whose input DMA pattern then does the slicing (a slice
-    ending the region would need a pattern on the program's output, which the codegen lacks)."""
+    """Why the slice cannot join the array's program, or None: it must read an NCHW map (static
+    shape, batch untouched, positive steps) that is an offloaded conv or pooling layer's output
+    (read by other layers too, as the parts of a split are) or comes from outside the array (then
+    the program's input), and be read only by an offloaded conv or pooling layer, whose input DMA
+    pattern then does the slicing (a slice ending the region would need a pattern on the
+    program's output, which the codegen lacks)."""
     ann = ctx.annotated_expr
     x, out = ann["x"], ann["slice"]
-    if _producer(ctx) not in ("conv", "pool"):
-        return "its input is not the output of a conv or pooling layer on the array (read only " \
-            "by the slice)"
+    family = _offloaded.get(x.op.name_hint) if isinstance(x, relax.Call) and \
+        isinstance(x.op, relax.GlobalVar) else None
+    if family not in (None, "conv", "pool"):
+        return f"its input is the output of a {family} layer on the array, not a conv or pooling " \
+            "layer"
     if not (_static(x.ty, 4) and _static(out.ty, 4)):
         return f"needs static NCHW shapes, got {x.ty.shape} -> {out.ty.shape}"
     axes, _, _, steps = ([int(f.value) for f in arg.fields] for arg in out.args[1:])
@@ -916,14 +923,55 @@ class _Canonicalize(PyExprMutator):
       QDQ handling does): a layer's input dequantize is then its own, even when the same tensor
       also feeds a residual add;
     * ``call_tir(maximum/minimum, x, where(isnan(c), ±inf, c))`` (ONNX Clip as imported) becomes
-      ``clip(x, lo, hi)``, merging a max-then-min pair, so ReLU6 is one op.
+      ``clip(x, lo, hi)``, merging a max-then-min pair, so ReLU6 is one op;
+    * each part of a ``split`` becomes the ``strided_slice`` it is (with its steps, as a slice
+      without them gets too), and ``quantize(slice(dequantize(x)))`` of one scale and zero point
+      the slice of the int8 ``x``.
     """
 
     def __init__(self, mod, bound: dict, uses: dict):
         super().__init__(mod)
         self.bound, self.uses, self.copies = bound, uses, 0
 
+    def _slice_of(self, value):
+        """``(x, axes, begin, end, strides)`` if ``value`` is a ``strided_slice`` of x or a part
+        of a ``split`` of x (the slice it is), else None."""
+        if isinstance(value, relax.TupleGetItem):
+            split = self.bound.get(value.tuple_value)
+            if not (isinstance(split, relax.Call) and
+                    getattr(split.op, "name", "") == "relax.split"):
+                return None
+            axis = int(split.attrs.axis)
+            sizes = [f.shape[axis] for f in split.ty.fields]
+            if not all(isinstance(n, tvm.tirx.IntImm | int) for n in sizes):
+                return None
+            begin = sum(int(n) for n in sizes[:value.index])
+            return split.args[0], [axis], [begin], [begin + int(sizes[value.index])], [1]
+        if isinstance(value, relax.Call) and getattr(value.op, "name", "") == \
+                "relax.strided_slice" and all(isinstance(a, relax.Tuple) for a in value.args[1:]):
+            axes, *rest = ([int(f.value) for f in a.fields] for a in value.args[1:])
+            return value.args[0], axes, *rest, *([[1] * len(axes)] if len(rest) == 2 else [])
+        return None
+
+    def _int8_slice(self, call):
+        """``quantize(slice(dequantize(x)))`` of one per-tensor scale and zero point (ONNX Slice
+        and Split between onnxruntime's QDQ pairs) as the slice of the int8 ``x``, or None."""
+        sliced = self._slice_of(self.bound.get(call.args[0]))
+        dq = self.bound.get(sliced[0]) if sliced else None
+        if not (isinstance(dq, relax.Call) and getattr(dq.op, "name", "") == "relax.dequantize"
+                and str(dq.args[0].ty.dtype) == str(call.attrs.out_dtype)):
+            return None
+        params = [(dq.args[i], call.args[i]) for i in (1, 2)]
+        if not all(isinstance(a, tvm.ir.GenericConst) and isinstance(b, tvm.ir.GenericConst) and
+                   const_value(a).size == 1 and np.array_equal(const_value(a), const_value(b))
+                   for a, b in params):
+            return None
+        return relax.op.strided_slice(self.visit_expr(dq.args[0]), *sliced[1:])
+
     def visit_tuple_getitem_(self, op):  # pylint: disable=arguments-renamed
+        part = self._slice_of(op)
+        if part is not None:  # a part of a split: the slice it is (one pattern for both)
+            return relax.op.strided_slice(self.visit_expr(part[0]), *part[1:])
         bn = self.bound.get(op.tuple_value)
         if op.index != 0 or not isinstance(bn, relax.Call) or bn.op.name != "relax.nn.batch_norm" \
                 or bn.attrs.training or \
@@ -973,6 +1021,12 @@ class _Canonicalize(PyExprMutator):
             x, lo, hi = clip
             return relax.op.clip(self.visit_expr(x), tvm.tirx.FloatImm("float32", lo),
                                  tvm.tirx.FloatImm("float32", hi))
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.quantize" and \
+                (sliced := self._int8_slice(call)) is not None:
+            return sliced
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.strided_slice" and \
+                len(call.args) == 4 and (sliced := self._slice_of(call)) is not None:
+            return relax.op.strided_slice(self._own_dequantize(sliced[0]), *sliced[1:])
         if isinstance(call.op, tvm.ir.Op) and call.op.name != "relax.dequantize":
             return relax.Call(call.op, [self._own_dequantize(a) for a in call.args], call.attrs,
                               call.ty_args)
