@@ -7,7 +7,9 @@ order; a dense composite is ``matmul(x, permute_dims?(W))``, optionally ``+ b`` 
 conv2d composite ``conv2d(x, W)``, optionally ``+ reshape(b)``, ``batch_norm`` (folded here into W
 and b), ``relu`` and a max-pool; in int8 both are wrapped in the ``dequantize ... quantize`` of
 onnxruntime's QDQ format. An ``aie.flatten_*`` composite (a reshape) becomes a
-:class:`FlattenLayer` between a conv part and a dense head.
+:class:`FlattenLayer` between a conv part and a dense head, an ``aie.slice`` a
+:class:`SliceLayer` and an ``aie.concat_*`` a :class:`ConcatLayer`, each folded into the conv or
+pooling layers reading it (:func:`read_program`); conv and pooling layers may form a DAG.
 
 For int8 layers this also fixes the integer arithmetic the array does (see :mod:`tvm_aie.quant`):
 the kernel multiplies the raw int8 input, so the input zero point is folded into the int32 bias

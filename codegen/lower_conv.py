@@ -190,6 +190,13 @@ class _ConvChainLowering:
         """The layer's padded input image in a memory tile, filled by its writers; returns the
         FIFO that broadcasts its bands."""
         writers = self._writers(layer)
+        limit = (self.res.device.memtile or {}).get("s2mm", len(writers))
+        if len(writers) > limit:  # one S2MM channel of the memory tile per writing stream
+            cat = layer.in_concat
+            raise ResourceError(
+                f"{layer.name}: {len(writers)} streams write its input image"
+                f"{f' ({cat.name} of ' + ' + '.join(cat.inputs) + ')' if cat else ''}, a memory "
+                f"tile has {limit} S2MM channels: fewer tiles per producer would fit")
         wl = lay.workload
         col = self.placement[i][0][0][0]
         memtile = (col, 1)
@@ -277,6 +284,7 @@ class _ConvChainLowering:
         tag = f"{layer.name}.p{p}"
         chans = slice(p * lay.op, (p + 1) * lay.op)
         consts = {}
+        wl = lay.workload
         if layer.kind != "maxpool":  # a max-pool only compares: no weights, no epilogue
             consts["w"] = np.ascontiguousarray(layer.weight[chans])
             if layer.bias is not None:  # at the accumulator's width (int16xint8: int64)

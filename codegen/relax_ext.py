@@ -3,11 +3,11 @@
 Reads the function's layers, plans their configurations (tuned or default), schedules each layer's
 TensorIR with its configuration, reads the tile layout back from the scheduled TIR and lowers the
 chain to an AIE program, returned serialised (uint8) so the executable can carry it as a constant.
-A program holds one family: a chain of dense layers, a chain of conv2d (and pooling) layers, or
-one batched matmul of two activations; a conv chain, a flatten and a dense head are one program
-too (a CNN), and so are dense chains with one-input row-wise layers between them
-(:mod:`~tvm_aie.codegen.lower_net`). A chain the array cannot hold at once is split into several
-programs (:func:`compile_programs`).
+A program holds one family: a chain of dense layers, conv2d (and pooling) layers (a chain, or a
+DAG with branches and concats), or one batched matmul of two activations; a conv part, a flatten
+and a dense head are one program too (a CNN), and so are dense chains with one-input row-wise
+layers between them (:mod:`~tvm_aie.codegen.lower_net`). Layers the array cannot hold at once
+are split into several programs where one tensor is handed over (:func:`compile_programs`).
 """
 
 from __future__ import annotations

@@ -215,6 +215,18 @@ def test_concat_of_branches_on_several_tiles_each(int8):
     assert "conv1 + conv2 -> concat3 (concatenated by DMA) -> conv4" in sub.onchip_intermediates[-1]
 
 
+def test_concat_written_by_more_streams_than_a_memory_tile_takes_is_one_clear_error():
+    """Four branches on two tiles each would write the concat reader's image with eight streams;
+    a memory tile has six S2MM channels, and the DAG cannot be cut inside the branches."""
+    shape = (4, 8, 8)
+    mod, _ = branch_model(shape, 6, [(4, 1), (4, 3), (4, 1), (4, 3)], 1, False, False)
+    configs = {i: ConvConfig(th=8, n_par=2) for i in range(1, 5)}
+    with tuned_configs(lambda layers, device: configs), pytest.raises(
+            Exception, match=r"conv6: 8 streams write its input image \(concat5 of conv1 \+ "
+                             r"conv2 \+ conv3 \+ conv4\), a memory tile has 6 S2MM channels"):
+        tvm_aie.build(mod)
+
+
 @pytest.mark.parametrize("quant", [None, "int8"])
 def test_squeezenet_fire_is_one_program_matching_onnxruntime(quant):
     """The zoo's SqueezeNet (two fire modules) end to end: one program with every MAC and every
