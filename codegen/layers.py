@@ -134,11 +134,11 @@ class ConvLayer:
 
     @property
     def in_dtype(self) -> str:
-        return self.in_dtype
+        return OPERANDS.get(self.precision, (self.precision,))[0]
 
     @property
     def out_dtype(self) -> str:
-        return OPERANDS.get(self.precision, (self.precision,))[0]
+        return self.in_dtype
 
     @property
     def epilogue_zp(self) -> int:
@@ -533,7 +533,7 @@ def _read_pool(func: relax.Function, name: str, sources: dict) -> ConvLayer:
         kind = "maxpool" if pool.op.name == "relax.nn.max_pool2d" else "avgpool"
         window = tuple(int(v) for v in pool.attrs.pool_size)
         stride = tuple(int(v) for v in pool.attrs.strides)
-    int8 = "relax.quantize" in calls
+    int8 = "relax.quantize" in calls  # QDQ: int8, or int16xint8 on int16 activations
     count = window[0] * window[1]
     weight = np.full((c, 1, *window), 1 if int8 else 1 / count,
                      np.int8 if int8 else np.float32)
@@ -557,7 +557,7 @@ def _read_bmm(func: relax.Function, name: str, sources: dict) -> BmmLayer:
              if isinstance(v, relax.Call) and hasattr(v.op, "name")}
     mm = calls["relax.matmul"]
     lhs, rhs = (bound.get(a, a) for a in mm.args)
-    int8 = "relax.quantize" in calls  # QDQ: int8, or int16xint8 on int16 activations
+    int8 = "relax.quantize" in calls
     a, b = (lhs.args[0], rhs.args[0]) if int8 else (lhs, rhs)
     *batch, m, k = (int(d) for d in a.ty.shape)
     n = int(b.ty.shape[-1])

@@ -446,6 +446,8 @@ def _pool_reason(ctx: PatternCheckContext) -> str | None:
     int8 = "quant" in ann  # QDQ: int8, or int16 activations (int16xint8)
     if x.ty.dtype not in (("int8", "int16") if int8 else ("float32",)):
         return f"dtype {x.ty.dtype}"
+    if x.ty.dtype == "int16" and (reason := _int16_reason()):
+        return reason
     a = pool.attrs
     if pool.op.name == "relax.mean":
         if sorted(_ints(a.axis)) != [2, 3] or not a.keepdims:
@@ -498,8 +500,6 @@ def _check_pool(ctx: PatternCheckContext) -> bool:
 
 def _bmm_pattern(int8: bool, scale: bool):
     """``matmul`` of two activations (attention), optionally times a scalar constant (fp32)."""
-    if x.ty.dtype == "int16" and (reason := _int16_reason()):
-        return reason
     a, b = wildcard(), wildcard()
     ann = {"a": a, "b": b}
     lhs, rhs = (ann.setdefault("lhs", _dq(a)), ann.setdefault("rhs", _dq(b))) if int8 else (a, b)
