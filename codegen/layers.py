@@ -731,8 +731,9 @@ def read_program(func: relax.Function) -> tuple[list, tuple]:
         if layer.name in rescale:
             layer = dataclasses.replace(layer, rescale=rescale[layer.name])
         if isinstance(layer, ConvLayer):
-            wrong = [s for s in sources(layer) if s not in convs and
-                     not (isinstance(s, int) and layer.in_concat is None)]
+            joined = layer.in_concat.inputs if layer.in_concat else ()  # a concat joins layers
+            wrong = [s for s in sources(layer)
+                     if s not in convs and not (isinstance(s, int) and s not in joined)]
             if wrong:
                 raise ValueError(f"aie function: {layer.name} reads {wrong[0]!r}, not a program "
                                  f"input or an earlier conv or pooling layer")
