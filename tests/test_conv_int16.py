@@ -2,7 +2,8 @@
 have, tests/test_int16x8.py).
 
 Models are written in fp32 and quantised by onnxruntime's static quantiser with
-``activation_type=QInt16``, ``weight_type=QInt8`` (per channel), so the QDQ graphs are the ones it
+``activation_type=QInt16``, ``weight_type=QInt8`` (per channel;
+``tvm_aie.zoo.quantize(..., quant="int16")``), so the QDQ graphs are the ones it
 writes (ReLU and Clip folded into the output quantisation, Q/DQ around every pooling layer). The
 array must be bit-exact with the integer CPU reference. Against onnxruntime with graph
 optimisations off (:func:`tvm_aie.zoo.run_onnxruntime`; its optimised int16 QDQ kernels are
@@ -11,18 +12,13 @@ value on a rounding boundary can land one step from the exact integer accumulati
 """
 
 import logging
-import pathlib
-import tempfile
 
 import numpy as np
-import onnx
 import pytest
 import tvm
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper, version_converter
-from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                      quantize_static)
+from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
@@ -39,36 +35,6 @@ from tvm_aie.tune.conv import ConvTask, measure
 
 def _run(ex, x):
     return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
-
-
-class _Feeds(CalibrationDataReader):
-    """Seeded standard-normal calibration inputs for onnxruntime's quantiser."""
-
-    def __init__(self, shape, seed=1000, count=8):
-        rng = np.random.default_rng(seed)
-        self.feeds = iter([{zoo.INPUT: rng.standard_normal(shape).astype(np.float32)}
-                           for _ in range(count)])
-
-    def get_next(self):
-        return next(self.feeds, None)
-
-
-def quantize_int16(model: onnx.ModelProto, shape) -> onnx.ModelProto:
-    """``model`` (fp32) as onnxruntime's QDQ with int16 activations and int8 per-channel weights;
-    opset 21, the first whose QuantizeLinear takes int16 (older ones need contrib operators)."""
-    model = version_converter.convert_version(model, 21)
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # its advice to pre-process models
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            src, dst = pathlib.Path(tmp, "f.onnx"), pathlib.Path(tmp, "q.onnx")
-            onnx.save(model, src)
-            quantize_static(str(src), str(dst), _Feeds(shape), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QInt16,
-                            weight_type=QuantType.QInt8)
-            return onnx.load(dst)
-    finally:
-        logging.disable(previous)
 
 
 def float_conv(c, h, w, o, k, s, p, groups, bias, act, pool, seed):
@@ -135,7 +101,8 @@ def conv_specs(draw):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conv_specs(), st.integers(0, 100))
 def test_int16_conv_is_bit_exact_over_shapes(spec, seed):
-    model = quantize_int16(float_conv(**spec, seed=seed), (1, spec["c"], spec["h"], spec["w"]))
+    model = zoo.quantize(float_conv(**spec, seed=seed), (1, spec["c"], spec["h"], spec["w"]),
+                         quant="int16")
     x = np.random.default_rng(seed + 1).standard_normal(
         (1, spec["c"], spec["h"], spec["w"])).astype(np.float32)
     rep = check(model, x)
@@ -152,7 +119,8 @@ def test_int16_conv_is_bit_exact_over_shapes(spec, seed):
 def test_int16_conv_on_two_tiles(spec):
     """Output channels split over two tiles (whole groups each for the depthwise conv), bands of
     two rows: each tile's int64 bias, multipliers and shifts are its own channels'."""
-    model = quantize_int16(float_conv(**spec, seed=3), (1, spec["c"], spec["h"], spec["w"]))
+    model = zoo.quantize(float_conv(**spec, seed=3), (1, spec["c"], spec["h"], spec["w"]),
+                         quant="int16")
     x = np.random.default_rng(4).standard_normal(
         (1, spec["c"], spec["h"], spec["w"])).astype(np.float32)
     with tuned_configs(lambda found, device: {0: conv2d.ConvConfig(2, 2, True, False)}):
@@ -165,7 +133,7 @@ def test_int16_conv_on_two_tiles(spec):
 def test_zoo_cnn_in_int16(name):
     """LeNet (conv, max-pool, flatten and a dense head) and the MobileNetV2 block (pointwise,
     depthwise with ReLU6, pointwise and the residual add in int16) on the array."""
-    model = quantize_int16(zoo.float_model(name, fold_bn=True), zoo.input_shape(name))
+    model = zoo.onnx_model(name, quant="int16")
     rep = check(model, zoo.sample_input(name))
     assert rep.offloaded_share >= 0.95
     layers = [layer for s in rep.subgraphs for layer in s.layers if layer.get("op") != "flatten"]
@@ -177,8 +145,7 @@ def test_zoo_cnn_in_int16(name):
 def test_aie1_keeps_int16_convs_on_the_cpu(caplog):
     """AIE1 has no int16 x int8 intrinsic: every conv stays on the CPU, logged, and the model is
     still correct (the residual add of two dequantised tensors is an fp32 add, which AIE1 runs)."""
-    model = quantize_int16(zoo.float_model("mobilenet_block", fold_bn=True),
-                           zoo.input_shape("mobilenet_block"))
+    model = zoo.onnx_model("mobilenet_block", quant="int16")
     mod = from_onnx(model, keep_params_in_input=False)
     with caplog.at_level(logging.INFO, logger="tvm_aie"), tvm.target.Target("aie/vck190"):
         parted = partition_for_aie(mod)

@@ -6,18 +6,15 @@ integer CPU reference over shapes, and within one output quantisation step of on
 import logging
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import tvm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                      quantize_static)
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
 import tvm_aie
+from tvm_aie import zoo
 from tvm_aie.partition import partition_for_aie
 from tvm_aie.reference import build_reference
 from tvm_aie.sim.kernels import CALL_OVERHEAD, GROUP, GROUP_OVERHEAD, matmul_cycles
@@ -75,8 +72,9 @@ def test_int16x8_dense_is_bit_exact_over_shapes(m, k, n, bias, per_channel, x_zp
     assert sub.peak_macs_per_cycle == sub.tiles * get_device().peak_macs_per_cycle("int16xint8")
 
 
-def _quantized_mlp(tmp_path):
-    """A two-layer MLP (Gemm + Relu, MatMul) quantised by onnxruntime with int16 activations."""
+def _quantized_mlp():
+    """A two-layer MLP (Gemm + Relu, MatMul) quantised by onnxruntime with int16 activations and
+    per-tensor int8 weights."""
     rng = np.random.default_rng(0)
     w1, b1 = rng.standard_normal((24, 32)).astype(np.float32) * 0.3, rng.standard_normal(32)
     w2 = rng.standard_normal((32, 10)).astype(np.float32) * 0.3
@@ -87,38 +85,21 @@ def _quantized_mlp(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 10])],
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1.astype(np.float32), "b1"),
          numpy_helper.from_array(w2, "w2")])
-    fp32 = tmp_path / "mlp.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), fp32)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.data = iter([{"x": rng.standard_normal((8, 24)).astype(np.float32)}
-                              for _ in range(16)])
-
-        def get_next(self):
-            return next(self.data, None)
-
-    quantize_static(str(fp32), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt16, weight_type=QuantType.QInt8)
-    return onnx.load(tmp_path / "q.onnx")
+    return zoo.quantize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]),
+                        (8, 24), per_channel=False, quant="int16")
 
 
-def test_onnxruntime_int16_model_within_one_step(tmp_path):
+def test_onnxruntime_int16_model_within_one_step():
     """Against onnxruntime with graph optimisations off, which runs the QDQ operators as written
     (measured: its default optimiser's result on int16 QDQ differs from a float evaluation of the
     same graph by ~200 output steps, while the unoptimised one agrees with it to 1e-7)."""
-    model = _quantized_mlp(tmp_path)
+    model = _quantized_mlp()
     mod = from_onnx(model, keep_params_in_input=False)
     ex = tvm_aie.build(mod)
     x = np.random.default_rng(1).standard_normal((8, 24)).astype(np.float32)
     y = _run(ex, x)
     np.testing.assert_array_equal(y, _run(build_reference(mod), x))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    expected = ort.InferenceSession(model.SerializeToString(), opts).run(None, {"x": x})[0]
-    step = numpy_helper.to_array(next(t for t in model.graph.initializer
-                                      if t.name == "y_scale"))
-    assert np.abs(y - expected).max() <= step * 1.001
+    assert np.abs(y - zoo.run_onnxruntime(model, x)).max() <= zoo.output_scale(model) * 1.001
     rep = tvm_aie.report(ex)
     assert rep.offloaded_share == 1.0
     assert {layer["precision"] for s in rep.subgraphs for layer in s.layers} == {"int16xint8"}

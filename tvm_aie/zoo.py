@@ -31,7 +31,8 @@ Weights are seeded random (He-scaled) and made once by :func:`weights`; the ONNX
 the PyTorch modules in :mod:`tvm_aie.zoo_torch` are both built from them, so the two frontends see
 the same model. The batch dimension is fixed unless it is a string (e.g. ``"N"``), which makes it
 symbolic. ``quant="int8"`` makes the QDQ model with onnxruntime's static quantiser (int8
-activations and weights, weights per channel or per tensor) calibrated on seeded random inputs,
+activations and weights, weights per channel or per tensor) calibrated on seeded random inputs;
+``quant="int16"`` the same with int16 activations (the int16xint8 datapath),
 from the fp32 model with batch-norm folded into the convolutions as exporters and onnxruntime's
 pre-processing do. :func:`run_onnxruntime` runs a model as written, for comparisons.
 """
@@ -44,7 +45,7 @@ import tempfile
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper, version_converter
 
 # dense networks: name -> (layer widths, the op between the first two layers or None, dense form)
 MLPS = {
@@ -278,36 +279,50 @@ def sample_input(name: str, batch: int = 1, seed: int = 0) -> np.ndarray:
 
 
 class _Calibration:
-    """onnxruntime's ``CalibrationDataReader`` protocol over seeded random inputs.
+    """onnxruntime's ``CalibrationDataReader`` protocol over seeded random inputs of ``shape``
+    (batch first; standard normal, as :func:`sample_input`).
 
     The same 64 rows for every batch size (in batch-sized chunks), so the scales do not depend on
     the batch. A symbolic batch is calibrated one row at a time.
     """
 
-    def __init__(self, name: str, batch: int | str):
-        b = batch if isinstance(batch, int) else 1
-        rows = sample_input(name, max(64, b), seed=1000)
+    def __init__(self, shape: tuple):
+        b = shape[0] if isinstance(shape[0], int) else 1
+        rows = np.random.default_rng(1000).standard_normal(
+            (max(64, b), *shape[1:])).astype(np.float32)
         self.feeds = iter([{INPUT: rows[i:i + b]} for i in range(0, len(rows) - b + 1, b)])
 
     def get_next(self):
         return next(self.feeds, None)
 
 
-def quantize(model: onnx.ModelProto, name: str, per_channel: bool = True,
-             batch: int | str = 1) -> onnx.ModelProto:
-    """The int8 QDQ form of ``model`` as onnxruntime's static quantiser writes it."""
+# the activation widths of onnx_model(quant=...); weights are int8 in both
+QUANTS = ("int8", "int16")
+
+
+def quantize(model: onnx.ModelProto, shape: tuple, per_channel: bool = True,
+             quant: str = "int8") -> onnx.ModelProto:
+    """The QDQ form of ``model`` (fp32, input ``x`` of ``shape``) as onnxruntime's static quantiser
+    writes it, calibrated on seeded random inputs: int8 weights, and int8 or int16 activations
+    (``quant``). int16 models are converted to opset 21 first, the first whose QuantizeLinear
+    takes int16 (older opsets need onnxruntime's contrib operators)."""
     from onnxruntime.quantization import (  # pylint: disable=import-outside-toplevel
         QuantFormat, QuantType, quantize_static)
 
+    if quant not in QUANTS:
+        raise ValueError(f"quant must be one of {', '.join(QUANTS)}, got {quant!r}")
+    if quant == "int16" and model.opset_import[0].version < 21:
+        model = version_converter.convert_version(model, 21)
+    activations = QuantType.QInt16 if quant == "int16" else QuantType.QInt8
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # its advice to pre-process models, printed on every call
     try:
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = pathlib.Path(tmp, "f.onnx"), pathlib.Path(tmp, "q.onnx")
             onnx.save(model, src)
-            quantize_static(str(src), str(dst), _Calibration(name, batch),
+            quantize_static(str(src), str(dst), _Calibration(tuple(shape)),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                            activation_type=activations, weight_type=QuantType.QInt8)
             return onnx.load(dst)
     finally:
         logging.disable(previous)
@@ -315,7 +330,8 @@ def quantize(model: onnx.ModelProto, name: str, per_channel: bool = True,
 
 def onnx_model(name: str, quant: str | None = None, per_channel: bool = True,
                batch: int | str = 1) -> onnx.ModelProto:
-    """Bundled model ``name`` in fp32 (``quant=None``) or int8 QDQ (``quant="int8"``).
+    """Bundled model ``name`` in fp32 (``quant=None``) or QDQ: int8 (``quant="int8"``) or int16
+    activations with int8 weights (``quant="int16"``, onnxruntime's QInt16 x QInt8, opset 21).
 
     ``per_channel`` chooses per-output-channel or per-tensor weight scales; a string ``batch``
     (e.g. ``"N"``) makes the batch dimension symbolic.
@@ -324,9 +340,10 @@ def onnx_model(name: str, quant: str | None = None, per_channel: bool = True,
         raise KeyError(f"unknown model {name!r}; bundled: {', '.join(names())}")
     if quant is None:
         return float_model(name, batch)
-    if quant != "int8":
-        raise ValueError(f"quant must be None or 'int8', got {quant!r}")
-    return quantize(float_model(name, batch, fold_bn=True), name, per_channel, batch)
+    if quant not in QUANTS:
+        raise ValueError(f"quant must be None or one of {', '.join(QUANTS)}, got {quant!r}")
+    return quantize(float_model(name, batch, fold_bn=True), input_shape(name, batch), per_channel,
+                    quant)
 
 
 # ---- single layers: what kernel calibration, benchmarks and tests measure ----
