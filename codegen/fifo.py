@@ -68,6 +68,18 @@ class MemtileEndpoint:
 
 
 @dataclass
+class MemtileChain:
+    """A FIFO end in a memory-tile buffer walked by a chain of BDs, each a
+    :class:`MemtileEndpoint` on ``buffer`` with its own lock operations (e.g. one per image of
+    a batch and per copy of a double-buffered map); ``cyclic``: the last BD goes back to the
+    first, so the chain serves as many objects as arrive (it runs until the program ends)."""
+
+    buffer: str
+    bds: list
+    cyclic: bool = False
+
+
+@dataclass
 class ObjectFifo:
     name: str
     shape: tuple  # one object
@@ -128,10 +140,16 @@ def _ddr_channel(res: TileResources, ep: DdrEndpoint, direction: str, near_col: 
     return [shim[0], shim[1], ch]
 
 
-def _memtile_channel(res: TileResources, ep: MemtileEndpoint, direction: str) -> list:
+def _memtile_channel(res: TileResources, ep, direction: str) -> list:
     tile = res.program.buffer(ep.buffer).tile
     ch = res.channel(tile, direction)
-    if _takes_and_returns(ep, direction):
+    if isinstance(ep, MemtileChain):
+        last = len(ep.bds) - 1
+        bds = [BufferDescriptor(id=i, buffer=ep.buffer, offset=bd.offset, sizes=list(bd.sizes),
+                                strides=list(bd.strides), acquire=bd.acquire, release=bd.release,
+                                next=i + 1 if i < last else 0 if ep.cyclic else None)
+               for i, bd in enumerate(ep.bds)]
+    elif _takes_and_returns(ep, direction):
         # A reader that takes the buffer's count and gives it back only checks that the buffer
         # is complete: it holds the count for its first object, not for the whole pattern (a
         # reader paced by a slow consumer, e.g. a residual read, would otherwise keep every other
@@ -159,12 +177,13 @@ def _takes_and_returns(ep: MemtileEndpoint, direction: str) -> bool:
 def lower_producer(res: TileResources, fifo: ObjectFifo):
     """Lower the producer end; returns its :class:`TileEndpoint` (None for a DDR or memory-tile
     producer)."""
-    if isinstance(fifo.producer, MemtileEndpoint):
+    if isinstance(fifo.producer, (MemtileEndpoint, MemtileChain)):
         fifo.src = _memtile_channel(res, fifo.producer, "mm2s")
         return None
     if isinstance(fifo.producer, DdrEndpoint):
         cons = fifo.consumers[0]
-        near_col = res.program.buffer(cons.buffer).tile[0] if isinstance(cons, MemtileEndpoint) \
+        near_col = res.program.buffer(cons.buffer).tile[0] \
+            if isinstance(cons, (MemtileEndpoint, MemtileChain)) \
             else cons[0][0]
         fifo.src = _ddr_channel(res, fifo.producer, "mm2s", near_col)
         return None
@@ -180,7 +199,7 @@ def lower_consumers(res: TileResources, fifo: ObjectFifo) -> dict:
     for cons in fifo.consumers:
         if isinstance(cons, DdrEndpoint):
             dsts.append(_ddr_channel(res, cons, "s2mm", fifo.src[0]))
-        elif isinstance(cons, MemtileEndpoint):
+        elif isinstance(cons, (MemtileEndpoint, MemtileChain)):
             dsts.append(_memtile_channel(res, cons, "s2mm"))
         else:
             tile, depth = cons

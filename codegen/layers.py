@@ -92,7 +92,8 @@ class ResidualAdd:
 
 @dataclass
 class ConvLayer:
-    """``y = maxpool?(act(conv2d(x, weight, stride, padding, groups) + bias))`` on one NCHW image.
+    """``y = maxpool?(act(conv2d(x, weight, stride, padding, groups) + bias))`` on each NCHW image
+    of a batch of ``batch`` (the program loops over them, the weights stay resident).
 
     int8 as :class:`DenseLayer`: raw int8 operands, int32 bias with ``-zp_in * sum(W[o])`` folded
     in, which is exact at the borders too because the array pads the input with ``in_zp``;
@@ -131,6 +132,7 @@ class ConvLayer:
     out_zp: int | None = None
     mult: np.ndarray | None = None
     shift: np.ndarray | None = None
+    batch: int = 1  # images, each of ``in_shape``
 
     @property
     def in_dtype(self) -> str:
@@ -160,9 +162,11 @@ class ConvLayer:
 
     @property
     def macs(self) -> int:
-        """Multiply-accumulates (none for pooling, as the model's MAC count has none there)."""
+        """Multiply-accumulates over the batch (none for pooling, as the model's MAC count has
+        none there)."""
         o, ho, wo = self.conv_shape
-        return o * ho * wo * int(np.prod(self.weight.shape[1:])) if self.kind == "conv" else 0
+        return self.batch * o * ho * wo * int(np.prod(self.weight.shape[1:])) \
+            if self.kind == "conv" else 0
 
 
 @dataclass
@@ -208,10 +212,12 @@ class RowLayer:
     """An element- or row-wise layer on ``[rows, cols]`` (the last axis is ``cols``).
 
     ``op``: "gelu", "sigmoid", "tanh", "softmax", "layernorm" (fp32, with
-    ``gamma``/``beta``/``eps``), "add" (of ``other``, a second tensor of the same shape; int8
-    through :func:`tvm_aie.quant.requantize_add` with ``add``), "mul" (fp32, by ``other``) or
+    ``gamma``/``beta``/``eps``), "add" (of ``other``, a second tensor of the same shape; int8 and
+    int16 through :func:`tvm_aie.quant.requantize_add` with ``add``), "mul" (fp32, by ``other``),
     "lut" (int8: ``y = lut[x + 128]``, the table being the layer's QDQ float function at every
-    input).
+    input) or, in int16, "gelu", "sigmoid", "tanh" and "scale" (by a scalar) as QDQ functions
+    computed in float32 on the tile with ``qdq`` (:func:`tvm_aie.sim.kernels_rows.qdq_function`:
+    a table of every int16 input would not fit a tile).
     """
 
     name: str
@@ -226,6 +232,8 @@ class RowLayer:
     other: int | str | None = None
     add: tuple | None = None  # int8: (x_zp, x_mult, x_shift, other_zp, other_mult, other_shift)
     out_zp: int = 0
+    # int16 QDQ function: in_scale, in_zp, out_scale, out_zp (float32 values) and scale's scalar
+    qdq: dict | None = None
     macs = 0  # no multiply-accumulates in the model's count
 
     @property
@@ -243,8 +251,8 @@ class RowLayer:
 
 @dataclass
 class FlattenLayer:
-    """A conv or pooling layer's ``[1, C, H, W]`` output seen as the ``[1, C*H*W]`` row (ONNX
-    ``Flatten``). Row-major order is unchanged, so it moves no data: the program addresses the
+    """A conv or pooling layer's ``[N, C, H, W]`` output seen as ``[N, C*H*W]``, one row per image
+    (ONNX ``Flatten``). Row-major order is unchanged, so it moves no data: the program addresses the
     same bytes under the new shape (in int8 ``q(reshape(dq(x)))`` of one scale and zero point is
     the identity on the int8 values). ``perm``: a transpose before the flatten (ONNX
     ``Transpose``, batch axis first, e.g. to NHWC), which only changes the order the map is
@@ -252,10 +260,10 @@ class FlattenLayer:
 
     name: str
     precision: str
-    in_shape: tuple  # (1, C, H, W)
-    out_shape: tuple  # (1, C*H*W)
+    in_shape: tuple  # (N, C, H, W)
+    out_shape: tuple  # (N, C*H*W)
     input: int | str
-    perm: tuple | None = None  # axes of permute_dims on (1, C, H, W)
+    perm: tuple | None = None  # axes of permute_dims on (N, C, H, W), batch axis first
     macs = 0
 
     @property
@@ -264,15 +272,63 @@ class FlattenLayer:
 
 
 @dataclass
+class HeadsLayer:
+    """Attention heads split from or merged into a ``[B, S, D]`` activation (ONNX Reshape and
+    Transpose around a batched matmul). A split is ``permute_dims(reshape(x, [B, S, H, D/H]),
+    perm)`` with ``perm`` ``(0, 2, 1, 3)`` (queries, values) or ``(0, 2, 3, 1)`` (keys,
+    transposed); a merge is ``reshape(permute_dims(x, (0, 2, 1, 3)), [B, S, D])`` of the
+    ``[B, H, S, D/H]`` result. It moves no data of its own: the batched matmul reading a split
+    walks the ``[B*S, D]`` matrix with the strides of :meth:`strides`, and the one a merge reads
+    writes its blocks there with them (:mod:`~tvm_aie.codegen.lower_net`)."""
+
+    name: str
+    precision: str
+    batch: int
+    seq: int
+    heads: int
+    width: int  # D
+    perm: tuple  # axes of permute_dims (batch first)
+    split: bool
+    input: int | str
+    macs = 0
+
+    @property
+    def out_dtype(self) -> str:
+        return self.precision
+
+    def strides(self, stride: int) -> list:
+        """Strides, in elements, of the batched matmul's ``[B, H, rows, cols]`` operand (split) or
+        result (merge) over the ``[B*S, D]`` matrix stored with rows ``stride`` apart."""
+        seq_major = [self.seq * stride, stride, self.width // self.heads, 1]  # [B, S, H, D/H]
+        if self.split:
+            return [seq_major[axis] for axis in self.perm]
+        out = [0] * 4
+        for i, axis in enumerate(self.perm):
+            out[axis] = seq_major[i]
+        return out
+
+
+def _read_heads(func: relax.Function, name: str, x, out, source) -> HeadsLayer:
+    calls = [b.value for block in func.body.blocks for b in block.bindings
+             if isinstance(b.value, relax.Call)]
+    (perm,) = [tuple(int(a) for a in c.attrs.axes) for c in calls
+               if c.op.name == "relax.permute_dims"]
+    split = calls[0].op.name == "relax.reshape"
+    batch, seq, width = (int(d) for d in (x if split else out).ty.shape)
+    heads = int((out if split else x).ty.shape[1])
+    return HeadsLayer(name, str(x.ty.dtype), batch, seq, heads, width, perm, split, source)
+
+
+@dataclass
 class SliceLayer:
-    """A ``strided_slice`` of a conv or pooling layer's ``[1, C, H, W]`` output read by the next
+    """A ``strided_slice`` of a conv or pooling layer's ``[N, C, H, W]`` output read by the next
     conv or pooling layer. It moves no data of its own: the reader's input DMA walks the source
     map with the offset, sizes and strides of :meth:`pattern` (ONNX ``Slice`` and ``Split``)."""
 
     name: str
     precision: str
-    in_shape: tuple  # (1, C, H, W)
-    out_shape: tuple  # (1, C', H', W')
+    in_shape: tuple  # (N, C, H, W)
+    out_shape: tuple  # (N, C', H', W')
     begin: tuple  # (c, h, w)
     steps: tuple  # (c, h, w)
     input: int | str
@@ -306,7 +362,7 @@ def _read_slice(call: relax.Call, name: str, source) -> SliceLayer:
 
 @dataclass
 class ConcatLayer:
-    """A ``concat`` along channels of conv or pooling layers' ``[1, C_i, H, W]`` outputs, read by
+    """A ``concat`` along channels of conv or pooling layers' ``[N, C_i, H, W]`` outputs, read by
     conv or pooling layers. It moves no data of its own: each input's producer writes its blocks
     straight into every reader's input image at the input's channel offset. int8: ``rescale``
     holds, per input, None (quantised as the output) or (zero point, multiplier, shift) to the
@@ -316,7 +372,7 @@ class ConcatLayer:
     precision: str
     inputs: tuple  # sources, in channel order
     channels: tuple  # C_i of each input
-    out_shape: tuple  # (1, C, H, W)
+    out_shape: tuple  # (N, C, H, W)
     rescale: tuple
     out_zp: int = 0
     macs = 0
@@ -492,7 +548,8 @@ def _read_conv(func: relax.Function, name: str, sources: dict) -> ConvLayer:
                       int(a.groups), "relax.nn.relu" in names or clip_max is not None,
                       None if pool is None else tuple(int(v) for v in pool.attrs.pool_size),
                       sources[x], clip_max=None if clip_max is None or np.isinf(clip_max) else
-                      clip_max, residual=None if residual is None else sources[param_of(residual)])
+                      clip_max, residual=None if residual is None else sources[param_of(residual)],
+                      batch=int(x.ty.shape[0]))
     if not int8:
         b = np.zeros(cout, np.float64) if bias is None else \
             const_value(bias).reshape(cout).astype(np.float64)
@@ -538,7 +595,8 @@ def _read_pool(func: relax.Function, name: str, sources: dict) -> ConvLayer:
     weight = np.full((c, 1, *window), 1 if int8 else 1 / count,
                      np.int8 if int8 else np.float32)
     layer = ConvLayer(name, layer_precision(x.ty.dtype), (c, h, w), weight, None, stride,
-                      (0, 0, 0, 0), c, False, None, sources[x], kind=kind)
+                      (0, 0, 0, 0), c, False, None, sources[x], kind=kind,
+                      batch=int(x.ty.shape[0]))
     if int8:
         dq, quant = calls["relax.dequantize"], calls["relax.quantize"]
         layer.in_scale, layer.in_zp = _scalar(dq.args[1]), int(_scalar(dq.args[2]))
@@ -596,6 +654,11 @@ def _lut(call, dq, quant) -> np.ndarray:
     return np.clip(q, -128, 127).astype(np.int8)
 
 
+# a one-input row-wise layer's Relax op -> its RowLayer.op (a scalar multiply only in int16)
+_ROW_OPS = {"relax.nn.gelu": "gelu", "relax.nn.softmax": "softmax", "relax.sigmoid": "sigmoid",
+            "relax.tanh": "tanh", "relax.nn.layer_norm": "layernorm", "relax.multiply": "scale"}
+
+
 def _read_rowwise(func: relax.Function, name: str, sources: dict) -> RowLayer:
     x, *rest = func.params
     calls = [b.value for block in func.body.blocks for b in block.bindings
@@ -615,9 +678,17 @@ def _read_rowwise(func: relax.Function, name: str, sources: dict) -> RowLayer:
         for dq in (bound.get(a, a), bound.get(b, b)):
             (mult,), (shift,) = quantize_multiplier(_scalar(dq.args[1]) / out_scale)
             terms += [int(_scalar(dq.args[2])), int(mult), int(shift)]
-        return RowLayer(name, "add", "int8", shape, sources[param_of(a)],
+        return RowLayer(name, "add", str(x.ty.dtype), shape, sources[param_of(a)],
                         other=sources[param_of(b)], add=tuple(terms),
                         out_zp=int(_scalar(quant.args[2])))
+    if calls[-1].op.name == "relax.quantize" and str(x.ty.dtype) == "int16":
+        dq, op, quant = calls
+        qdq = {"in_scale": float(_scalar(dq.args[1])), "in_zp": int(_scalar(dq.args[2])),
+               "out_scale": float(_scalar(quant.args[1])), "out_zp": int(_scalar(quant.args[2]))}
+        kind = _ROW_OPS[op.op.name]
+        if kind == "scale":
+            qdq["scalar"] = float(const_value(op.args[1]).reshape(()))
+        return RowLayer(name, kind, "int16", shape, sources[x], qdq=qdq)
     if calls[-1].op.name == "relax.quantize":
         dq, op, quant = calls
         return RowLayer(name, "lut", "int8", shape, sources[x], lut=_lut(op, dq, quant))
@@ -626,8 +697,7 @@ def _read_rowwise(func: relax.Function, name: str, sources: dict) -> RowLayer:
         a, b = sorted((sources[arg] for arg in op.args), key=str)  # (both ops commute)
         return RowLayer(name, "add" if op.op.name == "relax.add" else "mul", "float32", shape, a,
                         other=b)
-    kind = {"relax.nn.gelu": "gelu", "relax.nn.softmax": "softmax", "relax.sigmoid": "sigmoid",
-            "relax.tanh": "tanh", "relax.nn.layer_norm": "layernorm"}[op.op.name]
+    kind = _ROW_OPS[op.op.name]
     layer = RowLayer(name, kind, "float32", shape, sources[x])
     if kind == "layernorm":
         layer.gamma, layer.beta = (const_value(a).astype(np.float32) for a in op.args[1:3])
@@ -665,6 +735,9 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
                 name = f"concat{len(layers)}"
                 sources = {p: source[a] for p, a in zip(comp.params, val.args)}
                 layers.append(_read_concat(comp, name, sources))
+            elif kind.startswith("aie.heads"):
+                name = f"heads{len(layers)}"
+                layers.append(_read_heads(comp, name, x, val, source[x]))
             elif kind == "aie.slice":
                 name = f"slice{len(layers)}"
                 (inner,) = [b.value for block in comp.body.blocks for b in block.bindings]
@@ -708,9 +781,10 @@ def sources(layer) -> list:
 def read_program(func: relax.Function) -> tuple[list, tuple]:
     """The layers of a ``Codegen="aie"`` function in dataflow order, and the names of those whose
     outputs it returns (in its order). Conv and pooling layers may form a DAG (a layer read by
-    several, a concat of several: what the conv lowering builds); any other layer reads the one
-    before it (a chain), and a function with one returns one tensor, its last layer's. A slice
-    becomes the ``in_slice`` of the conv or pooling layer reading it (its input pattern), a
+    several, a concat of several: what the conv lowering builds); any other layer reads program
+    inputs or layers before it (dense, batched matmul, row-wise and heads layers form a DAG too:
+    Q, K and V projections read one input, a residual add two tensors), and a function with one
+    returns one tensor, its last layer's. A slice becomes the ``in_slice`` of the conv or pooling layer reading it (its input pattern), a
     concat the ``in_concat`` of each reader, and an int8 concat input's requantisation the
     ``rescale`` of its producer."""
     graph = read_layer_graph(func)
@@ -738,8 +812,10 @@ def read_program(func: relax.Function) -> tuple[list, tuple]:
                 raise ValueError(f"aie function: {layer.name} reads {wrong[0]!r}, not a program "
                                  f"input or an earlier conv or pooling layer")
             convs.add(layer.name)
-        elif layer.input != (layers[-1].name if layers else 0):
-            raise ValueError(f"aie function is not a chain: {layer.name} reads {layer.input!r}")
+        elif any(not isinstance(s, int) and s not in {x.name for x in layers}
+                 for s in sources(layer)):
+            raise ValueError(f"aie function: {layer.name} reads {sources(layer)!r}, not program "
+                             f"inputs or earlier layers")
         layers.append(layer)
     outputs = graph.output if isinstance(graph.output, tuple) else (graph.output,)
     if any(out not in convs | {layers[-1].name} for out in outputs) or \

@@ -42,7 +42,7 @@ from .layers import sources
 from .lower import INPUT, OUTPUT, _core_loop
 from .place import place_layers
 from .program import Core, DdrTensor, Instr, KernelCall, LockOp, Program
-from .resources import ResourceError, TileResources
+from .resources import VECTOR_ALIGN, ResourceError, TileResources
 
 
 def conv_shapes(layers: list, layouts: list) -> list:
@@ -81,6 +81,85 @@ def _feeds(layer) -> list:
     return list(layer.in_concat.inputs) if layer.in_concat else [layer.input]
 
 
+def _relay(buffer: str, offset: int, sizes: list, strides: list, acquire: LockOp,
+           early: LockOp | None, release: LockOp) -> list:
+    """The BDs of one pattern that takes ``acquire``, releases ``early`` after its first object
+    (along the outermost dimension with more than one) and ``release`` at its end."""
+    if early is None:
+        return [fifos.MemtileEndpoint(buffer, offset, sizes, strides, acquire, release)]
+    d = next((d for d, n in enumerate(sizes) if n > 1), None)
+    if d is None:
+        raise ResourceError(f"{buffer}: a one-element pattern cannot hand on the lock it takes")
+    head = [*sizes[:d], 1, *sizes[d + 1:]]
+    rest = [*sizes[:d], sizes[d] - 1, *sizes[d + 1:]]
+    return [fifos.MemtileEndpoint(buffer, offset, head, strides, acquire, early),
+            fifos.MemtileEndpoint(buffer, offset + strides[d], rest, strides, None, release)]
+
+
+class _MapSlots:
+    """A map in a memory tile for every image of the batch: ``depth`` copies, two (ping-pong)
+    when there is more than one image and the tile has room for both, else one (the layers
+    around it then take turns), image n in copy ``n % depth``. Its writers (the DMA channels
+    filling parts of an image) and readers (the channels reading it) follow one lock protocol per
+    copy:
+
+    * ``full`` counts the writers done; the first reader takes all of them (the image is
+      complete) and, after its first object, lets the other readers in through ``gate``;
+    * ``empty`` counts the readers done (at first all: the copy is free); the first writer takes
+      all of them and, after its first object, lets the other writers in through ``go``.
+
+    So writers fill one copy while the readers drain the other, no reader keeps the others out
+    while its consumer paces it, and a copy is overwritten only once every reader is done. With
+    one image no copy is reused: writers only count into ``full`` and every reader takes the
+    count and gives it back (:func:`~tvm_aie.codegen.fifo._memtile_channel` holds it for the
+    first object only)."""
+
+    def __init__(self, res: TileResources, name: str, tile, shape: list, dtype: str, fill,
+                 images: int, writers: int, readers: int):
+        self.size = int(np.prod(shape))
+        nbytes = self.size * np.dtype(dtype).itemsize
+        two = -(-nbytes // VECTOR_ALIGN) * VECTOR_ALIGN + nbytes
+        self.depth = 2 if images > 1 and res.free_bytes(tile) >= two else 1
+        self.images, self.writers, self.readers = images, writers, readers
+        res.program.constants[name] = np.full((self.depth, *shape), fill, dtype)
+        self.buffer = res.buffer(name, tile, [self.depth, *shape], dtype, initial=name).name
+        self.locks = [{role: res.lock(f"{name}.{role}{s}", tile, init=init).name
+                       for role, init, used in (("full", 0, True), ("empty", readers, images > 1),
+                                                ("gate", 0, readers > 1 and images > 1),
+                                                ("go", 0, writers > 1 and images > 1))
+                       if used} for s in range(self.depth)]
+        self.handed = {"write": 0, "read": 0}
+
+    def _chain(self, role: str, offset: int, sizes: list, strides: list):
+        """The next writer's or reader's end: one image's pattern in each copy, in turn."""
+        first = self.handed[role] == 0
+        self.handed[role] += 1
+        if self.images == 1:
+            full = self.locks[0]["full"]
+            ops = (None, LockOp(full)) if role == "write" else (LockOp(full, self.writers),) * 2
+            return fifos.MemtileEndpoint(self.buffer, offset, sizes, strides, *ops)
+        # (the lock the first takes, how much, the others' lock, how many they are, the release)
+        take, need, others, count, done = ("empty", self.readers, "go", self.writers, "full") \
+            if role == "write" else ("full", self.writers, "gate", self.readers, "empty")
+        bds = []
+        for s, lk in enumerate(self.locks):
+            base = offset + s * self.size
+            if first:  # takes the copy for all and lets the others in after its first object
+                bds += _relay(self.buffer, base, sizes, strides, LockOp(lk[take], need),
+                              LockOp(lk[others], count - 1) if count > 1 else None,
+                              LockOp(lk[done]))
+            else:
+                bds.append(fifos.MemtileEndpoint(self.buffer, base, sizes, strides,
+                                                 LockOp(lk[others]), LockOp(lk[done])))
+        return fifos.MemtileChain(self.buffer, bds, cyclic=self.images > self.depth)
+
+    def write(self, offset: int, sizes: list, strides: list):
+        return self._chain("write", offset, sizes, strides)
+
+    def read(self, offset: int, sizes: list, strides: list):
+        return self._chain("read", offset, sizes, strides)
+
+
 class _ConvChainLowering:
     """Lowers the layers, a DAG in dataflow order (a chain is the simple case), into ``res``'s
     program on the tiles ``placement`` gives it; ``outputs``: the layers whose outputs the
@@ -93,8 +172,12 @@ class _ConvChainLowering:
         read = {s for layer in layers for s in sources(layer)}
         self.outputs = list(outputs or [x.name for x in layers if x.name not in read])
         self.index = {layer.name: i for i, layer in enumerate(layers)}
-        # tensor (a layer's input source) -> (its memory-tile image, reader locks, workload)
+        self.batch = layers[0].batch
+        if any(layer.batch != self.batch for layer in layers):
+            raise ValueError(f"the conv layers have batches {[x.batch for x in layers]}, not one")
+        # tensor (a layer's input source) -> (its memory-tile image, workload)
         self.images = {}
+        self.depths = {}  # layer -> copies of its input image (2: ping-pong over the batch)
         # layer -> its output FIFOs (one per tile), and how many readers have yet to add their
         # image as a consumer: a FIFO is lowered once all have, as one broadcast to all of them
         self.fifos, self.pending = {}, {}
@@ -114,7 +197,8 @@ class _ConvChainLowering:
                              f"{len(params)}")
         for k in params:
             reader = next(layer for layer in self.layers if k in _feeds(layer))
-            shape = reader.in_slice.in_shape if reader.in_slice else (1, *reader.in_shape)
+            shape = reader.in_slice.in_shape if reader.in_slice else \
+                (self.batch, *reader.in_shape)
             self.program.ddr.append(DdrTensor(_numbered(INPUT, k), list(shape), reader.in_dtype,
                                               "input"))
         if (sink or flatten) and len(self.outputs) != 1:
@@ -124,15 +208,25 @@ class _ConvChainLowering:
             if sink is None:
                 self.program.ddr.append(DdrTensor(
                     _numbered(OUTPUT, k), list(flatten.out_shape if flatten else
-                                               (1, *layer.out_shape)), layer.out_dtype, "output"))
-            self.sinks[name] = permuted(sink or functools.partial(fifos.DdrEndpoint,
-                                                                  _numbered(OUTPUT, k)),
+                                               (self.batch, *layer.out_shape)), layer.out_dtype,
+                    "output"))
+            self.sinks[name] = permuted(sink or self._ddr(_numbered(OUTPUT, k),
+                                                          int(np.prod(layer.out_shape))),
                                         layer.out_shape, flatten.perm if flatten else None)
         for i, (layer, lay) in enumerate(zip(self.layers, self.layouts)):
             self._lower_layer(i, layer, lay)
         unread = [name for name, outs in self.fifos.items() if not outs[0].consumers]
         if unread:
             raise ValueError(f"the outputs of {unread} are neither read nor returned")
+
+    def _ddr(self, tensor: str, image: int):
+        """``endpoint(offset, sizes, strides)``: DDR tensor ``tensor`` walked with one image's
+        pattern in each image of the batch (``image`` elements apart), as one BD."""
+        def endpoint(offset: int, sizes: list, strides: list) -> fifos.DdrEndpoint:
+            if self.batch == 1:
+                return fifos.DdrEndpoint(tensor, offset, sizes, strides)
+            return fifos.DdrEndpoint(tensor, offset, [self.batch, *sizes], [image, *strides])
+        return endpoint
 
     def _read_by(self, src: str) -> None:
         """One more reader of ``src`` added its consumer ends; lower its FIFOs after the last."""
@@ -149,21 +243,16 @@ class _ConvChainLowering:
         prev, lay = self.layers[j], self.layouts[j]
         _, ho, wo = prev.out_shape
         memtile = (self.placement[j][0][0][0], 1)
-        name = f"{layer.in_slice.name}.src"
-        self.program.constants[name] = np.zeros(prev.out_shape, prev.out_dtype)
-        buf = self.res.buffer(name, memtile, list(prev.out_shape), prev.out_dtype,
-                              initial=name).name
-        full = self.res.lock(f"{name}.full", memtile, init=0).name
+        whole = _MapSlots(self.res, f"{layer.in_slice.name}.src", memtile, list(prev.out_shape),
+                          prev.out_dtype, 0, self.batch, len(self.fifos[src]), 1)
+        self.depths[whole.buffer] = whole.depth
         for p, fifo in enumerate(self.fifos[src]):
             tho = fifo.shape[1]
-            fifo.consumers.append(fifos.MemtileEndpoint(
-                buf, p * lay.op * ho * wo, [lay.bands, lay.op, tho, wo], [tho * wo, ho * wo, wo, 1],
-                release=LockOp(full, 1)))
+            fifo.consumers.append(whole.write(p * lay.op * ho * wo, [lay.bands, lay.op, tho, wo],
+                                              [tho * wo, ho * wo, wo, 1]))
         self._read_by(src)
-        done = LockOp(full, len(self.fifos[src]))
         return fifos.ObjectFifo(f"{layer.name}.x", (int(np.prod(layer.in_shape)),),
-                                layer.in_dtype, fifos.MemtileEndpoint(
-                                    buf, *layer.in_slice.pattern(), done, done))
+                                layer.in_dtype, whole.read(*layer.in_slice.pattern()))
 
     def _writers(self, layer) -> list:
         """``[(fifo, first channel, producer's layout)]`` filling ``layer``'s input image: a
@@ -176,8 +265,9 @@ class _ConvChainLowering:
             if isinstance(src, int):
                 c, h, w = layer.in_shape
                 pattern = layer.in_slice.pattern() if layer.in_slice else (0, [c * h * w], [1])
+                image = int(np.prod(layer.in_slice.in_shape[1:])) if layer.in_slice else c * h * w
                 out.append((fifos.ObjectFifo(f"{layer.name}.x", (c * h * w,), layer.in_dtype,
-                                             fifos.DdrEndpoint(_numbered(INPUT, src), *pattern)),
+                                             self._ddr(_numbered(INPUT, src), image)(*pattern)),
                             0, None))
             elif layer.in_slice is not None:
                 out.append((self._sliced(layer, src), 0, None))
@@ -198,14 +288,15 @@ class _ConvChainLowering:
                 f"{f' ({cat.name} of ' + ' + '.join(cat.inputs) + ')' if cat else ''}, a memory "
                 f"tile has {limit} S2MM channels: fewer tiles per producer would fit")
         wl = lay.workload
-        col = self.placement[i][0][0][0]
-        memtile = (col, 1)
-        pad_value = layer.in_zp or 0
-        self.program.constants[f"{layer.name}.image"] = np.full((wl.c, wl.hp, wl.wp), pad_value,
-                                                                layer.in_dtype)
-        image = self.res.buffer(f"{layer.name}.image", memtile, [wl.c, wl.hp, wl.wp],
-                                layer.in_dtype, initial=f"{layer.name}.image").name
-        full = self.res.lock(f"{layer.name}.image.full", memtile, init=0).name
+        memtile = (self.placement[i][0][0][0], 1)
+        key = layer.in_slice.name if layer.in_slice else layer.input
+        # its bands, and (the first image of a tensor) one read per tile of a layer adding it
+        readers = 1 + (0 if key in self.images else sum(
+            self.layouts[j].n_par for j, x in enumerate(self.layers) if x.residual == key))
+        # the border is the padding: the copies start filled with the input zero point
+        image = _MapSlots(self.res, f"{layer.name}.image", memtile, [wl.c, wl.hp, wl.wp],
+                          layer.in_dtype, layer.in_zp or 0, self.batch, len(writers), readers)
+        self.depths[layer.name] = image.depth
         interior = wl.padding[0] * wl.wp + wl.padding[1]
         row, plane = wl.wp, wl.hp * wl.wp
         for fifo, first, src in writers:
@@ -215,7 +306,7 @@ class _ConvChainLowering:
                 _, tho, wo = fifo.shape
                 sizes, strides = [src.bands, src.op, tho, wo], [tho * row, plane, row, 1]
                 offset = first * plane + interior
-            end = fifos.MemtileEndpoint(image, offset, sizes, strides, release=LockOp(full, 1))
+            end = image.write(offset, sizes, strides)
             if src is None:  # a FIFO of this image alone
                 fifo.consumers = [end]
                 if fifo.src is None:
@@ -227,16 +318,12 @@ class _ConvChainLowering:
             for src in _feeds(layer):
                 if isinstance(src, str):
                     self._read_by(src)
-        # Readers take the "full" count and give it back, so later readers (a skip connection
-        # reading the same image) find it again.
-        done = (LockOp(full, len(writers)), LockOp(full, len(writers)))
-        self.images.setdefault(layer.in_slice.name if layer.in_slice else layer.input,
-                               (image, done, wl))
-        sh = wl.stride[0]
-        return fifos.ObjectFifo(
-            f"{layer.name}.a", (wl.c, lay.th_in, wl.w_read), layer.in_dtype,
-            fifos.MemtileEndpoint(image, 0, [lay.bands, wl.c, lay.th_in, wl.w_read],
-                                  [lay.th * sh * row, plane, row, 1], *done))
+        # the bands are the image's first reader; a skip connection's reads come later
+        bands = image.read(0, [lay.bands, wl.c, lay.th_in, wl.w_read],
+                           [lay.th * wl.stride[0] * row, plane, row, 1])
+        self.images.setdefault(key, (image, wl))
+        return fifos.ObjectFifo(f"{layer.name}.a", (wl.c, lay.th_in, wl.w_read), layer.in_dtype,
+                                bands)
 
     def _residual(self, layer, lay, p: int, tile, tho: int, wo: int):
         """Tile p's blocks of the tensor added to the layer's output, read band by band from the
@@ -244,14 +331,14 @@ class _ConvChainLowering:
         if layer.residual not in self.images:
             raise ResourceError(f"{layer.name}: its residual input {layer.residual!r} is not in a "
                                 f"memory tile of this program")
-        image, done, src = self.images[layer.residual]
+        image, src = self.images[layer.residual]
         if (src.c, src.h, src.w) != (lay.workload.o, lay.th * lay.bands, wo):
             raise ValueError(f"{layer.name}: residual image {src} is not the output's shape")
         row, plane = src.wp, src.hp * src.wp
         fifo = fifos.ObjectFifo(
             f"{layer.name}.r{p}", (lay.op, tho, wo), layer.out_dtype,
-            fifos.MemtileEndpoint(image, p * lay.op * plane + src.padding[0] * row + src.padding[1],
-                                  [lay.bands, lay.op, tho, wo], [tho * row, plane, row, 1], *done),
+            image.read(p * lay.op * plane + src.padding[0] * row + src.padding[1],
+                       [lay.bands, lay.op, tho, wo], [tho * row, plane, row, 1]),
             [(tile, 2 if lay.double_buffer_a else 1)])
         fifos.lower_producer(self.res, fifo)
         return fifos.lower_consumers(self.res, fifo)[tuple(tile)]
@@ -320,12 +407,17 @@ class _ConvChainLowering:
                 [Instr(op="call", call=call)] + [fifos.release(ep, prod, i) for ep, prod in ins]
 
         unroll = math.lcm(*(ep.depth for ep, _ in ins))
-        self.program.cores.append(Core(tile=list(tile), body=_core_loop(lay.bands, unroll, step)))
+        self.program.cores.append(Core(tile=list(tile),
+                                       body=_core_loop(lay.bands * self.batch, unroll, step)))
 
     def meta(self) -> dict:
-        """The program's description of these layers (what the report prints)."""
+        """The program's description of these layers (what the report prints); a batch's
+        ``image_buffers``: the copies of each memory-tile map (2: ping-pong, 1: its writers and
+        readers take turns)."""
         return {
             "precision": self.layers[0].precision,
+            "batch": self.batch,
+            "image_buffers": dict(self.depths),
             "macs": int(sum(layer.macs for layer in self.layers)),
             "padded_macs": int(sum(layer.macs for layer in self.layers)),
             "layers": [{"name": layer.name, "op": layer.kind, "precision": layer.precision,
@@ -344,6 +436,9 @@ class _ConvChainLowering:
         """How layer i's input reaches its memory-tile image on-chip (a branch read by several
         layers is one edge per reader)."""
         tile = f"memory tile {self.placement[i][0][0][0]},1"
+        if self.batch > 1:
+            tile += ", ping-pong" if self.depths[layer.name] == 2 else \
+                ", one buffer: its writers and readers take turns"
         if layer.in_concat:
             cat = layer.in_concat
             return f"{' + '.join(cat.inputs)} -> {cat.name} (concatenated by DMA) -> " \

@@ -11,8 +11,8 @@ n-D patterns it would use for its DDR output, the consumer reads it with those i
 its DDR input, once every writer has released the buffer's lock (readers take the writers' count
 and give it back, so every reader finds it). The buffer is laid out as the dense side of the
 seam pads it (``[m_pad, k_pad]`` before a dense part, ``[m_pad, n_pad]`` after one); a row-wise
-layer walks it with that row stride, and a conv part's NCHW map is the flattened row (a flatten
-moves no data of its own). The buffer starts zeroed, so padding reads zeros (the padded weight
+layer walks it with that row stride, and a conv part's NCHW maps are the flattened rows, image n
+in row n (a flatten moves no data of its own; the dense head starts once the whole batch is in). The buffer starts zeroed, so padding reads zeros (the padded weight
 rows are zero too, and fp32 ``0 * 0`` keeps the sums exact). A seam buffer has the producer's
 output type: under ``precision="bf16"`` every part is bf16 (dense outputs and row-wise tensors
 alike), so the seams are bf16 and nothing is cast on chip.
@@ -42,17 +42,27 @@ class _Seam:
     """The memory-tile buffer holding the tensor between two parts, and its "full" lock."""
 
     def __init__(self, res: TileResources, name: str, tile, shape: list, dtype: str,
-                 writers: int):
+                 writers: int, images: int = 1):
         if res.device.memtile is None:
             raise ResourceError(f"{res.device.name} has no memory tiles to hold {name}")
+        if images > res.device.memtile["bds"]:
+            raise ResourceError(f"{name}: {images} images written one BD each, a memory tile has "
+                                f"{res.device.memtile['bds']} BDs")
         res.program.constants[name] = np.zeros(shape, dtype)
         self.buffer = res.buffer(name, tile, shape, dtype, initial=name).name
         self.full = res.lock(f"{name}.full", tile, init=0).name
-        self.tile, self.stride, self.writers = tile, shape[-1], writers
+        self.tile, self.stride, self.writers, self.images = tile, shape[-1], writers, images
 
     def write(self, offset: int, sizes: list, strides: list):
-        return fifos.MemtileEndpoint(self.buffer, offset, sizes, strides,
-                                     release=LockOp(self.full, 1))
+        """A writer's end; a conv part over ``images`` writes each image's pattern into its row
+        (one BD each) and releases the lock after the last."""
+        if self.images == 1:
+            return fifos.MemtileEndpoint(self.buffer, offset, sizes, strides,
+                                         release=LockOp(self.full, 1))
+        return fifos.MemtileChain(self.buffer, [
+            fifos.MemtileEndpoint(self.buffer, offset + n * self.stride, sizes, strides,
+                                  release=LockOp(self.full, 1) if n == self.images - 1 else None)
+            for n in range(self.images)])
 
     def read(self, offset: int, sizes: list, strides: list):
         done = LockOp(self.full, self.writers)
@@ -89,7 +99,7 @@ def lower_net(name: str, parts: list, device) -> Program:
             nxt_kind, nxt_layers, nxt_layouts = computed[i + 1]
             tile = (placement[first + len(layers)][0][0][0], 1)
             if nxt_kind == "dense" and (kind != "conv" or flatten):
-                head = nxt_layouts[0]  # a flattened map is its one row
+                head = nxt_layouts[0]  # a flattened map is its image's row
                 shape = [head.m_pad, head.k_pad]
             elif kind == "dense" and nxt_kind == "row":
                 shape = [layouts[-1].m_pad, layouts[-1].n_pad]
@@ -98,7 +108,8 @@ def lower_net(name: str, parts: list, device) -> Program:
                                  f"{'' if flatten else ' without a flatten'}")
             via = "".join(f" -> {layer.name}" for layer in flatten)
             nxt_seam = _Seam(res, f"{layers[-1].name}.out", tile, shape,
-                             layers[-1].out_dtype, _writers(kind, layouts))
+                             layers[-1].out_dtype, _writers(kind, layouts),
+                             layers[0].batch if kind == "conv" else 1)
             edges.append(f"{layers[-1].name}{via} -> {nxt_layers[0].name} "
                          f"({'flattened in ' if flatten else ''}memory tile {tile[0]},{tile[1]})")
         sink = nxt_seam.write if nxt_seam else None
@@ -134,6 +145,8 @@ def lower_net(name: str, parts: list, device) -> Program:
         "layers": [layer for meta in metas for layer in meta["layers"]],
         "onchip_intermediates": intermediates,
         "io": "ddr",
+        # a conv part over a batch: its images and memory-tile copies (the report's pipeline)
+        **{key: metas[0][key] for key in ("batch", "image_buffers") if key in metas[0]},
     }
     return program
 

@@ -66,6 +66,11 @@ class TileResources:
         self.program.buffers.append(buf)
         return buf
 
+    def free_bytes(self, tile) -> int:
+        """Bytes of ``tile``'s memory not yet handed out (a buffer starts 32-byte aligned)."""
+        base, size = self._memory(tile)
+        return size - self._mem_top.get(_key(tile), base)
+
     def lock(self, name: str, tile, init: int) -> Lock:
         ids = self._locks.setdefault(_key(tile), 0)
         limit = self._lock_limit(tile)

@@ -22,8 +22,9 @@ activations are the ``[B*S, D]`` matrix), dtypes other than float32/int8, weight
 other than 0, per-channel scales on another axis than N, requantisation scales outside the
 multiplier-and-shift range, and intermediates used outside the layer.
 
-The array also runs 2-D convolutions (NCHW, batch 1, dilation 1; standard, grouped, depthwise and
-pointwise; any stride and padding) with a constant OIHW weight, in fp32 or QDQ int8 as above::
+The array also runs 2-D convolutions (NCHW, any static batch: the program loops over the images
+with its layers as a pipeline; dilation 1; standard, grouped, depthwise and pointwise; any
+stride and padding) with a constant OIHW weight, in fp32 or QDQ int8 as above::
 
     dequantize(x) -> conv2d(., dequantize(W)) -> add(., reshape(dequantize(b)))? -> relu?
         -> quantize [-> dequantize -> max_pool2d -> quantize]?
@@ -39,7 +40,7 @@ pre-processing, so the int8 pattern needs neither.
 Pooling on its own (max, average, global average as ONNX's ``mean`` over H and W; no padding) is
 a layer of the conv family too: the codegen runs it as a depthwise window over the same bands.
 
-A flatten (``reshape`` to ``[1, C*H*W]``, in int8 between a dequantize and a quantize of one
+A flatten (``reshape`` to ``[N, C*H*W]``, in int8 between a dequantize and a quantize of one
 scale) of a conv or pooling layer's output joins the region too, after a transpose that keeps the
 batch axis first as well: it moves no data on the array (row-major order is unchanged; a
 transpose changes the strides the map is written with), so a CNN's conv part and its dense head
@@ -310,8 +311,6 @@ def _conv_reason(ctx: PatternCheckContext) -> str | None:
     a = conv.attrs
     if (a.data_layout, a.kernel_layout, str(a.out_layout or "NCHW")) != ("NCHW", "OIHW", "NCHW"):
         return f"layouts {a.data_layout}/{a.kernel_layout} (supported: NCHW/OIHW)"
-    if int(x.ty.shape[0]) != 1:
-        return f"batch {x.ty.shape[0]} (supported: 1)"
     if _ints(a.dilation) != [1, 1]:
         return f"dilation {_ints(a.dilation)} (supported: 1)"
     int8 = "lhs" in ann  # QDQ: int8 activations, or int16 ones (int16xint8)
@@ -441,8 +440,8 @@ def _pool_reason(ctx: PatternCheckContext) -> str | None:
         return "an intermediate of the layer is used outside it"
     ann = ctx.annotated_expr
     x, pool = ann["x"], ann["pool"]
-    if not _static(x.ty, 4) or int(x.ty.shape[0]) != 1:
-        return f"needs a static NCHW image of batch 1, got {x.ty.shape}"
+    if not _static(x.ty, 4):
+        return f"needs static NCHW images, got {x.ty.shape}"
     int8 = "quant" in ann  # QDQ: int8, or int16 activations (int16xint8)
     if x.ty.dtype not in (("int8", "int16") if int8 else ("float32",)):
         return f"dtype {x.ty.dtype}"
@@ -593,10 +592,10 @@ def _producer(ctx: PatternCheckContext) -> str | None:
 
 def _flatten_reason(ctx: PatternCheckContext) -> str | None:
     """Why the reshape cannot join the array's program, or None: it must flatten an offloaded
-    conv or pooling layer's NCHW output to ``[1, C*H*W]`` (ONNX ``Flatten``), whose row-major
-    order is the image's, so the DMA patterns around it address the same bytes under the new
-    shape (the row a dense head reads); a transpose before it (batch axis first) only changes
-    the strides the conv's blocks are written with."""
+    conv or pooling layer's NCHW output to ``[N, C*H*W]`` (ONNX ``Flatten``), whose row-major
+    order is the images', so the DMA patterns around it address the same bytes under the new
+    shape (one row per image, the rows a dense head reads); a transpose before it (batch axis
+    first) only changes the strides the conv's blocks are written with."""
     if has_leaking_intermediate_variables(ctx):
         return "an intermediate of the reshape is used outside it"
     ann = ctx.annotated_expr
@@ -607,8 +606,8 @@ def _flatten_reason(ctx: PatternCheckContext) -> str | None:
     if not (_static(x.ty, 4) and _static(out.ty, len(out.ty.shape))):
         return f"needs static shapes, got {x.ty.shape} -> {out.ty.shape}"
     shape = _ints(x.ty.shape)
-    if _ints(out.ty.shape) != [1, int(np.prod(shape))]:
-        return f"{shape} -> {_ints(out.ty.shape)} is not a flatten to [1, C*H*W]"
+    if _ints(out.ty.shape) != [shape[0], int(np.prod(shape[1:]))]:
+        return f"{shape} -> {_ints(out.ty.shape)} is not a flatten to [N, C*H*W]"
     if "perm" in ann and (ann["perm"].attrs.axes is None or
                           int(ann["perm"].attrs.axes[0]) != 0):
         return "the transpose before the flatten moves the batch axis"
@@ -707,8 +706,6 @@ def _concat_reason(ctx: PatternCheckContext) -> str | None:
         return f"needs static NCHW maps, got {[list(x.ty.shape) for x in xs]}"
     if int(cat.attrs.axis) % 4 != 1:
         return f"concat on axis {int(cat.attrs.axis)} (the array joins channels, axis 1)"
-    if int(cat.ty.shape[0]) != 1:
-        return f"batch {cat.ty.shape[0]} (supported: 1)"
     int8 = "quant" in ann
     want = "int8" if int8 else "float32"
     if any(x.ty.dtype != want for x in xs) or int8 and ann["quant"].attrs.out_dtype != want:
@@ -757,7 +754,9 @@ def _rowwise_pattern(kind: str):
     """Element- and row-wise layers: fp32 ``gelu``, ``sigmoid``, ``tanh``, ``softmax`` and
     ``layer_norm`` over the last axis, the add (``"add"``) or multiply (``"mul"``) of two tensors;
     int8 (``kind="lut"``) any of GELU / sigmoid / tanh / a scalar multiply between a dequantize
-    and a quantize, which a 256-entry table maps exactly."""
+    and a quantize, which a 256-entry table maps exactly; the same with int16 activations
+    (onnxruntime's ``QInt16``), computed in float32 between the two on the tile, and the QDQ add
+    (``"addq"``) of two int8 or two int16 tensors."""
     x = wildcard()
     ann = {"x": x}
     if kind == "lut":
@@ -804,10 +803,12 @@ def _rowwise_reason(ctx: PatternCheckContext) -> str | None:
                     quantize_multiplier(const_value(dq.args[1]).astype(np.float64) / s_out)
             except ValueError as err:
                 return str(err)
-    if "quant" in ann:
-        if x.ty.dtype != "int8" or ann["quant"].attrs.out_dtype != "int8":
-            return f"dtypes {x.ty.dtype} -> {ann['quant'].attrs.out_dtype}"
-        if "y" in ann and ann["y"].ty.dtype != "int8":
+    if "quant" in ann:  # int8 or int16 in and out (the vector unit of every generation does
+        # int16 adds and float32, AM009/AM020: no int16 x int8 intrinsic needed)
+        if x.ty.dtype not in ("int8", "int16") or ann["quant"].attrs.out_dtype != x.ty.dtype:
+            return f"dtypes {x.ty.dtype} -> {ann['quant'].attrs.out_dtype} (supported: int8 or " \
+                "int16 in and out)"
+        if "y" in ann and ann["y"].ty.dtype != x.ty.dtype:
             return f"dtypes {x.ty.dtype} + {ann['y'].ty.dtype}"
         if any(const_value(c.args[i]).size != 1
                for c in (ann["lhs"], ann.get("rhs", ann["lhs"]), ann["quant"]) for i in (1, 2)):
@@ -830,9 +831,9 @@ def _rowwise_fit(ctx: PatternCheckContext) -> str | None:
     shape = _ints(ann["x"].ty.shape)
     name = ann["op"].op.name
     op = ("mul" if name == "relax.multiply" else "add") if "y" in ann else \
-        "lut" if "quant" in ann else \
+        "lut" if "quant" in ann and ann["x"].ty.dtype == "int8" else \
         {"relax.nn.gelu": "gelu", "relax.nn.softmax": "softmax", "relax.sigmoid": "sigmoid",
-         "relax.tanh": "tanh"}.get(name, "layernorm")
+         "relax.tanh": "tanh", "relax.multiply": "scale"}.get(name, "layernorm")
     return _fit_reason(rowwise, rowwise.RowWorkload(
         op, int(np.prod(shape)) // shape[-1], shape[-1], str(ann["x"].ty.dtype)))
 
@@ -846,16 +847,116 @@ def _check_rowwise(ctx: PatternCheckContext) -> bool:
     return reason is None
 
 
-def _after_dense(pattern):
-    """``pattern`` (a one-input row-wise layer) for the second pass: it joins the region when it
-    reads a dense layer's output, so the two share a program (the row-wise layer reads the dense
-    output from a memory tile); otherwise the last pass makes it a program of its own."""
+# families whose layers form one program's DAG with seams in memory tiles (lower_net)
+_GRAPH = ("dense", "bmm", "rowwise", "heads")
+# the variables of main (by name) -> their values, set before each graph pass (for the heads'
+# reader)
+_bound: dict = {}
+
+
+def _graph_producer(ctx: PatternCheckContext) -> bool:
+    """Whether an operand of the match (``x``, ``y``, ``a``, ``b``) is the output of an
+    offloaded dense, batched matmul, row-wise or heads layer that the match alone reads (so the
+    merged region has no second output)."""
+    for key in ("x", "y", "a", "b"):
+        arg = ctx.annotated_expr.get(key)
+        if isinstance(arg, relax.Call) and isinstance(arg.op, relax.GlobalVar) and                 _offloaded.get(arg.op.name_hint) in _GRAPH:
+            var = ctx.value_to_bound_var.get(arg)
+            if var is not None and len(ctx.var_usages.get(var, [])) == 1:
+                return True
+    return False
+
+
+def _in_graph(pattern):
+    """``pattern`` (a batched matmul or a row-wise layer) for the graph passes: it joins the
+    region when it reads an offloaded dense, batched matmul, row-wise or heads layer's output,
+    so they share a program (the tensors between them in memory tiles, :mod:`~tvm_aie.codegen.
+    lower_net`); otherwise the last pass makes it a program of its own."""
 
     def check(ctx: PatternCheckContext) -> bool:
-        return _producer(ctx) == "dense" and pattern.check(ctx)
+        return _graph_producer(ctx) and pattern.check(ctx)
 
     return relax.transform.FusionPattern(pattern.name, pattern.pattern,
                                          pattern.annotation_patterns, check)
+
+
+def _heads_pattern(split: bool):
+    """Attention heads split from a ``[B, S, D]`` activation (``permute_dims(reshape(x))``) or
+    merged back into one (``reshape(permute_dims(x))``), as ONNX Reshape + Transpose import."""
+    x = wildcard()
+    ann = {"x": x}
+    if split:
+        ann["reshape"] = is_op("relax.reshape")(x, wildcard())
+        out = ann["perm"] = is_op("relax.permute_dims")(ann["reshape"])
+    else:
+        ann["perm"] = is_op("relax.permute_dims")(x)
+        out = ann["reshape"] = is_op("relax.reshape")(ann["perm"], wildcard())
+    ann["root"] = out
+    return out, ann
+
+
+_SPLITS = ((0, 2, 1, 3), (0, 2, 3, 1))  # queries and values; keys, transposed
+
+
+def _reader(ctx: PatternCheckContext):
+    """The value of main's one binding that reads the match's result, or None."""
+    var = ctx.value_to_bound_var.get(ctx.annotated_expr["root"])
+    users = ctx.var_usages.get(var, []) if var is not None else []
+    return _bound.get(users[0].name) if len(users) == 1 else None
+
+
+def _heads_reason(ctx: PatternCheckContext) -> str | None:
+    """Why the reshape and transpose cannot join the array's program, or None: a split must cut
+    an offloaded dense layer's ``[B, S, D]`` output into ``[B, H, S, D/H]`` heads (the keys
+    transposed) for a batched matmul of two activations, a merge must join an offloaded batched
+    matmul's ``[B, H, S, D/H]`` result into ``[B, S, D]`` for an offloaded dense layer. The
+    batched matmul's DMA patterns then walk the dense side's matrix head by head (fp32: bf16
+    follows from the build's precision; QDQ heads stay on the CPU)."""
+    if has_leaking_intermediate_variables(ctx):
+        return "an intermediate of the reshape and transpose is used outside them"
+    ann = ctx.annotated_expr
+    x, root, perm = ann["x"], ann["root"], ann["perm"]
+    split = root.same_as(perm)
+    if x.ty.dtype != "float32":
+        return f"heads of a {x.ty.dtype} tensor (QDQ heads are not done by the array)"
+    if not (_static(x.ty, len(x.ty.shape)) and _static(root.ty, len(root.ty.shape))) or \
+            perm.attrs.axes is None:
+        return f"needs static shapes and axes, got {x.ty.shape} -> {root.ty.shape}"
+    axes, shape = tuple(_ints(perm.attrs.axes)), _ints(x.ty.shape)
+    family = _producer(ctx)
+    reader = _reader(ctx)
+    if split:
+        mid = _ints(ann["reshape"].ty.shape)
+        if len(shape) != 3 or len(mid) != 4 or mid[:2] != shape[:2] or \
+                mid[2] * mid[3] != shape[2] or axes not in _SPLITS:
+            return f"{shape} -> {mid} -> axes {list(axes)} is not a split into attention heads"
+        if family != "dense":
+            return "its input is not the output of a dense layer on the array (read only by it)"
+        if not (isinstance(reader, relax.Call) and getattr(reader.op, "name", "") ==
+                "relax.matmul" and not any(isinstance(a, tvm.ir.GenericConst)
+                                           for a in reader.args)):
+            return "it is not read by a batched matmul of two activations alone"
+        return None
+    if len(shape) != 4 or axes != (0, 2, 1, 3) or \
+            _ints(root.ty.shape) != [shape[0], shape[2], shape[1] * shape[3]]:
+        return f"{shape} -> axes {list(axes)} -> {_ints(root.ty.shape)} is not a merge of " \
+            "attention heads"
+    if family != "bmm":
+        return "its input is not the output of a batched matmul on the array (read only by it)"
+    if not (isinstance(reader, relax.Call) and isinstance(reader.op, relax.GlobalVar) and
+            _offloaded.get(reader.op.name_hint) == "dense"):
+        return "it is not read by a dense layer on the array alone"
+    return None
+
+
+def _check_heads(ctx: PatternCheckContext) -> bool:
+    reason = _heads_reason(ctx)
+    if reason is not None:
+        for key in ("reshape", "perm"):
+            var = ctx.value_to_bound_var.get(ctx.annotated_expr[key])
+            if var is not None:
+                _rejected[var.name] = reason
+    return reason is None
 
 
 def _patterns():
@@ -895,6 +996,8 @@ def _patterns():
     out += [("aie.flatten_" + ("int8" if int8 else "fp32") + ("_transpose" if t else ""),
              *_flatten_pattern(int8, t), _check_flatten) for int8 in (False, True)
             for t in (False, True)]
+    out += [(f"aie.heads_fp32_{'split' if split else 'merge'}", *_heads_pattern(split),
+             _check_heads) for split in (True, False)]
     out.append(("aie.slice", *_slice_pattern(), _check_slice))
     out += [(f"aie.concat_{'int8' if int8 else 'fp32'}_{n}", *_concat_pattern(int8, n),
              _check_concat) for int8 in (False, True) for n in range(2, CONCAT_INPUTS + 1)]
@@ -1078,15 +1181,30 @@ def _offloaded_outputs(mod: tvm.IRModule) -> dict:
     return out
 
 
+def _note_offloaded(mod: tvm.IRModule) -> None:
+    """Set :data:`_offloaded` (the composites of ``mod`` and the variables main binds their calls
+    to: a slice's reader is one, after the slice) and :data:`_bound` for the next pass's checks."""
+    _offloaded.clear()
+    _offloaded.update(_offloaded_outputs(mod))
+    bindings = [b for block in mod["main"].body.blocks for b in block.bindings]
+    _offloaded.update({b.var.name: _offloaded[b.value.op.name_hint] for b in bindings
+                       if isinstance(b.value, relax.Call) and
+                       isinstance(b.value.op, relax.GlobalVar) and
+                       b.value.op.name_hint in _offloaded})
+    _bound.clear()
+    _bound.update({b.var.name: b.value for b in bindings})
+
+
 def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     """Group what the array runs into functions with ``Codegen="aie"``, the rest stays on the CPU.
 
     Consecutive dense, conv2d and pooling layers (with slices and concats between them, conv
-    and pooling layers also branching), a flatten between
-    a conv part and a dense head, and a one-input row-wise layer after a dense layer merge into
-    one function, so their intermediates stay on the array; batched matmuls and the other row-wise layers become
-    functions of their own (their operands come and go through DDR), matched after the others so
-    a layer's own epilogue wins.
+    and pooling layers also branching), a flatten between a conv part and a dense head, and the
+    batched matmuls, row-wise layers and attention heads (split and merge) reading what is
+    offloaded (a whole transformer encoder layer) merge into one function, so their
+    intermediates stay on the array; other batched matmuls and row-wise layers become functions
+    of their own (their operands come and go through DDR), matched after the others so a
+    layer's own epilogue wins.
     """
     _rejected.clear()
     # Dead-code elimination (in _canonicalize) also matters: unused bindings would count as uses
@@ -1097,24 +1215,25 @@ def partition_for_aie(mod: tvm.IRModule) -> tvm.IRModule:
     alone = [p for p in patterns if p.name.startswith(("aie.bmm", "aie.rowwise"))]
     flatten = [p for p in patterns if p.name.startswith(("aie.flatten", "aie.slice",
                                                           "aie.concat"))]
-    chained = [p for p in patterns if p not in alone and p not in flatten]
-    # the second pass: flattens, slices, concats, and one-input row-wise layers after a dense
-    # layer
-    second = flatten + [_after_dense(p) for p in alone if p.name.startswith("aie.rowwise") and
-                        "add" not in p.name and "mul" not in p.name]
+    heads = [p for p in patterns if p.name.startswith("aie.heads")]
+    chained = [p for p in patterns if p not in alone and p not in flatten and p not in heads]
     mod = relax.transform.FuseOpsByPattern(chained, bind_constants=True,
                                            annotate_codegen=False)(mod)
     # These join the region only once the layer that feeds them is known to be offloaded.
-    _offloaded.clear()
-    _offloaded.update(_offloaded_outputs(mod))
-    # and the variables main binds their calls to (a slice's reader is one, after the slice)
-    _offloaded.update({b.var.name: _offloaded[b.value.op.name_hint]
-                       for block in mod["main"].body.blocks for b in block.bindings
-                       if isinstance(b.value, relax.Call) and
-                       isinstance(b.value.op, relax.GlobalVar) and
-                       b.value.op.name_hint in _offloaded})
-    mod = relax.transform.FuseOpsByPattern(second, bind_constants=True,
+    _note_offloaded(mod)
+    # the second pass: flattens, slices, concats
+    mod = relax.transform.FuseOpsByPattern(flatten, bind_constants=True,
                                            annotate_codegen=False)(mod)
+    # the graph passes: heads, batched matmuls and row-wise layers reading what the last pass
+    # offloaded, until none joins (dense -> heads -> bmm -> softmax -> bmm -> heads -> dense)
+    graph = heads + [_in_graph(p) for p in alone]
+    while True:
+        _note_offloaded(mod)
+        count = len(_offloaded_outputs(mod))
+        mod = relax.transform.FuseOpsByPattern(graph, bind_constants=True,
+                                               annotate_codegen=False)(mod)
+        if len(_offloaded_outputs(mod)) == count:
+            break
     mod = relax.transform.MergeCompositeFunctions()(mod)
     mod = relax.transform.FuseOpsByPattern(alone, bind_constants=True, annotate_codegen=True)(mod)
     _log_cpu_ops(mod)
