@@ -76,6 +76,12 @@ def _in_precision(layer, device):
     return replace(layer, precision="bfloat16")
 
 
+def as_compiled(layers: list, device) -> list:
+    """``layers`` as the array runs them under the requested precision: what is lowered, and what
+    tuning tasks and tuned configs are keyed by (a bf16 build tunes and applies bf16 layers)."""
+    return [_in_precision(layer, device) for layer in layers]
+
+
 @contextlib.contextmanager
 def tuned_configs(pick):
     """Within the block, ``relax.ext.aie`` pins the configs ``pick`` returns for each chain."""
@@ -169,7 +175,7 @@ def compile_chain(layers: list, name: str, device, pinned: dict | None = None,
                   outputs: tuple | None = None):
     """The AIE program of a chain of layers of one family (conv layers: a DAG whose
     ``outputs`` it returns, by default those no other layer reads)."""
-    layers = [_in_precision(layer, device) for layer in layers]
+    layers = as_compiled(layers, device)
     families = {type(layer).__name__ for layer in layers}
     parts = _parts(layers)
     if len(parts) > 1 and "BmmLayer" not in families:
@@ -296,6 +302,6 @@ def compile_programs(func, name: str, device, pinned: dict | None = None) -> lis
 def aie_codegen(func, name: str, device_name: str):
     """Partitioned function -> its AIE programs, each as a uint8 tensor (one unless it is split)."""
     device, pick = get_device(str(device_name)), _TUNED.get()
-    pinned = pick(read_layers(func), device) if pick else None
+    pinned = pick(as_compiled(read_layers(func), device), device) if pick else None
     return [tvm.runtime.tensor(np.frombuffer(p.to_bytes(), dtype=np.uint8))
             for p in compile_programs(func, str(name), device, pinned)]

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..codegen.layers import ConvLayer, ResidualAdd
 from ..codegen.lower_conv import lower_conv_chain
+from ..codegen.program import BFLOAT16
 from ..codegen.relax_ext import conv_workload_of
 from ..schedules import conv2d
 from ..schedules.dense import Space, TilingError, _nbytes
@@ -126,12 +127,14 @@ def features(wl: conv2d.ConvWorkload, cfg: conv2d.ConvConfig, device) -> list:
 def conv_layer(name: str, wl: conv2d.ConvWorkload, source, seed: int = 0,
                residual=None) -> ConvLayer:
     """A layer of this workload with seeded random weights (int8, or int16xint8: int8 weights and
-    a fixed requantisation)."""
+    a fixed requantisation; bfloat16: bf16 weights)."""
     rng = np.random.default_rng(seed)
     o, cin_g = wl.o, wl.cin_g
     int8 = wl.integer
     weight = rng.integers(-8, 8, (o, cin_g, wl.kh, wl.kw), dtype=np.int8) if int8 else \
         rng.standard_normal((o, cin_g, wl.kh, wl.kw)).astype(np.float32)
+    if wl.precision == "bfloat16":
+        weight = weight.astype(BFLOAT16)
     q = {"in_zp": 0, "out_zp": 0, "mult": np.full(o, 2**30, np.int64),
          "shift": np.full(o, 8, np.int64)} if int8 else {}
     return ConvLayer(name, wl.precision, (wl.c, wl.h, wl.w), weight, None, wl.stride, wl.padding,

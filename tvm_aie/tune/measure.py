@@ -22,21 +22,27 @@ import numpy as np
 
 from ..codegen.layers import DenseLayer, ResidualAdd
 from ..codegen.lower import lower_dense_chain
+from ..codegen.program import BFLOAT16
 from ..schedules import dense
 from ..target import get_device
 
 
 def _layer(name: str, wl: dense.DenseWorkload, seed: int = 0) -> DenseLayer:
-    """A layer of this workload with seeded random weights (and unit requantisation in int8)."""
+    """A layer of this workload's precision with seeded random weights: int8 and int16xint8
+    (int8 weights, int16 activations) with unit requantisation, bfloat16 with bf16 weights, so
+    each candidate is measured on the kernel ``build`` would run."""
     rng = np.random.default_rng(seed)
-    if wl.precision == "int8":  # with a QDQ bias add at unit scales if the workload has one
-        return DenseLayer(name, "int8", wl.m, wl.k, wl.n,
+    if wl.precision in ("int8", "int16xint8"):  # a QDQ bias add at unit scales if it has one
+        return DenseLayer(name, wl.precision, wl.m, wl.k, wl.n,
                           rng.integers(-128, 128, (wl.k, wl.n), dtype=np.int8), None, False, 0,
                           mult=np.full(wl.n, 2**30, np.int64), shift=np.full(wl.n, 8, np.int64),
                           out_zp=0, add=ResidualAdd(0, 2**30, 30, 0, 2**30, 30) if wl.bias_add
-                          else None, addend=np.zeros(wl.n, np.int8) if wl.bias_add else None)
-    return DenseLayer(name, "float32", wl.m, wl.k, wl.n,
-                      rng.standard_normal((wl.k, wl.n)).astype(np.float32), None, False, 0)
+                          else None,
+                          addend=np.zeros(wl.n, wl.in_dtype) if wl.bias_add else None)
+    weight = rng.standard_normal((wl.k, wl.n)).astype(np.float32)
+    if wl.precision == "bfloat16":
+        weight = weight.astype(BFLOAT16)
+    return DenseLayer(name, wl.precision, wl.m, wl.k, wl.n, weight, None, False, 0)
 
 
 def chain_program(workloads: list, configs: list, device, name: str = "chain"):

@@ -16,7 +16,7 @@ import tvm
 from tvm import relax
 
 from ..codegen.layers import ConvLayer, DenseLayer, read_layers
-from ..codegen.relax_ext import conv_workload_of, workload_of
+from ..codegen.relax_ext import as_compiled, conv_workload_of, workload_of
 from ..partition import partition_for_aie
 from ..schedules import dense
 from ..target import get_device
@@ -62,25 +62,28 @@ class Task:
         return str(self.workload)
 
 
-def _aie_functions(mod: tvm.IRModule):
-    """``(name, layers)`` of every function the partitioner offloads to the array."""
+def _aie_functions(mod: tvm.IRModule, device=None):
+    """``(name, layers)`` of every function the partitioner offloads to the array, its layers in
+    the precision they compile to on ``device`` (bf16 within ``compute_precision("bf16")``)."""
+    device = device if hasattr(device, "mmul_shape") else get_device(device)
     for gv, func in partition_for_aie(mod).functions.items():
         if isinstance(func, relax.Function) and func.attrs is not None and \
                 func.attrs.get("Codegen") == "aie":
-            yield gv.name_hint, read_layers(func)
+            yield gv.name_hint, as_compiled(read_layers(func), device)
 
 
-def conv_chains(mod: tvm.IRModule) -> dict:
+def conv_chains(mod: tvm.IRModule, device=None) -> dict:
     """``{function name: layers}`` of every offloaded function with conv layers (a conv chain,
     perhaps with a flatten and a dense head: the conv layers are tuned, the head keeps its plan)."""
-    return {name: layers for name, layers in _aie_functions(mod)
+    return {name: layers for name, layers in _aie_functions(mod, device)
             if any(isinstance(layer, ConvLayer) for layer in layers)}
 
 
-def offloaded_chains(mod: tvm.IRModule) -> dict:
+def offloaded_chains(mod: tvm.IRModule, device=None) -> dict:
     """``{function name: [DenseWorkload per layer]}`` of every dense chain the array would run
     (conv layers: :func:`conv_chains`; other families have no tuning space yet)."""
-    return {name: [workload_of(layer) for layer in layers] for name, layers in _aie_functions(mod)
+    return {name: [workload_of(layer) for layer in layers]
+            for name, layers in _aie_functions(mod, device)
             if all(isinstance(layer, DenseLayer) for layer in layers)}
 
 
@@ -89,10 +92,10 @@ def extract_tasks(mod: tvm.IRModule, device) -> list[Task]:
     layers), in first-use order."""
     device = device if hasattr(device, "mmul_shape") else get_device(device)
     uses: dict = {}
-    for fname, workloads in offloaded_chains(mod).items():
+    for fname, workloads in offloaded_chains(mod, device).items():
         for i, wl in enumerate(workloads):
             uses.setdefault((Task, wl), []).append(f"{fname}[{i}]")
-    for fname, layers in conv_chains(mod).items():
+    for fname, layers in conv_chains(mod, device).items():
         for i, layer in enumerate(layers):
             if isinstance(layer, ConvLayer):
                 uses.setdefault((ConvTask, conv_workload_of(layer)), []).append(f"{fname}[{i}]")

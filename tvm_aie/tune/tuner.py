@@ -45,7 +45,7 @@ def tune_model(mod, device, db: Database, trials: int, *, tuner: str = "xgb", se
     ``on_task(task)`` is called when a task's search starts.
     """
     device = device if hasattr(device, "mmul_shape") else get_device(device)
-    chains = offloaded_chains(mod)
+    chains = offloaded_chains(mod, device)
     tasks = extract_tasks(mod, device)
     planned: dict = {}  # the default plan's config of each workload, measured first
     for workloads in chains.values():
@@ -62,7 +62,7 @@ def tune_model(mod, device, db: Database, trials: int, *, tuner: str = "xgb", se
     out = ModelTuneResult(results)
     for name, workloads in chains.items():
         out.designs.append(choose_design(name, workloads, device, db, goal))
-    for name, layers in conv_chains(mod).items():
+    for name, layers in conv_chains(mod, device).items():
         out.designs.append(choose_conv_design(name, layers, device, db, goal))
     return out
 
