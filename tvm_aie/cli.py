@@ -6,8 +6,11 @@
     tvm-aie report m.npz | tune/
     tvm-aie trace model.onnx --trace trace.json --png array.png
 
-A model is an ONNX file, or ``zoo:NAME[:int8]`` for a bundled one. Each subcommand is one ``cmd_*``
-function and one subparser, so new ones (e.g. a simulator ``trace``) slot in beside them.
+A model is an ONNX file, or ``zoo:NAME[:int8|:int16]`` for a bundled one (fp32, or QDQ with int8
+or int16 activations and int8 weights). ``--precision bf16`` runs a model's fp32 layers on the
+bf16 datapath (``tvm_aie.build(..., precision="bf16")``); the integer precisions are the QDQ
+model's own. Each subcommand is one ``cmd_*`` function and one subparser, so new ones (e.g. a
+simulator ``trace``) slot in beside them.
 """
 
 from __future__ import annotations
@@ -23,16 +26,47 @@ import numpy as np
 DB_NAME = "database.jsonl"
 
 
+# what --precision takes: the datapath of a model's fp32 layers (build()'s ``precision``)
+PRECISIONS = ("fp32", "bf16")
+
+
 def load_model(spec: str, batch: int = 1):
-    """An ONNX path or ``zoo:NAME[:int8]`` -> Relax module."""
+    """An ONNX path or ``zoo:NAME[:int8|:int16]`` -> Relax module."""
     from .frontend import load_onnx  # pylint: disable=import-outside-toplevel
 
     if spec.startswith("zoo:"):
         from . import zoo  # pylint: disable=import-outside-toplevel
 
         name, _, quant = spec[4:].partition(":")
+        if name not in zoo.names():
+            raise ValueError(f"unknown zoo model {name!r}; bundled: {', '.join(zoo.names())}")
+        if quant and quant not in zoo.QUANTS:
+            raise ValueError(f"unknown zoo precision {quant!r} in {spec!r}: zoo:{name} (fp32), "
+                             + ", ".join(f"zoo:{name}:{q}" for q in zoo.QUANTS))
         return load_onnx(zoo.onnx_model(name, quant=quant or None, batch=batch))
     return load_onnx(spec)
+
+
+def _precision(value: str) -> str:
+    """``--precision``'s type: one of :data:`PRECISIONS`, else argparse's one-line error."""
+    if value not in PRECISIONS:
+        raise argparse.ArgumentTypeError(
+            f"unknown precision {value!r}: {' or '.join(PRECISIONS)} (int8 and int16 are QDQ "
+            "models: zoo:NAME:int8, zoo:NAME:int16 or a quantised ONNX file)")
+    return value
+
+
+def _compiled(args):
+    """A saved executable (``.npz``), or the model built now for ``args.device`` in
+    ``args.precision``."""
+    import tvm_aie  # pylint: disable=import-outside-toplevel
+
+    if not args.model.endswith(".npz"):
+        return tvm_aie.build(load_model(args.model, args.batch), target=args.device,
+                             precision=args.precision)
+    if args.precision:
+        raise ValueError(f"--precision applies when compiling; {args.model} is compiled already")
+    return tvm_aie.load(args.model)
 
 
 def _db_path(path: str) -> pathlib.Path:
@@ -44,7 +78,8 @@ def cmd_compile(args) -> int:
     import tvm_aie  # pylint: disable=import-outside-toplevel
 
     db = _db_path(args.tuning_db) if args.tuning_db else None
-    ex = tvm_aie.build(load_model(args.model, args.batch), target=args.device, tuning_db=db)
+    ex = tvm_aie.build(load_model(args.model, args.batch), target=args.device, tuning_db=db,
+                       precision=args.precision)
     tvm_aie.save(ex, args.output)
     print(tvm_aie.report(ex))
     print(f"saved {args.output}")
@@ -55,10 +90,7 @@ def cmd_run(args) -> int:
     import tvm  # pylint: disable=import-outside-toplevel
     import tvm_aie  # pylint: disable=import-outside-toplevel
 
-    if args.model.endswith(".npz"):
-        ex = tvm_aie.load(args.model)
-    else:
-        ex = tvm_aie.build(load_model(args.model, args.batch), target=args.device)
+    ex = _compiled(args)
     if args.input:
         x = np.load(args.input, allow_pickle=False)
     else:  # seeded random input of main's (static) shape
@@ -75,6 +107,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    """Tune under ``--precision``: a bf16 model's tasks are its bf16 layers, measured as such."""
+    from .codegen.relax_ext import compute_precision  # pylint: disable=import-outside-toplevel
+
+    with compute_precision(args.precision):
+        return _tune(args)
+
+
+def _tune(args) -> int:
     # pylint: disable=import-outside-toplevel
     import tvm
     from tqdm import tqdm
@@ -109,8 +149,9 @@ def cmd_tune(args) -> int:
     bar.close()
     print(task_table(res.tasks))
     print(design_table(res.designs))
+    precision = f" --precision {args.precision}" if args.precision else ""
     print(f"tuned in {time.perf_counter() - t0:.1f} s; build with: tvm-aie compile {args.model} "
-          f"--device {args.device} --tuning-db {db.path}")
+          f"--device {args.device}{precision} --tuning-db {db.path}")
     if args.plot:
         from .tune.plot import tuning_curves  # pylint: disable=import-outside-toplevel
 
@@ -178,13 +219,10 @@ def _numbered(path: str, i: int) -> pathlib.Path | None:
 
 
 def cmd_trace(args) -> int:
-    import tvm_aie  # pylint: disable=import-outside-toplevel
     from .report import programs  # pylint: disable=import-outside-toplevel
     from .sim.view import view  # pylint: disable=import-outside-toplevel
 
-    ex = tvm_aie.load(args.model) if args.model.endswith(".npz") else \
-        tvm_aie.build(load_model(args.model, args.batch), target=args.device)
-    _, progs = programs(ex)
+    _, progs = programs(_compiled(args))
     if not progs:
         print("nothing of this model runs on the array: no trace")
         return 1
@@ -196,11 +234,12 @@ def cmd_trace(args) -> int:
     return 0
 
 
-def _model_args(p, device=True):
-    p.add_argument("model", help="ONNX file or zoo:NAME[:int8]")
-    if device:
-        p.add_argument("--device", default="aie", help="target tag, e.g. aie-ml/vek280")
+def _model_args(p):
+    p.add_argument("model", help="ONNX file or zoo:NAME[:int8|:int16]")
+    p.add_argument("--device", default="aie", help="target tag, e.g. aie-ml/vek280")
     p.add_argument("--batch", type=int, default=1, help="batch of a zoo model")
+    p.add_argument("--precision", type=_precision, metavar="{fp32,bf16}",
+                   help="datapath of the model's fp32 layers on the array (default fp32)")
 
 
 def _parser() -> argparse.ArgumentParser:
