@@ -41,15 +41,16 @@ def _out_hw(h, w, k, s, p):
     return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
 
 
-def conv_model(shape, layers, int8: bool, seed=0, head=None, head_pool=True, head_perm=None):
-    """``x[1, *shape]`` through ``layers`` (dicts: o, k, s, p, groups, bias, bn, act, pool and
+def conv_model(shape, layers, int8: bool, seed=0, head=None, head_pool=True, head_perm=None,
+               batch=1):
+    """``x[batch, *shape]`` through ``layers`` (dicts: o, k, s, p, groups, bias, bn, act, pool and
     optionally residual: add the model's input to the layer's output, and slice: a
     ``strided_slice`` of its output), then with ``head=n`` a
     global average pool (unless not ``head_pool``), a transpose by ``head_perm`` if given, a
     flatten and a dense layer to ``n`` outputs."""
     rng = np.random.default_rng(seed)
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, *shape), "float32"))
+    x = relax.Var("x", relax.TensorType((batch, *shape), "float32"))
     s_in, zp = 0.05, 3
     with bb.function("main", [x]):
         with bb.dataflow():
@@ -123,7 +124,7 @@ def conv_model(shape, layers, int8: bool, seed=0, head=None, head_pool=True, hea
                         s_in, zp = s_in / 2, zp // 2
                         y = bb.emit(relax.op.quantize(y, _c(s_in), _c(zp, "int8"),
                                                       out_dtype="int8"))
-                c = int(np.prod([int(d) for d in y.ty.shape]))
+                c = int(np.prod([int(d) for d in y.ty.shape[1:]]))
                 if head_perm:  # in int8 in its own QDQ pair, as onnxruntime writes Transpose
                     if int8:
                         y = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
@@ -133,7 +134,7 @@ def conv_model(shape, layers, int8: bool, seed=0, head=None, head_pool=True, hea
                                                       out_dtype="int8"))
                 if int8:  # onnxruntime's QDQ around a Flatten: one scale in and out
                     y = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
-                y = bb.emit(relax.op.reshape(y, (1, c)))
+                y = bb.emit(relax.op.reshape(y, (batch, c)))
                 if int8:
                     y = bb.emit(relax.op.quantize(y, _c(s_in), _c(zp, "int8"), out_dtype="int8"))
                 w_fc = rng.normal(0, 1 / np.sqrt(c), (c, head)).astype(np.float32)
@@ -160,11 +161,11 @@ def _aie_funcs(mod):
 
 
 def check_model(shape, layers, int8, configs=None, seed=0, head=None, head_pool=True,
-                head_perm=None):
+                head_perm=None, batch=1):
     """Build for the array (``configs``: index -> ConvConfig pinned), run, compare; return the
     report."""
-    mod, out_scale = conv_model(shape, layers, int8, seed, head, head_pool, head_perm)
-    x = np.random.default_rng(seed + 1).normal(0, 1, (1, *shape)).astype(np.float32)
+    mod, out_scale = conv_model(shape, layers, int8, seed, head, head_pool, head_perm, batch)
+    x = np.random.default_rng(seed + 1).normal(0, 1, (batch, *shape)).astype(np.float32)
     pick = (lambda found, device: configs) if configs else None
     if pick:
         with tuned_configs(pick):

@@ -2,7 +2,10 @@
 
 Made from the executable alone (its ``aie_programs`` manifest), so it works for a loaded one too.
 Each program is run once on the simulator in timing mode, which gives the same cycles as a
-functional run without needing inputs.
+functional run without needing inputs. A program over a batch of images (a conv part whose layers
+run as a pipeline) reports the cycles of the whole batch and the steady-state interval per image,
+both measured in that one run: the interval is the mean gap between successive images being done
+by every conv layer, read from the run's trace of kernel calls.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ class SubgraphReport:
     bytes_moved: int
     per_tile: dict = field(repr=False)
     split: str | None = None  # why the subgraph ends here and the next program continues it
+    batch: int = 1  # images the program runs (``cycles`` and ``latency_ns`` are the batch's)
+    interval_cycles: float | None = None  # batch > 1: steady-state cycles per image
+    interval_ns: float | None = None
+    image_buffers: dict | None = None  # batch > 1: copies of each memory-tile map (2: ping-pong)
 
 
 @dataclass
@@ -79,6 +86,15 @@ class Report:
                              f"{layer['kernel_cycles_per_block']:,} cycles/block")
             for edge in s.onchip_intermediates:
                 lines.append(f"  on-chip: {edge}")
+            if s.interval_cycles is not None:
+                lines.append(f"  batch of {s.batch}: {s.cycles:,} cycles for the batch, "
+                             f"{s.interval_cycles:,.0f} cycles ({s.interval_ns / 1e3:.2f}us, "
+                             f"{1e9 / s.interval_ns:,.0f} images/s) per image in steady state "
+                             f"(layers pipelined over the images)")
+                single = [name for name, depth in (s.image_buffers or {}).items() if depth == 1]
+                if single:
+                    lines.append(f"  one memory-tile buffer (two do not fit; its writers and "
+                                 f"readers take turns): {', '.join(single)}")
             if s.split:
                 lines.append(f"  split (output via DDR to the next program): {s.split}")
         return "\n".join(lines)
@@ -89,18 +105,43 @@ def _layer_rows(program, per_tile: dict) -> list:
     busy cycles over the blocks it computed): the figure kernel benchmarks publish."""
     rows = []
     for layer in program.meta["layers"]:
-        blocks = layer.get("blocks") or -(-layer["m"] // layer["config"]["tm"])
+        blocks = layer["blocks"] * program.meta.get("batch", 1) if layer.get("blocks") else \
+            -(-layer["m"] // layer["config"]["tm"])  # a conv layer's bands are per image
         busy = max(per_tile.get(f"{c},{r}", {}).get("busy", 0) for c, r in layer["tiles"])
         rows.append({**layer, "kernel_cycles_per_block": busy // blocks})
     return rows
 
 
+def image_interval(program, trace: list) -> float:
+    """Steady-state cycles per image of a program over a batch: image n is done when every conv
+    layer has computed its last band (the end of kernel call ``(n + 1) * blocks`` on each of the
+    layer's tiles, in the simulator's ``trace``); the mean gap between successive images."""
+    ends = {}
+    for track, label, start, cycles in trace:
+        if label == "busy" and track.startswith("core "):
+            ends.setdefault(track[len("core "):], []).append(start + cycles)
+    images = program.meta["batch"]
+    done = [0] * images
+    for layer in (x for x in program.meta["layers"] if x.get("blocks")):
+        for c, r in layer["tiles"]:
+            calls = ends[f"{c},{r}"]
+            if len(calls) != images * layer["blocks"]:
+                raise ValueError(f"{layer['name']} on tile {c},{r} made {len(calls)} kernel "
+                                 f"calls, not {layer['blocks']} per image of {images}")
+            done = [max(d, calls[(n + 1) * layer["blocks"] - 1]) for n, d in enumerate(done)]
+    return (done[-1] - done[0]) / (images - 1)
+
+
 def subgraph_report(name: str, program) -> SubgraphReport:
-    """Run one AIE program in timing mode (same cycles as functional, no inputs needed)."""
+    """Run one AIE program in timing mode (same cycles as functional, no inputs needed); a
+    program over a batch also keeps the trace to measure its interval per image."""
     from .sim import simulate  # pylint: disable=import-outside-toplevel
 
     dev = get_device(program.device)
-    sim = simulate(program, None, mode="timing").report
+    batch = program.meta.get("batch", 1)
+    run = simulate(program, None, mode="timing", trace=batch > 1)
+    sim = run.report
+    interval = image_interval(program, run.trace) if batch > 1 else None
     macs = program.meta["macs"]
     return SubgraphReport(
         name=name, layers=_layer_rows(program, sim.per_tile), tiles=sim.tiles_used,
@@ -109,7 +150,9 @@ def subgraph_report(name: str, program) -> SubgraphReport:
         efficiency=macs / sim.cycles / sim.peak_macs_per_cycle,
         onchip_intermediates=program.meta["onchip_intermediates"],
         bytes_moved=sim.bytes_moved["total"], per_tile=sim.per_tile,
-        split=program.meta.get("split"))
+        split=program.meta.get("split"), batch=batch, interval_cycles=interval,
+        interval_ns=None if interval is None else interval / dev.clock_hz * 1e9,
+        image_buffers=program.meta.get("image_buffers") if batch > 1 else None)
 
 
 def programs(ex) -> tuple[dict, list]:
