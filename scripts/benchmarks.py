@@ -46,7 +46,8 @@ PARTS = {  # order of the document; (module, heading, what it measures)
                "stream (one per row block). Compile time: AIE4ML's `from_onnx` + `write` against "
                "`tvm_aie.build`."),
     "models": (bench_models, "4. Compile time and simulator speed per model",
-               "Every zoo model, int8 QDQ, batch 1, tvm-aie's default plan."),
+               "Every zoo model in int8 QDQ and int16 QDQ (int16 activations, int8 weights), "
+               "and the transformer in bf16; batch 1, tvm-aie's default plan."),
 }
 
 

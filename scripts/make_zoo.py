@@ -1,4 +1,5 @@
-"""Write the bundled models as ONNX files: ``<name>.onnx`` (fp32) and ``<name>_int8.onnx`` (QDQ).
+"""Write the bundled models as ONNX files: ``<name>.onnx`` (fp32), ``<name>_int8.onnx`` and
+``<name>_int16.onnx`` (QDQ: int8 weights, int8 or int16 activations).
 
 The models are generated from code (:mod:`tvm_aie.zoo`), so this is for looking at them with other
 tools (Netron, onnxruntime, other compilers); tvm-aie itself never needs the files.
@@ -21,13 +22,13 @@ def main(argv=None) -> int:
     ap.add_argument("--model", action="append", choices=zoo.names(),
                     help="only this model (repeatable; default: all)")
     ap.add_argument("--batch", default="1", help="batch size, or a name (e.g. N) for a symbolic one")
-    ap.add_argument("--per-tensor", action="store_true", help="per-tensor int8 weight scales")
+    ap.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales")
     args = ap.parse_args(argv)
     batch = int(args.batch) if args.batch.isdigit() else args.batch
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.model or zoo.names():
-        for quant, suffix in ((None, ""), ("int8", "_int8")):
-            path = args.out / f"{name}{suffix}.onnx"
+        for quant in (None, *zoo.QUANTS):
+            path = args.out / f"{name}{'_' + quant if quant else ''}.onnx"
             onnx.save(zoo.onnx_model(name, quant, per_channel=not args.per_tensor, batch=batch),
                       path)
             print(f"{path}  ({path.stat().st_size:,} bytes)")

@@ -74,6 +74,7 @@ def test_make_zoo_writes_loadable_files(tmp_path):
     script = Path(__file__).resolve().parent.parent / "scripts" / "make_zoo.py"
     make_zoo = runpy.run_path(str(script))["main"]
     assert make_zoo([str(tmp_path), "--model", "lenet", "--batch", "N"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.onnx", "lenet_int8.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.onnx", "lenet_int16.onnx",
+                                                          "lenet_int8.onnx"]
     for path in tmp_path.iterdir():
         assert onnx.load(path).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
