@@ -124,7 +124,7 @@ def conv_model(shape, layers, int8: bool, seed=0, head=None, head_pool=True, hea
                         s_in, zp = s_in / 2, zp // 2
                         y = bb.emit(relax.op.quantize(y, _c(s_in), _c(zp, "int8"),
                                                       out_dtype="int8"))
-                c = int(np.prod([int(d) for d in y.ty.shape[1:]]))
+                c = int(np.prod([int(d) for d in list(y.ty.shape)[1:]]))
                 if head_perm:  # in int8 in its own QDQ pair, as onnxruntime writes Transpose
                     if int8:
                         y = bb.emit(relax.op.dequantize(y, _c(s_in), _c(zp, "int8")))
