@@ -54,7 +54,7 @@ def test_unknown_precision_is_one_line(argv, message, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["compile", "zoo:jet_mlp:int4"], "unknown zoo precision 'int4' in 'zoo:jet_mlp:int4': "
                                       "zoo:jet_mlp (fp32), zoo:jet_mlp:int8, zoo:jet_mlp:int16"),
-    (["compile", "zoo:resnet:int8"], "unknown zoo model 'resnet'; bundled: jet_mlp")])
+    (["compile", "zoo:resnet:int8"], "unknown model 'resnet'; bundled: jet_mlp")])
 def test_unknown_zoo_spec_is_one_line(argv, message, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err

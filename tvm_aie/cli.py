@@ -1,6 +1,7 @@
 """``tvm-aie``: compile, run, tune and report from the shell.
 
     tvm-aie compile model.onnx --device aie-ml/vek280 [--tuning-db tune/database.jsonl] -o m.npz
+    tvm-aie compile zoo:lenet:int16 -o l.npz; tvm-aie compile zoo:lenet --precision bf16
     tvm-aie run m.npz [--input x.npy] [-o y.npy]
     tvm-aie tune model.onnx --device aie-ml/vek280 --trials 500 --work-dir tune/
     tvm-aie report m.npz | tune/
@@ -38,12 +39,14 @@ def load_model(spec: str, batch: int = 1):
         from . import zoo  # pylint: disable=import-outside-toplevel
 
         name, _, quant = spec[4:].partition(":")
-        if name not in zoo.names():
-            raise ValueError(f"unknown zoo model {name!r}; bundled: {', '.join(zoo.names())}")
         if quant and quant not in zoo.QUANTS:
             raise ValueError(f"unknown zoo precision {quant!r} in {spec!r}: zoo:{name} (fp32), "
                              + ", ".join(f"zoo:{name}:{q}" for q in zoo.QUANTS))
-        return load_onnx(zoo.onnx_model(name, quant=quant or None, batch=batch))
+        try:
+            model = zoo.onnx_model(name, quant=quant or None, batch=batch)
+        except KeyError as e:  # an unknown name: the zoo's message, as the CLI's one-line error
+            raise ValueError(e.args[0]) from None
+        return load_onnx(model)
     return load_onnx(spec)
 
 
