@@ -111,8 +111,9 @@ def _precisions(value: str) -> tuple:
     picked = tuple(p.strip() for p in value.split(",") if p.strip())
     unknown = [p for p in picked if p not in PRECISIONS]
     if unknown or not picked:
-        raise argparse.ArgumentTypeError(f"unknown precision {', '.join(unknown) or value!r}; "
-                                         f"known: {', '.join(PRECISIONS)}")
+        named = ", ".join(map(repr, unknown)) or repr(value)
+        raise argparse.ArgumentTypeError(f"unknown precision {named}; known: "
+                                         f"{', '.join(PRECISIONS)}")
     return picked
 
 

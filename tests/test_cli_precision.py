@@ -3,6 +3,8 @@ and ``--precision bf16`` (fp32 layers on the bf16 datapath), for compile, run, t
 the one-line errors for a precision that does not exist."""
 
 import logging
+import pathlib
+import runpy
 
 import numpy as np
 import pytest
@@ -88,3 +90,20 @@ def test_tune_measures_and_applies_the_picked_precision(spec, extra, precision, 
                      str(tmp_path / "t.npz")]) == 0
     assert "applying the tuned design" in caplog.text
     assert _precisions(tvm_aie.load(str(tmp_path / "t.npz"))) == {precision}
+
+
+def test_demo_checks_every_precision_of_a_model(capsys):
+    """``scripts/demo.py --model NAME`` runs NAME in fp32, int8, int16 and bf16, each against its
+    references; ``--precisions`` picks some and an unknown one is argparse's one-line error."""
+    demo = runpy.run_path(str(pathlib.Path(__file__).resolve().parent.parent / "scripts" /
+                              "demo.py"))["main"]
+    assert demo(["--model", "lenet"]) == 0
+    out = capsys.readouterr().out
+    for line in ("lenet int16: bit-exact vs TVM CPU: True", "lenet bf16: max err vs onnxruntime",
+                 "4/4 models match their references"):
+        assert line in out
+    assert demo(["--model", "transformer", "--precisions", "int16"]) == 0
+    assert "transformer int16: skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        demo(["--precisions", "int4"])
+    assert "unknown precision 'int4'; known: fp32, int8, int16, bf16" in capsys.readouterr().err
