@@ -18,20 +18,26 @@ each, the tile layout read back from its scheduled TensorIR
   (consecutive bands overlap by ``KH - stride`` rows), and broadcasts them to the layer's ``n_par``
   tiles, which keep their output channels' weights resident and compute on tile memory only;
 * a residual add (skip connection) reads its blocks from the memory tile that already holds that
-  tensor as an earlier layer's input image (readers take the image's "full" count and return it
-  after their first block, :func:`~tvm_aie.codegen.fifo._memtile_channel`, so a read paced by
-  its tile never keeps the other readers out);
+  tensor as an earlier layer's input image (a read paced by its tile never keeps the other
+  readers out);
 * the output layers' tiles write their blocks straight into the DDR outputs with 4-D patterns (or,
   in a program that goes on with a dense head, :mod:`~tvm_aie.codegen.lower_net`, with the same
   patterns into a memory tile).
 
 Intermediate feature maps stay in memory tiles; a layer starts when its input image is complete
 (branches of a DAG may run at the same time).
+
+A batch of N images (``ConvLayer.batch``) is one program too: the DDR patterns take one more
+dimension (the image), the weights stay resident, every core loops over ``N`` times its bands,
+and each memory-tile map keeps two copies where the tile has room (:class:`_MapSlots`), so the
+layers form a pipeline: layer i works on image n+1 while layer i+1 works on image n. A map with
+one copy (two do not fit) still runs every image, its writers and readers taking turns; which
+maps have two is ``meta["image_buffers"]``. With one image the program is what it was before
+batches: every map has one copy, its readers check it is complete and nothing is reused.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import astuple
 
