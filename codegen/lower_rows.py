@@ -53,7 +53,8 @@ def lower_row_tiles(res: TileResources, layer, cfg, tiles: list, sources: dict, 
     blocks, depth = rows // tr, 2 if cfg.double_buffer else 1
     consts = {"lut": layer.lut, "gamma": layer.gamma, "beta": layer.beta}
     params = {"op": layer.op, "precision": layer.precision, "eps": layer.eps,
-              "out_zp": layer.out_zp, "add": None if layer.add is None else list(layer.add)}
+              "out_zp": layer.out_zp, "add": None if layer.add is None else list(layer.add),
+              "qdq": layer.qdq}
     operands = [("x", layer.input)] + ([] if layer.other is None else [("x2", layer.other)])
     for t, tile in enumerate(tiles):
         count = len(range(t, blocks, cfg.tiles))

@@ -1,12 +1,13 @@
 """Element- and row-wise layers (GELU, sigmoid, tanh, softmax, layer norm, adds and multiplies,
-int8 lookup tables) on the tile grid.
+int8 lookup tables, int16 QDQ functions) on the tile grid.
 
 The layer's ``[rows, cols]`` tensor goes through in blocks of ``tr`` whole rows (a softmax or layer
 norm needs its whole row on one tile); blocks are dealt round-robin to ``tiles`` compute tiles,
 each double-buffered in and out. The knobs are ``tr`` and ``tiles``; the legality check names
 the buffer that does not fit. (No TensorIR template: a block is the whole row-wise computation,
-there is no reduction to tile.) Blocks are sized in the layer's element type: bf16 blocks are
-half the bytes of fp32 ones; layer norm's ``gamma``/``beta`` stay float32.
+there is no reduction to tile.) Blocks are sized in the layer's element type: bf16 and int16
+blocks are half the bytes of fp32 ones; layer norm's ``gamma``/``beta`` stay float32, an int16
+QDQ function's scales are kernel parameters, not buffers.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from .knobs import up as _up
 
 @dataclass(frozen=True)
 class RowWorkload:
-    op: str  # "gelu" | "sigmoid" | "tanh" | "softmax" | "layernorm" | "add" | "mul" | "lut"
+    op: str  # "gelu" | "sigmoid" | "tanh" | "softmax" | "layernorm" | "add" | "mul" | "lut" |
+    # "scale" (int16)
     rows: int
     cols: int
-    precision: str  # "float32" | "bfloat16" | "int8"
+    precision: str  # "float32" | "bfloat16" | "int8" | "int16"
 
     def __str__(self) -> str:
         return f"{self.op} {self.rows}x{self.cols} {self.precision}"

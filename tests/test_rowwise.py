@@ -265,3 +265,25 @@ def test_dense_rowwise_dense_splits_where_there_are_no_memory_tiles():
     assert [[layer["name"] for layer in s.layers] for s in rep.subgraphs] == \
         [["dense0"], ["row1"], ["dense2"]]
     assert "dense0..row1 do not fit: vc1902 has no memory tiles" in rep.subgraphs[0].split
+
+
+@pytest.mark.parametrize("op", ["sigmoid", "tanh", "mul"])
+def test_reference_of_fp32_sigmoid_tanh_mul(op):
+    """The integer reference rebuilds fp32 sigmoid, tanh and the multiply of two tensors as TVM's
+    own ops (it used to fall through to layer norm)."""
+    shape = (3, 7)
+    a = relax.Var("a", relax.TensorType(shape, "float32"))
+    b = relax.Var("b", relax.TensorType(shape, "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [a, b]):
+        with bb.dataflow():
+            y = relax.op.multiply(a, b) if op == "mul" else \
+                {"sigmoid": relax.op.sigmoid, "tanh": relax.op.tanh}[op](relax.op.add(a, b))
+            out = bb.emit_output(bb.emit(y))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    rng = np.random.default_rng(2)
+    xs = [tvm.runtime.tensor(rng.normal(0, 2, shape).astype(np.float32)) for _ in range(2)]
+    ref = relax.VirtualMachine(build_reference(mod), tvm.cpu())["main"](*xs).numpy()
+    cpu = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())["main"](*xs).numpy()
+    np.testing.assert_allclose(ref, cpu, rtol=0, atol=1e-6)

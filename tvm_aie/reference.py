@@ -6,9 +6,10 @@ padded with the input zero point) as the integer ops the array runs (:mod:`tvm_a
 accumulation of raw int8 operands, int32 bias with the input zero point folded in, int64 multiply
 by the multiplier, round half up by adding ``2^(shift-1)``, right shift, output zero point, clip,
 int8; int16xint8 dense and conv2d layers the same with int16 activations, int64 accumulator and
-bias, and int16 output), fp32 layers as matmul/conv2d + bias + relu (+ max-pool). Everything else
-is the model's own Relax. The simulator's int8 output is therefore comparable bit for bit, while the
-reference is checked against numpy and onnxruntime independently of the array.
+bias, and int16 output; int8 and int16 row-wise adds and tables), fp32 layers as matmul/conv2d +
+bias + relu (+ max-pool). Everything else is the model's own Relax. The simulator's int8 output
+is therefore comparable bit for bit, while the reference is checked against numpy and
+onnxruntime independently of the array.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .codegen.layers import (BmmLayer, ConcatLayer, ConvLayer, DenseLayer, Flatt
 from .partition import partition_for_aie
 from .quant import ADD_LEFT_SHIFT, QMAX, QMIN
 from .schedules.dense import accumulator_dtype
+from .sim.kernels_rows import qdq_function
 
 
 def _const(a, dtype) -> relax.Expr:
@@ -153,17 +155,23 @@ def _bmm(bb: relax.BlockBuilder, a, b, layer: BmmLayer):
 
 
 def _rowwise(bb: relax.BlockBuilder, x, layer: RowLayer, other=None):
-    """int8 tables as the array applies them; fp32 row-wise layers as TVM's own ops (the array's
-    GELU polynomial differs from them by its stated error only)."""
-    if layer.op == "lut":
-        index = bb.emit(relax.op.add(relax.op.astype(x, "int32"), _const(128, "int32")))
-        return bb.emit(relax.op.take(_const(layer.lut, "int8"), index, axis=0, mode="clip"))
-    if layer.op == "add" and layer.precision == "int8":
-        return _int8_add(bb, x, other, layer.add, layer.out_zp)
-    if layer.op == "add":
-        return bb.emit(relax.op.add(x, other))
-    if layer.op == "gelu":
-        return bb.emit(relax.op.nn.gelu(x))
+    """int8 tables as the array applies them; an int16 QDQ function as the table of what the
+    array's float32 arithmetic gives at each of the 65536 inputs (the CPU holds the 128 KB a tile
+    cannot); int8 and int16 adds in integers; fp32 row-wise layers as TVM's own ops (the array's
+    GELU polynomial and exp differ from them by their stated error only)."""
+    if layer.op == "lut" or layer.qdq is not None:
+        low, dtype = (-128, "int8") if layer.op == "lut" else (QMIN["int16"], "int16")
+        table = layer.lut if layer.op == "lut" else \
+            qdq_function(layer.op, np.arange(low, -low, dtype=np.int16), layer.qdq)
+        index = bb.emit(relax.op.add(relax.op.astype(x, "int32"), _const(-low, "int32")))
+        return bb.emit(relax.op.take(_const(table, dtype), index, axis=0, mode="clip"))
+    if layer.op == "add" and layer.precision in ("int8", "int16"):
+        return _int8_add(bb, x, other, layer.add, layer.out_zp, layer.precision)
+    if layer.op in ("add", "mul"):
+        return bb.emit((relax.op.add if layer.op == "add" else relax.op.multiply)(x, other))
+    if layer.op in ("gelu", "sigmoid", "tanh"):
+        return bb.emit({"gelu": relax.op.nn.gelu, "sigmoid": relax.op.sigmoid,
+                        "tanh": relax.op.tanh}[layer.op](x))
     if layer.op == "softmax":
         return bb.emit(relax.op.nn.softmax(x, axis=-1))
     return bb.emit(relax.op.nn.layer_norm(x, _const(layer.gamma, "float32"),

@@ -65,6 +65,9 @@ class Device:
     core_memory_access: list | dict
     # the shim tiles' programmable-logic streams; None on devices without PL (Ryzen AI NPUs)
     pl_interface: dict | None = None
+    # element-wise fp32 on the vector unit: native lanes (AIE: mul_lanes, add_lanes), or a
+    # multiply emulated by bf16 products (AIE-ML, AIE-MLv2: bf16_products_per_mul, add_lanes)
+    float32_vector: dict | None = None
     sources: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property

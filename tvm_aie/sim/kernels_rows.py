@@ -1,6 +1,6 @@
-"""The row-wise kernel: GELU, sigmoid, tanh, softmax, layer norm, an add (fp32 or int8), a
-multiply (fp32) or an int8 lookup table on one block of whole rows in tile memory. Registered
-into :data:`tvm_aie.sim.kernels.KERNELS` as ``"rowwise"``.
+"""The row-wise kernel: GELU, sigmoid, tanh, softmax, layer norm, an add (fp32, int8 or int16), a
+multiply (fp32), an int8 lookup table or an int16 QDQ function on one block of whole rows in tile
+memory. Registered into :data:`tvm_aie.sim.kernels.KERNELS` as ``"rowwise"``.
 
 How the transcendental parts are computed, and their error:
 
@@ -14,7 +14,13 @@ How the transcendental parts are computed, and their error:
 * the add of two tensors in float32, or in int8 with :func:`tvm_aie.quant.requantize_add`; the
   multiply of two tensors in float32;
 * int8 ``lut``: ``y = lut[x + 128]``, exact by construction (the table holds the layer's QDQ
-  function at all 256 inputs), as AIE-ML's vector lookup does it.
+  function at all 256 inputs), as AIE-ML's vector lookup does it;
+* int16 QDQ GELU, sigmoid, tanh and scalar multiply (``scale``): a table of all 65536 inputs would
+  be 128 KB, twice a tile's data memory, so the kernel computes ``q(f(dq(x)))`` itself
+  (:func:`qdq_function`): dequantise to float32 (``(x - zp) * s``, as ONNX's DequantizeLinear),
+  the float32 function above, quantise with the reciprocal of the output scale (the vector unit
+  has no divide), round half to even, saturate. int16 adds use
+  :func:`~tvm_aie.quant.requantize_add` with int16 output, as int8 ones do with int8.
 
 bfloat16 (``build(..., precision="bf16")``): the tensors in and out are bf16, the arithmetic in
 between is float32 (AIE-ML's float32 accumulators; mean, variance, sums and the erf polynomial
@@ -30,12 +36,19 @@ output's bf16 rounding; ``tests/test_bf16_attention.py`` holds every op within 2
 largest float32 output.
 
 Cycle model: vector passes over the block. ``PASSES`` below are this kernel's estimate of vector
-operations per vector of elements for each op (polynomial terms, exp, reductions), not catalog
-facts; lanes are the catalog's vector load width over the element size (16 lanes for the lookup).
-bf16 passes are bounded by the multiplier too: each bf16 multiply instruction writes ``M x N``
-float32 accumulator lanes of the catalog's bf16 intrinsic (``mmul_shapes``) at the catalog's bf16
-rate (``macs_per_cycle``), so an element-wise pass does ``macs_per_cycle / K`` lanes per cycle
-(AIE-ML: 128 / 8 = 16, AIE-MLv2: 256 / 8 = 32), at most the load width's 32 (64) bf16 lanes.
+operations per vector of elements for each op (polynomial terms, exp, reductions), and
+``MUL_PASSES`` how many of them are multiplies (a Horner step of a polynomial is one multiply and
+one add), not catalog facts. Integer passes do the catalog's vector load width over the element
+size in lanes (16 lanes for the lookup). bf16 passes are bounded by the multiplier too: each bf16
+multiply instruction writes ``M x N`` float32 accumulator lanes of the catalog's bf16 intrinsic
+(``mmul_shapes``) at the catalog's bf16 rate (``macs_per_cycle``), so an element-wise pass does
+``macs_per_cycle / K`` lanes per cycle (AIE-ML: 128 / 8 = 16, AIE-MLv2: 256 / 8 = 32), at most the
+load width's 32 (64) bf16 lanes. fp32 passes (and the float32 middle of an int16 QDQ function)
+follow the catalog's ``float32_vector``: AIE has a native fp32 vector unit of 8 lanes, multiplies
+and adds (AM009); AIE-ML and AIE-MLv2 add fp32 natively on 16 accumulator lanes but emulate each
+fp32 multiply with 6 bf16 products (UG1603, the default accuracy), so a multiply pass over 16
+lanes takes ``16 / (16 / 6) = 6`` cycles on AIE-ML (``16 / (32 / 6) = 3`` on AIE-MLv2): AIE-ML's
+fp32 GELU costs 7 + 7 x 6 = 49 cycles per 16 elements where a native 16-lane unit would take 14.
 """
 
 from __future__ import annotations
@@ -44,13 +57,23 @@ import math
 
 import numpy as np
 
+from fractions import Fraction
+
 from ..codegen.program import BFLOAT16
-from ..quant import requantize_add
+from ..quant import QMAX, QMIN, requantize_add
 from .kernels import CALL_OVERHEAD, KERNELS, check_standalone_call
 from .memory import tile_key
 
 PASSES = {"gelu": 14, "sigmoid": 8, "tanh": 10, "softmax": 12, "layernorm": 8, "lut": 1,
-          "add": 2, "mul": 2}
+          "add": 2, "mul": 2, "scale": 1}
+# of those, the multiplies: half of the polynomial and exp passes; softmax's and layer norm's
+# reductions, max and subtractions are adds; layer norm squares, scales by 1/std and by gamma
+MUL_PASSES = {"gelu": 7, "sigmoid": 4, "tanh": 5, "softmax": 5, "layernorm": 4, "lut": 0,
+              "add": 0, "mul": 1, "scale": 1}
+# an int16 QDQ function's float32 passes around ``f``: (multiplies, other passes) of the int16 to
+# float32 conversion, ``- zp``, ``* s_in`` and of ``* (1 / s_out)``, round, saturate, convert
+QDQ_PASSES = (2, 4)
+QDQ_OPS = ("gelu", "sigmoid", "tanh", "scale")  # the int16 QDQ functions (int8: ``lut``)
 LUT_LANES = 16  # parallel lookups per cycle (AIE-ML vector lookup, 8-bit entries)
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
@@ -85,11 +108,63 @@ def exp_lut(x: np.ndarray) -> np.ndarray:
 
 
 def element_lanes(device, dtype: str) -> int:
-    """Elements one vector pass handles per cycle (see the module docstring)."""
+    """Elements one integer or bf16 vector pass handles per cycle (see the module docstring)."""
     lanes = device.vector_load_bytes_per_cycle // np.dtype(dtype).itemsize
     if dtype == "bfloat16":
         lanes = min(lanes, device.peak_macs_per_cycle(dtype) // device.mmul_shape(dtype)[1])
     return lanes
+
+
+def float32_vector(device) -> tuple[int, int]:
+    """``(lanes, multiply cycles)``: the fp32 vector width (the catalog's fp32 add lanes) and the
+    cycles one fp32 multiply pass over that many lanes takes: 1 on a native unit, else the bf16
+    products of the emulation over the bf16 lanes they run on (see the module docstring)."""
+    fp = device.float32_vector
+    if fp is None:
+        raise ValueError(f"{device.name} ({device.generation}) has no float32_vector fact")
+    lanes = fp["add_lanes"]
+    if "mul_lanes" in fp:
+        return lanes, math.ceil(Fraction(lanes, fp["mul_lanes"]))
+    return lanes, math.ceil(Fraction(lanes * fp["bf16_products_per_mul"],
+                                     element_lanes(device, "bfloat16")))
+
+
+def rowwise_cycles(device, op: str, precision: str, elems: int) -> int:
+    """Cycles of one call on ``elems`` elements (without the call overhead)."""
+    if op == "lut":
+        return math.ceil(elems / LUT_LANES) * PASSES[op]
+    if precision in ("int8", "int16") and op == "add" or precision == "bfloat16":
+        return math.ceil(elems / element_lanes(device, precision)) * PASSES[op]
+    lanes, mul_cycles = float32_vector(device)  # float32, or an int16 QDQ function
+    muls, others = MUL_PASSES[op], PASSES[op] - MUL_PASSES[op]
+    if precision == "int16":
+        muls, others = muls + QDQ_PASSES[0], others + QDQ_PASSES[1]
+    return math.ceil(elems / lanes) * (others + muls * mul_cycles)
+
+
+def apply(op: str, x: np.ndarray, exp=np.exp, scalar: float = 1.0) -> np.ndarray:
+    """The float32 element-wise function ``op`` of ``x`` (GELU, sigmoid, tanh, or ``scale``: the
+    multiply by ``scalar``), with ``exp`` (bf16: :func:`exp_lut`)."""
+    if op in ("sigmoid", "tanh"):  # exp(-x) past float32's range is inf: y = 0 or -1
+        k = np.float32(1 if op == "sigmoid" else 2)
+        with np.errstate(over="ignore"):
+            return k / (np.float32(1) + exp(-k * x)) - (k - np.float32(1))
+    if op == "gelu":
+        return np.float32(0.5) * x * (np.float32(1) + erf(x / np.float32(math.sqrt(2)), exp))
+    if op == "scale":
+        return x * np.float32(scalar)
+    raise ValueError(f"no element-wise function {op!r}")
+
+
+def qdq_function(op: str, x: np.ndarray, qdq: dict) -> np.ndarray:
+    """``q(f(dq(x)))`` of int16 ``x`` as the kernel computes it (see the module docstring);
+    ``qdq``: ``in_scale``, ``in_zp``, ``out_scale``, ``out_zp`` and the ``scale`` op's
+    ``scalar``."""
+    xf = (np.asarray(x).astype(np.float32) - np.float32(qdq["in_zp"])) * \
+        np.float32(qdq["in_scale"])
+    y = apply(op, xf, scalar=qdq.get("scalar", 1.0))
+    q = np.rint(y * np.float32(1 / np.float32(qdq["out_scale"]))) + np.float32(qdq["out_zp"])
+    return np.clip(q, QMIN["int16"], QMAX["int16"]).astype(np.int16)
 
 
 class RowWise:
@@ -103,20 +178,24 @@ class RowWise:
         where = f"rowwise on tile {tile_key(tile)}"
         self.op, self.precision, self.eps = p["op"], p["precision"], float(p.get("eps", 1e-5))
         self.variant = (self.name, self.op, self.precision)
-        self.add, self.out_zp = p.get("add"), int(p.get("out_zp", 0))  # int8 add requantisation
+        self.add, self.out_zp = p.get("add"), int(p.get("out_zp", 0))  # int8/16 add requantisation
+        self.qdq = p.get("qdq")  # an int16 QDQ function's scales and zero points
         need = {"x", "y"} | {"layernorm": {"gamma", "beta"}, "lut": {"lut"},
                              "add": {"x2"}, "mul": {"x2"}}.get(self.op, set())
         if self.op not in PASSES:
             raise ValueError(f"{where}: unknown op {self.op!r}")
+        if (self.op in QDQ_OPS and self.precision == "int16") != (self.qdq is not None) or \
+                self.op == "scale" and self.qdq is None:
+            raise ValueError(f"{where}: {self.op} in {self.precision} needs the QDQ parameters "
+                             "exactly when it is an int16 QDQ function")
         check_standalone_call(where, buffers, need, link_in, link_out)
         x, y = buffers["x"], buffers["y"]
         if list(x.shape) != list(y.shape) or len(x.shape) != 2:
             raise ValueError(f"{where}: x {x.shape} and y {y.shape} are not one [rows, cols]")
         self.buffers = {role: b.name for role, b in buffers.items()}
         self.macs = 0
-        elems = x.shape[0] * x.shape[1]
-        lanes = LUT_LANES if self.op == "lut" else element_lanes(device, str(x.dtype))
-        self.cycles = CALL_OVERHEAD + math.ceil(elems / lanes) * PASSES[self.op]
+        self.cycles = CALL_OVERHEAD + rowwise_cycles(device, self.op, self.precision,
+                                                     x.shape[0] * x.shape[1])
         self.steps = (self.cycles,)
 
     def run(self, memories):
@@ -131,19 +210,17 @@ class RowWise:
             x = x.astype(np.float32)
         if self.op == "lut":
             out = view(self.buffers["lut"])[x.astype(np.int16) + 128]
-        elif self.op == "add" and self.precision == "int8":
+        elif self.qdq is not None:
+            out = qdq_function(self.op, x, self.qdq)
+        elif self.op == "add" and self.precision in ("int8", "int16"):
             out = requantize_add(x, *self.add[:3], view(self.buffers["x2"]), *self.add[3:],
-                                 self.out_zp)
+                                 self.out_zp, self.precision)
         elif self.op == "add":
             out = x + view(self.buffers["x2"]).astype(np.float32)
         elif self.op == "mul":
             out = x * view(self.buffers["x2"]).astype(np.float32)
-        elif self.op in ("sigmoid", "tanh"):  # exp(-x) past float32's range is inf: y = 0 or -1
-            k = np.float32(1 if self.op == "sigmoid" else 2)
-            with np.errstate(over="ignore"):
-                out = k / (np.float32(1) + exp(-k * x)) - (k - np.float32(1))
-        elif self.op == "gelu":
-            out = np.float32(0.5) * x * (np.float32(1) + erf(x / np.float32(math.sqrt(2)), exp))
+        elif self.op in ("sigmoid", "tanh", "gelu"):
+            out = apply(self.op, x, exp)
         elif self.op == "softmax":
             e = exp(x - x.max(axis=1, keepdims=True))
             out = e / e.sum(axis=1, keepdims=True)
