@@ -76,11 +76,14 @@ def dense_shapes(layers: list, layouts: list) -> list:
     return [(layer.name, lay.n_par, lay.cascade) for layer, lay in zip(layers, layouts)]
 
 
-def k_slices(lay, endpoint) -> list:
+def k_slices(lay, endpoint, stride: int | None = None) -> list:
     """The first layer's K slices of its ``[m_pad, k_pad]`` input, one n-D pattern per cascade
-    stage; ``endpoint(offset, sizes, strides)`` makes the FIFO end (DDR or a memory tile)."""
+    stage; ``endpoint(offset, sizes, strides)`` makes the FIFO end (DDR or a memory tile) on a
+    matrix whose rows are ``stride`` elements apart (``k_pad`` unless a memory-tile buffer is
+    wider for another reader or the writer)."""
+    stride = stride or lay.k_pad
     return [endpoint(c * lay.kc, [lay.m_pad // lay.tm, lay.tm, lay.kc],
-                     [lay.tm * lay.k_pad, lay.k_pad, 1]) for c in range(lay.cascade)]
+                     [lay.tm * stride, stride, 1]) for c in range(lay.cascade)]
 
 
 class _DenseChainLowering:
@@ -90,10 +93,11 @@ class _DenseChainLowering:
         self.layers, self.layouts, self.res, self.placement = layers, layouts, res, placement
         self.program, self.io = res.program, io
 
-    def run(self, inputs: list | None = None, sink=None) -> None:
+    def run(self, inputs: list | None = None, sink=None, out_stride: int | None = None) -> None:
         """``inputs``: the first layer's K-slice sources, by default from the DDR input;
         ``sink(offset, sizes, strides)``: the consumer end of the last layer's output blocks on
-        its ``[m_pad, n_pad]`` output, by default the DDR output."""
+        its ``[m_pad, n_pad]`` output (rows ``out_stride`` apart, by default ``n_pad``), by
+        default the DDR output."""
         first, last = self.layouts[0], self.layouts[-1]
         if inputs is None:
             self.program.ddr.append(DdrTensor(
@@ -105,7 +109,7 @@ class _DenseChainLowering:
                 OUTPUT, [last.m_pad, last.n_pad], self.layers[-1].out_dtype, "output",
                 valid_shape=[self.layers[-1].m, self.layers[-1].n], io=self.io))
             sink = functools.partial(fifos.DdrEndpoint, OUTPUT)
-        self.sink = sink
+        self.sink, self.out_stride = sink, out_stride or last.n_pad
         for i, (layer, lay) in enumerate(zip(self.layers, self.layouts)):
             inputs = self._lower_layer(i, layer, lay, inputs)
 
@@ -132,8 +136,9 @@ class _DenseChainLowering:
             # next layer, which knows its tiles and depths (or here, for DDR).
             c_ep = fifos.lower_producer(self.res, fifo)
             if is_last:
+                stride = self.out_stride
                 fifo.consumers = [self.sink(p * lay.nc, [lay.m_pad // lay.tm, lay.tm, lay.nc],
-                                            [lay.tm * lay.n_pad, lay.n_pad, 1])]
+                                            [lay.tm * stride, stride, 1])]
                 fifos.lower_consumers(self.res, fifo)
             else:
                 outputs.append(fifo)

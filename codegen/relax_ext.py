@@ -23,8 +23,8 @@ import tvm
 from ..schedules import bmm, conv2d, dense, rowwise
 from ..schedules.dense import TilingError
 from ..target import get_device
-from .layers import (BmmLayer, ConvLayer, DenseLayer, FlattenLayer, RowLayer, read_layers,
-                     read_program, sources)
+from .layers import (BmmLayer, ConvLayer, DenseLayer, FlattenLayer, HeadsLayer, RowLayer,
+                     read_layers, read_program, sources)
 from .lower import lower_dense_chain
 from .lower_bmm import lower_bmm
 from .lower_net import PART_KINDS, lower_net
@@ -135,21 +135,59 @@ def _row_config(layer, name: str, device, pinned: dict, max_tiles: int | None = 
     return cfg
 
 
-def _parts(layers: list) -> list:
-    """``[(kind, first index, layers)]``: runs of one part kind (a row-wise layer on its own)."""
+def _parts(layers: list, outputs: tuple = ()) -> list:
+    """``[(kind, first index, layers)]``: runs of conv layers (a DAG, perhaps ending in a
+    flatten), chains of dense layers (each reading the one before, which nothing else reads and
+    the program does not return), and each batched matmul, row-wise or heads layer on its own."""
+    reads = [s for layer in layers for s in sources(layer)]
     parts = []
     for i, layer in enumerate(layers):
         kind = PART_KINDS.get(_family(layer))
-        if parts and parts[-1][0] == kind != "row":
+        prev = parts[-1][2][-1] if parts else None
+        if parts and parts[-1][0] == kind == "conv" or parts and parts[-1][0] == kind == "dense" \
+                and layer.input == prev.name and reads.count(prev.name) == 1 and \
+                prev.name not in outputs:
             parts[-1][2].append(layer)
         else:
             parts.append((kind, i, [layer]))
     return parts
 
 
-def _compile_parts(parts: list, name: str, device, pinned: dict):
+def _bmm_config(layer, name: str, device, pinned: dict, max_tiles: int | None = None):
+    """The batched matmul's config: the default one (or the pinned), with at most ``max_tiles``
+    tiles, and a divisor of the heads when its operands are heads of several images (a tile
+    takes every ``tiles``-th head of each image: :class:`~tvm_aie.codegen.lower_bmm.BatchView`)."""
+    wl = bmm.BmmWorkload(layer.batch, layer.m, layer.k, layer.n, layer.precision)
+    cfg = pinned.get(0) or bmm.default_config(wl, device)
+    if not pinned.get(0):
+        tiles = min(cfg.tiles, max_tiles or cfg.tiles)
+        if len(layer.batch_shape) == 2 and layer.batch_shape[0] > 1:
+            tiles = max(d for d in range(1, tiles + 1) if layer.batch_shape[1] % d == 0)
+        cfg = replace(cfg, tiles=tiles)
+    bmm.check(wl, cfg, device)
+    log.info("aie: %s %s -> %s", name, layer.name, cfg)
+    return cfg
+
+
+def _memtile_tiles(device, layer, readers: dict) -> int | None:
+    """How many tiles a row-wise layer or batched matmul between memory tiles may have: each
+    takes one DMA channel of the memory tile its operands are in (shared fairly among the parts
+    reading one tensor; DDR inputs come through shims) and of the one it writes, and the tiles of its column send their results
+    down through the bottom one's south stream ports."""
+    if device.memtile is None:
+        return None
+    share = max([readers[src] for src in sources(layer) if not isinstance(src, int)] or [1])
+    return max(1, min(device.memtile["mm2s"] // share, device.memtile["s2mm"],
+                      device.stream_switch_ports["compute"]["master"]["south"]))
+
+
+def _compile_parts(parts: list, name: str, device, pinned: dict, outputs: tuple | None = None):
     """The program of several parts (:func:`~tvm_aie.codegen.lower_net.lower_net`)."""
     lowered = []
+    readers = {}  # tensor -> the parts reading it
+    for _, _, layers in parts:
+        for src in sources(layers[0]):
+            readers[src] = readers.get(src, 0) + 1
     for kind, start, layers in parts:
         sub = {i - start: cfg for i, cfg in pinned.items() if start <= i < start + len(layers)}
         if kind == "conv":
@@ -157,12 +195,16 @@ def _compile_parts(parts: list, name: str, device, pinned: dict):
             layouts = _conv_layouts(convs, name, device, sub)
         elif kind == "dense":
             layouts = _dense_layouts(layers, name, device, sub)
-        else:  # its tiles read and write memory tiles: one DMA channel each there
-            channels = min(device.memtile["mm2s"], device.memtile["s2mm"]) if device.memtile \
-                else None
-            layouts = [_row_config(layers[0], name, device, sub, channels)]
+        elif kind == "row":
+            layouts = [_row_config(layers[0], name, device, sub,
+                                   _memtile_tiles(device, layers[0], readers))]
+        elif kind == "bmm":
+            layouts = [_bmm_config(layers[0], name, device, sub,
+                                   _memtile_tiles(device, layers[0], readers))]
+        else:  # heads: data movement of the batched matmul next to them
+            layouts = None
         lowered.append((kind, layers, layouts))
-    return lower_net(name, lowered, device)
+    return lower_net(name, lowered, device, outputs)
 
 
 def compile_function(func, name: str, device, pinned: dict | None = None):
@@ -173,26 +215,21 @@ def compile_function(func, name: str, device, pinned: dict | None = None):
 
 def compile_chain(layers: list, name: str, device, pinned: dict | None = None,
                   outputs: tuple | None = None):
-    """The AIE program of a chain of layers of one family (conv layers: a DAG whose
-    ``outputs`` it returns, by default those no other layer reads)."""
+    """The AIE program of ``layers``: one family, or parts of several
+    (:mod:`~tvm_aie.codegen.lower_net`); it returns ``outputs`` (conv layers: by default those no
+    other layer reads; else the last layer's)."""
     layers = as_compiled(layers, device)
     families = {type(layer).__name__ for layer in layers}
-    parts = _parts(layers)
-    if len(parts) > 1 and "BmmLayer" not in families:
-        return _compile_parts(parts, name, device, pinned or {})
+    graph = "ConvLayer" not in families
+    parts = _parts(layers, outputs or () if graph else ())
+    if len(parts) > 1 or graph and outputs not in (None, (layers[-1].name,)):
+        return _compile_parts(parts, name, device, pinned or {}, outputs if graph else None)
     if families == {"RowLayer"}:
         (layer,) = layers
         return lower_rowwise(name, layer, _row_config(layer, name, device, pinned or {}), device)
     if families == {"BmmLayer"}:
-        if len(layers) != 1:
-            raise ValueError(f"{name}: a batched matmul is a program of its own, got "
-                             f"{[layer.name for layer in layers]}")
         (layer,) = layers
-        wl = bmm.BmmWorkload(layer.batch, layer.m, layer.k, layer.n, layer.precision)
-        cfg = (pinned or {}).get(0) or bmm.default_config(wl, device)
-        bmm.check(wl, cfg, device)
-        log.info("aie: %s %s -> %s", name, layer.name, cfg)
-        return lower_bmm(name, layer, cfg, device)
+        return lower_bmm(name, layer, _bmm_config(layer, name, device, pinned or {}), device)
     if "ConvLayer" in families:  # conv layers, perhaps ending in a flatten
         convs = [layer for layer in layers if isinstance(layer, ConvLayer)]
         return lower_conv_chain(name, convs, _conv_layouts(convs, name, device, pinned or {}),
@@ -207,56 +244,81 @@ def _family(layer) -> str:
     return type(layer).__name__
 
 
+# the families one program's DAG of parts holds together (:mod:`~tvm_aie.codegen.lower_net`)
+_GRAPH = {"DenseLayer", "RowLayer", "BmmLayer", "HeadsLayer"}
+
+
 def _joins(prev, layer) -> bool:
-    """Whether ``layer`` may go on the program of ``prev``, the layer before it: the same family
-    (not batched matmuls and row-wise layers: one per program), a conv part's flatten and the
-    dense head after it, or a one-input row-wise layer after a dense layer and a dense layer
-    after it."""
+    """Whether ``layer`` may go on the program of ``prev``, the layer before it: conv layers, a
+    conv part's flatten and the dense head after it, or dense, batched matmul, row-wise and
+    heads layers in any order (a transformer encoder layer)."""
     pair = (_family(prev), _family(layer))
-    one_input = all(getattr(x, "other", None) is None for x in (prev, layer))
-    return pair in (("ConvLayer", "FlattenLayer"), ("FlattenLayer", "DenseLayer")) or \
-        pair in (("DenseLayer", "RowLayer"), ("RowLayer", "DenseLayer")) and one_input or \
-        pair[0] == pair[1] and pair[0] not in ("BmmLayer", "RowLayer")
+    return pair in (("ConvLayer", "ConvLayer"), ("ConvLayer", "FlattenLayer"),
+                    ("FlattenLayer", "DenseLayer")) or set(pair) <= _GRAPH
 
 
-def _reads_only_handover(layers: list, start: int, end: int) -> bool:
-    """Whether ``layers[start:end]`` read only what a part gets: the function's inputs (first
-    part) or the previous part's output, and each other's outputs."""
-    allowed = {layer.name for layer in layers[start:end]} | \
-        ({layers[start - 1].name} if start else set())
-    return all((isinstance(src, int) and start == 0) or src in allowed
-               for layer in layers[start:end] for src in sources(layer))
+def _heads_together(layers: list, start: int, end: int) -> bool:
+    """Whether every heads layer is in the same program as the layer it reads and the layers
+    reading it (heads are patterns on the memory-tile buffers between them)."""
+    inside = {layer.name for layer in layers[start:end]}
+    for heads in (layer for layer in layers if isinstance(layer, HeadsLayer)):
+        group = [heads.name, *([heads.input] if isinstance(heads.input, str) else []),
+                 *(layer.name for layer in layers if heads.name in sources(layer))]
+        if len({name in inside for name in group}) > 1:
+            return False
+    return True
 
 
-def _cuts_one_tensor(layers: list, outputs: tuple, start: int, end: int) -> bool:
-    """Whether a program may end after ``layers[end - 1]``: the one tensor of ``layers[start:end]``
-    read after it is that layer's output (the next program's input, through DDR), which the
-    function does not return, and no concat after it reads it (a concat's inputs are its own
-    program's layers). A chain can be cut anywhere; a DAG between its branches."""
+def _may_end(layers: list, outputs: tuple, start: int, end: int) -> bool:
+    """Whether a program may end after ``layers[end - 1]``: the function returns none of its
+    layers' outputs (the last program does), no flatten or heads layer is parted from its
+    neighbours, and with conv layers in the function, the one tensor of ``layers[start:end]``
+    read after it is that layer's output (the next program's input, through DDR) and no concat
+    after it reads it (a concat's inputs are its own program's layers): a conv chain can be cut
+    anywhere, a DAG between its branches. Other layers hand over as many tensors as cross."""
     if end == len(layers):
         return True
     inside = {layer.name for layer in layers[start:end]}
+    if inside & set(outputs) or isinstance(layers[end], FlattenLayer) or \
+            not _heads_together(layers, start, end):
+        return False
+    if not any(isinstance(layer, ConvLayer) for layer in layers):
+        return True
     handover = layers[end - 1].name
-    return not inside & set(outputs) and all(
-        src not in inside or src == handover and
-        src not in getattr(getattr(layer, "in_concat", None), "inputs", ())
-        for layer in layers[end:] for src in sources(layer))
+    return all(src not in inside or src == handover and
+               src not in getattr(getattr(layer, "in_concat", None), "inputs", ())
+               for layer in layers[end:] for src in sources(layer))
 
 
-def _handed_over(layer, src: str):
-    """``layer`` in a program whose input is ``src``, the previous program's output: a conv
-    layer reading it reads the program's input 0."""
-    if not isinstance(layer, ConvLayer):
-        return layer
-    return replace(layer, input=0 if layer.input == src else layer.input,
-                   residual=0 if layer.residual == src else layer.residual)
+def _handover(layers: list, outputs: tuple, start: int, end: int) -> tuple[list, list]:
+    """``(reads, writes)`` of the program of ``layers[start:end]``: what it reads from outside
+    (the function's parameters, then earlier programs' tensors, in the order first read) and
+    what it gives (the tensors later programs read, or the function's outputs)."""
+    inside = {layer.name for layer in layers[start:end]}
+    reads = list(dict.fromkeys(src for layer in layers[start:end] for src in sources(layer)
+                               if src not in inside))
+    reads = sorted(src for src in reads if isinstance(src, int)) + \
+        [src for src in reads if not isinstance(src, int)]
+    if end == len(layers):
+        return reads, list(outputs)
+    later = {src for layer in layers[end:] for src in sources(layer)}
+    return reads, [layer.name for layer in layers[start:end] if layer.name in later]
+
+
+def _handed_over(layer, index: dict):
+    """``layer`` in a program whose input ``k`` is ``src`` for each ``src: k`` of ``index`` (a
+    function parameter or an earlier program's tensor)."""
+    fields = {f: index[getattr(layer, f)] for f in ("input", "other", "residual")
+              if getattr(layer, f, None) is not None and getattr(layer, f) in index}
+    return replace(layer, **fields) if fields else layer
 
 
 def compile_programs(func, name: str, device, pinned: dict | None = None) -> list:
     """The programs of one partitioned function: one if the array holds all its layers, else
-    the layers split greedily into the longest prefixes that fit and hand one tensor to the next
-    (a DAG is cut between its branches), run one after another with their hand-over tensors in
-    DDR. Each part's ``meta["split"]`` says why it ends where it does.
+    the layers split greedily into the longest prefixes that fit (:func:`_may_end`), run one
+    after another with the tensors they hand over in DDR. Each part's ``meta["split"]`` says why
+    it ends where it does, ``meta["reads"]`` and ``meta["writes"]`` what it takes (function
+    parameters by index, tensors of earlier parts by layer name) and gives.
     """
     (layers, outputs), pinned = read_program(func), pinned or {}
     programs, start = [], 0
@@ -265,24 +327,20 @@ def compile_programs(func, name: str, device, pinned: dict | None = None) -> lis
         stop = start + 1
         while stop < len(layers) and _joins(layers[stop - 1], layers[stop]):
             stop += 1
-        # a flatten stays with the conv part that feeds it: no program starts with one
-        ends = [end for end in range(stop, start, -1)
-                if (end == len(layers) or not isinstance(layers[end], FlattenLayer)) and
-                _cuts_one_tensor(layers, outputs, start, end)]
+        ends = [end for end in range(stop, start, -1) if _may_end(layers, outputs, start, end)]
         if not ends:
             raise ValueError(f"{name}: {layers[start].name}..{layers[stop - 1].name} cannot be "
-                             f"split into programs that each hand one tensor to the next")
+                             f"split into programs that hand their tensors on")
         for end in ends:
             part = f"{name}.{len(programs)}" if programs or end < len(layers) else name
-            if not _reads_only_handover(layers, start, end):
-                raise ValueError(f"{name}: {layers[start].name}..{layers[end - 1].name} read a "
-                                 f"tensor that is not the previous program's output")
+            reads, writes = _handover(layers, outputs, start, end)
+            index = {src: k for k, src in enumerate(reads)}
             sub = {i - start: cfg for i, cfg in pinned.items() if start <= i < end}
+            conv = any(isinstance(layer, ConvLayer) for layer in layers[start:end])
             try:
-                part_layers = [_handed_over(layer, layers[start - 1].name) if start else layer
-                               for layer in layers[start:end]]
-                program = compile_chain(part_layers, part, device, sub,
-                                        outputs if end == len(layers) else None)
+                program = compile_chain([_handed_over(layer, index) for layer in layers[start:end]],
+                                        part, device, sub, outputs if end == len(layers) else
+                                        None if conv else tuple(writes))
                 break
             except (PlacementError, ResourceError, TilingError) as err:
                 if end == ends[-1]:
@@ -293,6 +351,7 @@ def compile_programs(func, name: str, device, pinned: dict | None = None) -> lis
         if why:
             log.info("aie: %s split after %s: %s", name, layers[end - 1].name, why)
             program.meta["split"] = why
+        program.meta.update(reads=reads, writes=writes)
         programs.append(program)
         start = end
     return programs

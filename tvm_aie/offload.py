@@ -3,7 +3,8 @@
 Like TVM's ``RunCodegen``, but the result is data, not a runtime module: each function with
 ``Codegen="aie"`` becomes an AIE program (uint8 constant) and its call in ``main`` becomes
 ``call_dps_packed("aie.run", program, args...)`` (a function split into several programs becomes
-one such call per program, each reading the previous one's output). A function ``aie_programs``
+one such call per program, each reading the function's parameters and earlier programs' outputs
+its ``meta["reads"]`` names). A function ``aie_programs``
 returning the manifest and every program is added, so the report can be made from any executable,
 saved and loaded again.
 """
@@ -32,14 +33,21 @@ class _CallRewriter(PyExprMutator):
         call = super().visit_call_(call)
         if isinstance(call.op, relax.GlobalVar) and call.op.name_hint in self.programs:
             *first, last = self.programs[call.op.name_hint]
-            args = list(call.args)
+            tensors = dict(enumerate(call.args))  # parameters by index, handed-over by layer
             for const in first:  # the parts of a split function, in order, through DDR
-                (out,) = load_program(const.value).outputs()
-                ty = relax.TensorType(out.valid_shape or out.shape, out.dtype)
-                args = [self.builder_.emit(relax.call_dps_packed("aie.run", [const, *args], ty))]
+                program = load_program(const.value)
+                outs = [relax.TensorType(out.valid_shape or out.shape, out.dtype)
+                        for out in program.outputs()]
+                result = self.builder_.emit(relax.call_dps_packed(
+                    "aie.run", [const, *(tensors[src] for src in program.meta["reads"])],
+                    outs if len(outs) > 1 else outs[0]))
+                for k, layer in enumerate(program.meta["writes"]):
+                    tensors[layer] = self.builder_.emit(relax.TupleGetItem(result, k)) \
+                        if len(outs) > 1 else result
+            reads = load_program(last.value).meta["reads"] if first else range(len(call.args))
             # a function returning a tuple (conv branches): one destination tensor per field
             ty = list(call.ty.fields) if isinstance(call.ty, relax.TupleType) else call.ty
-            return relax.call_dps_packed("aie.run", [last, *args], ty)
+            return relax.call_dps_packed("aie.run", [last, *(tensors[src] for src in reads)], ty)
         return call
 
 
