@@ -182,3 +182,17 @@ def test_int16_rowwise_cycles():
     muls = MUL_PASSES["gelu"] + QDQ_PASSES[0]
     others = PASSES["gelu"] - MUL_PASSES["gelu"] + QDQ_PASSES[1]
     assert cycles == CALL_OVERHEAD + math.ceil(tr * 40 / 16) * (others + 6 * muls)
+
+
+def test_int16_transformer_rowwise_layers_on_the_array():
+    """The zoo transformer in int16 QDQ: its residual adds and its GELU (in the feed-forward
+    block's program, between two int16xint8 dense layers) are int16 row-wise layers, and the
+    whole model is bit-exact with the integer reference."""
+    model = zoo.onnx_model("transformer", quant="int16")
+    mod = from_onnx(model, keep_params_in_input=False)
+    x = zoo.sample_input("transformer")
+    ex = tvm_aie.build(mod)
+    np.testing.assert_array_equal(_run(ex, x), _run(build_reference(mod), x))
+    rows = [(layer["op"], layer["precision"]) for s in tvm_aie.report(ex).subgraphs
+            for layer in s.layers if layer["name"].startswith("row")]
+    assert rows.count(("add", "int16")) == 2 and ("gelu", "int16") in rows
