@@ -313,6 +313,25 @@ def _handed_over(layer, index: dict):
     return replace(layer, **fields) if fields else layer
 
 
+def _as_needed(layers: list, outputs: tuple) -> list:
+    """``layers`` in the order a depth-first walk from the outputs needs them, each right after
+    what it reads (a transformer's V projection after the scores' softmax), so that a program
+    cut after a prefix hands few tensors on."""
+    by_name, order = {layer.name: layer for layer in layers}, {}
+
+    def visit(name):
+        if name in by_name and name not in order:
+            order[name] = None  # before its sources: a DAG has no cycle back to it
+            for src in sources(by_name[name]):
+                visit(src)
+            del order[name]
+            order[name] = by_name[name]
+
+    for out in outputs:
+        visit(out)
+    return list(order.values())
+
+
 def compile_programs(func, name: str, device, pinned: dict | None = None) -> list:
     """The programs of one partitioned function: one if the array holds all its layers, else
     the layers split greedily into the longest prefixes that fit (:func:`_may_end`), run one
@@ -321,6 +340,10 @@ def compile_programs(func, name: str, device, pinned: dict | None = None) -> lis
     parameters by index, tensors of earlier parts by layer name) and gives.
     """
     (layers, outputs), pinned = read_program(func), pinned or {}
+    if not any(isinstance(layer, ConvLayer) for layer in layers):  # a conv DAG keeps its order
+        order = {layer.name: k for k, layer in enumerate(_as_needed(layers, outputs))}
+        pinned = {order[layers[i].name]: cfg for i, cfg in pinned.items()}
+        layers = sorted(layers, key=lambda layer: order[layer.name])
     programs, start = [], 0
     while start < len(layers):
         why = None
