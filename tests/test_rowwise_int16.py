@@ -23,7 +23,8 @@ from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
 import tvm_aie
-from tvm_aie import zoo
+from tvm_aie import partition, zoo
+from tvm_aie.partition import partition_for_aie
 from tvm_aie.reference import build_reference
 from tvm_aie.sim.kernels import CALL_OVERHEAD
 from tvm_aie.sim.kernels_rows import MUL_PASSES, PASSES, QDQ_PASSES
@@ -196,3 +197,23 @@ def test_int16_transformer_rowwise_layers_on_the_array():
     rows = [(layer["op"], layer["precision"]) for s in tvm_aie.report(ex).subgraphs
             for layer in s.layers if layer["name"].startswith("row")]
     assert rows.count(("add", "int16")) == 2 and ("gelu", "int16") in rows
+
+
+def test_aie_mlv2_has_no_int16_rowwise_layers():
+    """AIE-MLv2's catalog has no int16 vector datapath: a QDQ add or function is not an int16
+    layer there (the partitioner records why); its float op still runs on the array in fp32,
+    the Q/DQ on the CPU, within one output step."""
+    scales, zps = [1e-3, 2e-3, 3e-3], [0, 0, 0]
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(0, 8, (4, 40)).astype(np.float32) for _ in range(2))
+    for op in ("add", "tanh"):
+        mod = qdq_model((4, 40), op, scales, zps)
+        with tvm.target.Target("aie-mlv2/vek385"):
+            partition_for_aie(mod)
+        assert "2ve3858 (aie-mlv2) has no int16 vector datapath in the catalog" in \
+            partition._rejected.values()
+        ex = tvm_aie.build(mod, target="aie-mlv2/vek385")
+        assert [(layer["op"], layer["precision"]) for s in tvm_aie.report(ex).subgraphs
+                for layer in s.layers] == [(op, "float32")]
+        cpu = _run(tvm.compile(mod, target="llvm"), a, b)
+        assert np.abs(_run(ex, a, b) - cpu).max() <= scales[2] * 1.001

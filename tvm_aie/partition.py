@@ -784,6 +784,17 @@ def _rowwise_pattern(kind: str):
     return out, ann
 
 
+def _int16_rowwise_reason() -> str | None:
+    """Why the device's vector unit cannot run an int16 row-wise layer, from the catalog: it
+    needs the int16 datapath (an int16 ``macs_per_cycle``) for the add and the conversions, and
+    the fp32 vector facts (``float32_vector``) for a QDQ function's middle. No int16 x int8
+    intrinsic is needed, so AIE1 runs them."""
+    dev = _device()
+    if "int16" not in dev.macs_per_cycle or dev.float32_vector is None:
+        return f"{dev.name} ({dev.generation}) has no int16 vector datapath in the catalog"
+    return None
+
+
 def _rowwise_reason(ctx: PatternCheckContext) -> str | None:
     if has_leaking_intermediate_variables(ctx):
         return "an intermediate of the layer is used outside it"
@@ -803,13 +814,14 @@ def _rowwise_reason(ctx: PatternCheckContext) -> str | None:
                     quantize_multiplier(const_value(dq.args[1]).astype(np.float64) / s_out)
             except ValueError as err:
                 return str(err)
-    if "quant" in ann:  # int8 or int16 in and out (the vector unit of every generation does
-        # int16 adds and float32, AM009/AM020: no int16 x int8 intrinsic needed)
+    if "quant" in ann:  # int8 or int16 in and out
         if x.ty.dtype not in ("int8", "int16") or ann["quant"].attrs.out_dtype != x.ty.dtype:
             return f"dtypes {x.ty.dtype} -> {ann['quant'].attrs.out_dtype} (supported: int8 or " \
                 "int16 in and out)"
         if "y" in ann and ann["y"].ty.dtype != x.ty.dtype:
             return f"dtypes {x.ty.dtype} + {ann['y'].ty.dtype}"
+        if x.ty.dtype == "int16" and (reason := _int16_rowwise_reason()):
+            return reason
         if any(const_value(c.args[i]).size != 1
                for c in (ann["lhs"], ann.get("rhs", ann["lhs"]), ann["quant"]) for i in (1, 2)):
             return "quantisation is not per tensor"
