@@ -7,7 +7,8 @@ the Relax VM (offloaded subgraphs on the simulator, the rest on the CPU), and co
 * int8 and int16 QDQ (int16: onnxruntime's QInt16 activations with int8 weights, the int16xint8
   datapath): TVM on the CPU with the array's integer arithmetic (bit-exact) and onnxruntime with
   graph optimisations off on the QDQ model (within one output quantisation step: it dequantises
-  and sums in float32, so a value on a rounding boundary can land a step away);
+  and sums in float32, so a value on a rounding boundary can land a step away; the allowances
+  over one step, measured and explained, are in ``ORT_STEPS``);
 * bf16 (the fp32 model built with ``precision="bf16"``): onnxruntime on the fp32 model, within
   2e-2 of its largest output.
 Then print one table and each model's report. The exit status is 0 only if every check passes;
@@ -34,19 +35,17 @@ from tvm_aie import zoo
 from tvm_aie.reference import build_reference
 
 PRECISIONS = ("fp32", "int8", "int16", "bf16")
-# variants left out, and why: the int16 transformer's batched matmuls, softmax, adds and GELU run
-# on dequantised fp32 (only its dense layers are int16xint8), whose float rounding shows through
-# int16's fine output steps: it is neither bit-exact with the integer reference nor within a step
-# of onnxruntime (measured: 2 of 1024 outputs one step from the reference, 3 steps from
-# onnxruntime), so the checks above do not apply to it
-SKIP = {("transformer", "int16"): "its attention, softmax, adds and GELU run in fp32 between "
-                                  "int16 dense layers; the integer checks do not apply"}
 # the issue's zoo in every precision, then the checks the demo started with
 ZOO = ["jet_mlp", "autoencoder", "lenet", "mobilenet_block", "transformer", "squeezenet_fire"]
 MODELS = [(n, p) for n in ZOO for p in PRECISIONS] + [("mlp_1024", "int8"), ("mlp_sin", "fp32")]
 # int16 QDQ outputs are whole steps apart; the fraction over that is float32 rounding of the
 # dequantised values (2^-24 of outputs up to 2^15 steps: 0.2% of a step)
 STEP_SLACK = 1.01
+# onnxruntime steps allowed over one, and why. The int16 transformer is bit-exact with the integer
+# reference, but each of its integer layers rounds up to a step from onnxruntime's float QDQ and
+# its layer norms (on the CPU) scale those up: measured, 38 of its 1024 outputs are 2 or 3 steps
+# from onnxruntime, while TVM evaluating the same QDQ graph in float is within one
+ORT_STEPS = {("transformer", "int16"): (3, "integer rounding through its layer norms")}
 
 
 def run_vm(ex, x: np.ndarray) -> np.ndarray:
@@ -68,9 +67,11 @@ def check_model(name: str, precision: str, device: str, batch: int) -> dict:
         ref = run_vm(build_reference(tvm_aie.load_onnx(model)), x)
         exact = np.array_equal(y, ref)
         ort_err = float(np.max(np.abs(y - onnx_ref)) / zoo.output_scale(model))
-        ok = exact and ort_err <= STEP_SLACK
+        allowed, why = ORT_STEPS.get((name, precision), (1, ""))
+        ok = exact and ort_err <= allowed * STEP_SLACK
         error = f"{ort_err:.2f} step"
-        check = f"bit-exact vs TVM CPU: {exact}; vs onnxruntime: {ort_err:.2f} quant steps"
+        check = (f"bit-exact vs TVM CPU: {exact}; vs onnxruntime: {ort_err:.2f} quant steps"
+                 + (f" (allowed {allowed}: {why})" if why else ""))
     elif precision == "bf16":
         ort_rel = float(np.max(np.abs(y - onnx_ref)) / (float(np.max(np.abs(onnx_ref))) + 1e-30))
         ok = ort_rel <= 2e-2
@@ -132,9 +133,6 @@ def main(argv=None) -> int:
     rows, failed = [], []
     for name, precision in models:
         if precision not in args.precisions:
-            continue
-        if (name, precision) in SKIP:
-            print(f"{name} {precision}: skipped: {SKIP[name, precision]}")
             continue
         try:
             rows.append(check_model(name, precision, args.device, args.batch))
