@@ -54,10 +54,9 @@ fp32 GELU costs 7 + 7 x 6 = 49 cycles per 16 elements where a native 16-lane uni
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
-
-from fractions import Fraction
 
 from ..codegen.program import BFLOAT16
 from ..quant import QMAX, QMIN, requantize_add
