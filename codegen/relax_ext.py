@@ -4,10 +4,11 @@ Reads the function's layers, plans their configurations (tuned or default), sche
 TensorIR with its configuration, reads the tile layout back from the scheduled TIR and lowers the
 chain to an AIE program, returned serialised (uint8) so the executable can carry it as a constant.
 A program holds one family: a chain of dense layers, conv2d (and pooling) layers (a chain, or a
-DAG with branches and concats), or one batched matmul of two activations; a conv part, a flatten
-and a dense head are one program too (a CNN), and so are dense chains with one-input row-wise
-layers between them (:mod:`~tvm_aie.codegen.lower_net`). Layers the array cannot hold at once
-are split into several programs where one tensor is handed over (:func:`compile_programs`).
+DAG with branches and concats), one batched matmul or one row-wise layer; or parts of several
+(:mod:`~tvm_aie.codegen.lower_net`): a conv part, a flatten and a dense head (a CNN), or a DAG
+of dense chains, row-wise layers, batched matmuls and the heads between them (a transformer
+encoder layer). Layers the array cannot hold at once are split into several programs that hand
+their tensors over through DDR (:func:`compile_programs`; conv programs hand over one).
 """
 
 from __future__ import annotations
