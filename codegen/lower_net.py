@@ -1,4 +1,4 @@
-"""Lowering: parts of several families -> one AIE program (a whole CNN or transformer layer on chip).
+"""Lowering: parts of several families -> one AIE program (a CNN or a transformer layer on chip).
 
 A part is a conv chain, a dense chain, one row-wise layer or one batched matmul; the parts form a
 DAG in dataflow order: a conv part, an optional flatten and a dense head (a CNN), or dense,

@@ -173,8 +173,8 @@ def _bmm_config(layer, name: str, device, pinned: dict, max_tiles: int | None = 
 def _memtile_tiles(device, layer, readers: dict) -> int | None:
     """How many tiles a row-wise layer or batched matmul between memory tiles may have: each
     takes one DMA channel of the memory tile its operands are in (shared fairly among the parts
-    reading one tensor; DDR inputs come through shims) and of the one it writes, and the tiles of its column send their results
-    down through the bottom one's south stream ports."""
+    reading one tensor; DDR inputs come through shims) and of the one it writes, and the tiles
+    of its column send their results down through the bottom one's south stream ports."""
     if device.memtile is None:
         return None
     share = max([readers[src] for src in sources(layer) if not isinstance(src, int)] or [1])
