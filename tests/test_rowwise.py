@@ -1,12 +1,13 @@
 """Row-wise layers on the array: fp32 GELU (erf polynomial, |error| <= 3e-7 |x| + float32
 rounding), softmax and layer norm over the last axis (float32 arithmetic, checked to 1e-5 of the
-largest value), and int8 QDQ GELU / sigmoid / tanh / scalar multiply as 256-entry tables
-(bit-exact with the reference and within one quantisation step of float QDQ)."""
+largest value), int8 QDQ GELU / sigmoid / tanh / scalar multiply as 256-entry tables and int8
+QDQ adds and multiplies of two tensors in integers (bit-exact with the reference and within one
+quantisation step of float QDQ)."""
 
 import numpy as np
 import pytest
 import tvm
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tvm import relax
 
@@ -101,8 +102,9 @@ def test_rowwise_legality_names_the_buffer():
 
 
 def add_model(shape, kind, int8):
-    """``a + b`` of two inputs (int8: QDQ, requantised to a third scale), or fp32 ``a + c + b`` /
-    ``a * c + b`` with ``c`` along the last axis (the constant op stays on the CPU)."""
+    """``a + b`` of two inputs (int8: QDQ, requantised to a third scale; ``"int8mul"``: ``a * b``
+    so), or fp32 ``a + c + b`` / ``a * c + b`` with ``c`` along the last axis (the constant op
+    stays on the CPU)."""
     a = relax.Var("a", relax.TensorType(shape, "float32"))
     b = relax.Var("b", relax.TensorType(shape, "float32"))
     c = _c(np.linspace(-1, 1, shape[-1]))
@@ -112,8 +114,9 @@ def add_model(shape, kind, int8):
             if int8:
                 qa = bb.emit(relax.op.quantize(a, _c(0.03), _c(4, "int8"), out_dtype="int8"))
                 qb = bb.emit(relax.op.quantize(b, _c(0.05), _c(-6, "int8"), out_dtype="int8"))
-                y = bb.emit(relax.op.add(relax.op.dequantize(qa, _c(0.03), _c(4, "int8")),
-                                         relax.op.dequantize(qb, _c(0.05), _c(-6, "int8"))))
+                op = relax.op.multiply if kind == "int8mul" else relax.op.add
+                y = bb.emit(op(relax.op.dequantize(qa, _c(0.03), _c(4, "int8")),
+                               relax.op.dequantize(qb, _c(0.05), _c(-6, "int8"))))
                 y = bb.emit(relax.op.quantize(y, _c(0.06), _c(1, "int8"), out_dtype="int8"))
                 y = bb.emit(relax.op.dequantize(y, _c(0.06), _c(1, "int8")))
             elif kind == "add":
@@ -126,11 +129,13 @@ def add_model(shape, kind, int8):
     return bb.get()
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(st.lists(st.integers(1, 10), min_size=1, max_size=3),
-       st.sampled_from(["add", "addc", "mulc", "int8"]), st.integers(0, 20))
+       st.sampled_from(["add", "addc", "mulc", "int8", "int8mul"]), st.integers(0, 20))
+@example([3, 17], "int8mul", 1)
 def test_elementwise_adds(shape, kind, seed):
-    mod = add_model(tuple(shape), kind, kind == "int8")
+    int8 = kind.startswith("int8")
+    mod = add_model(tuple(shape), kind, int8)
     rng = np.random.default_rng(seed)
     a, b = (rng.normal(0, 2, shape).astype(np.float32) for _ in range(2))
     ex = tvm_aie.build(mod)
@@ -138,7 +143,7 @@ def test_elementwise_adds(shape, kind, seed):
     y = vm["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy()
     cpu = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
     ref = cpu["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy()
-    if kind == "int8":
+    if int8:
         exact = relax.VirtualMachine(build_reference(mod), tvm.cpu())
         np.testing.assert_array_equal(
             y, exact["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy())
@@ -146,7 +151,7 @@ def test_elementwise_adds(shape, kind, seed):
     else:
         np.testing.assert_allclose(y, ref, rtol=0, atol=1e-6 * max(1.0, np.abs(ref).max()))
     ops = [layer["op"] for s in tvm_aie.report(ex).subgraphs for layer in s.layers]
-    assert ops == ["add"]
+    assert ops == ["mul" if kind == "int8mul" else "add"]
 
 
 @pytest.mark.parametrize("int8", [False, True])

@@ -1,9 +1,10 @@
 """Row-wise layers with int16 activations (onnxruntime's ``QInt16``) and the fp32 row-wise cycle
 model.
 
-int16 QDQ adds requantise in integers as int8 ones do (:func:`tvm_aie.quant.requantize_add`,
-int16 out); int16 GELU / sigmoid / tanh / scalar multiply are computed in float32 on the tile
-between the dequantise and the quantise (a table of every int16 input would not fit a tile).
+int16 QDQ adds and multiplies of two tensors requantise in integers as int8 ones do
+(:func:`tvm_aie.quant.requantize_add`, :func:`~tvm_aie.quant.requantize_mul`); int16 GELU /
+sigmoid / tanh / scalar multiply are computed in float32 on the tile between the dequantise and
+the quantise (a table of every int16 input would not fit a tile).
 Both are bit-exact with the integer CPU reference and within one output step of the float QDQ
 graph (TVM on the CPU, onnxruntime with optimisations off), on AIE-ML and on AIE1, whose vector
 unit does int16 and fp32 natively (AM009). fp32 passes cost what the catalog's
@@ -30,7 +31,7 @@ from tvm_aie.sim.kernels import CALL_OVERHEAD
 from tvm_aie.sim.kernels_rows import MUL_PASSES, PASSES, QDQ_PASSES
 from tvm_aie.target import get_device
 
-OPS = ["add", "gelu", "sigmoid", "tanh", "scale"]
+OPS = ["add", "mul", "gelu", "sigmoid", "tanh", "scale"]
 
 
 def _c(a, dtype="float32"):
@@ -42,8 +43,8 @@ def _run(ex, *xs):
 
 
 def qdq_model(shape, op, scales, zps, scalar=-0.37, out_dtype="int16"):
-    """``q(f(dq(q(a))))``, or ``q(dq(q(a)) + dq(q(b)))`` for ``op="add"``, with int16
-    activations; ``scales``/``zps``: a's, b's and the output's."""
+    """``q(f(dq(q(a))))``, or ``q(dq(q(a)) + dq(q(b)))`` for ``op="add"`` (``*`` for
+    ``"mul"``), with int16 activations; ``scales``/``zps``: a's, b's and the output's."""
     a = relax.Var("a", relax.TensorType(shape, "float32"))
     b = relax.Var("b", relax.TensorType(shape, "float32"))
     bb = relax.BlockBuilder()
@@ -52,9 +53,10 @@ def qdq_model(shape, op, scales, zps, scalar=-0.37, out_dtype="int16"):
         with bb.dataflow():
             qa = bb.emit(relax.op.quantize(a, _c(s_a), _c(z_a, "int16"), out_dtype="int16"))
             da = relax.op.dequantize(qa, _c(s_a), _c(z_a, "int16"))
-            if op == "add":
+            if op in ("add", "mul"):
                 qb = bb.emit(relax.op.quantize(b, _c(s_b), _c(z_b, "int16"), out_dtype="int16"))
-                y = relax.op.add(da, relax.op.dequantize(qb, _c(s_b), _c(z_b, "int16")))
+                y = (relax.op.add if op == "add" else relax.op.multiply)(
+                    da, relax.op.dequantize(qb, _c(s_b), _c(z_b, "int16")))
             elif op == "scale":
                 y = relax.op.multiply(da, _c(scalar))
             else:
@@ -88,23 +90,24 @@ def test_int16_rowwise_is_bit_exact(shape, op, scales, zps, target, seed):
     assert [(layer["op"], layer["precision"]) for layer in sub.layers] == [(op, "int16")]
 
 
-def _onnx_sigmoid_residual(op, shape):
-    """fp32 ONNX ``x + op(x)`` (op: Sigmoid or Tanh): after quantisation two int16 row-wise
-    layers, the function and the QDQ add of two tensors of different scales."""
+def _onnx_gate(op, join, shape):
+    """fp32 ONNX ``join(x, op(x))`` (op: Sigmoid or Tanh, join: Add or Mul; Sigmoid and Mul is
+    SiLU): after quantisation two int16 row-wise layers, the function and the QDQ add or
+    multiply of two tensors of different scales."""
     x = helper.make_tensor_value_info(zoo.INPUT, TensorProto.FLOAT, list(shape))
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))
     graph = helper.make_graph([helper.make_node(op, [zoo.INPUT], ["f"]),
-                               helper.make_node("Add", [zoo.INPUT, "f"], ["y"])],
-                              "residual", [x], [y])
+                               helper.make_node(join, [zoo.INPUT, "f"], ["y"])],
+                              "gate", [x], [y])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 
 
-@pytest.mark.parametrize("op", ["Sigmoid", "Tanh"])
-def test_onnxruntime_qint16_within_one_step(op):
-    """onnxruntime's QInt16 QDQ of ``x + op(x)``: both layers on the array, bit-exact with the
-    reference, within one output step of onnxruntime with optimisations off."""
+@pytest.mark.parametrize("op,join", [("Sigmoid", "Add"), ("Tanh", "Add"), ("Sigmoid", "Mul")])
+def test_onnxruntime_qint16_within_one_step(op, join):
+    """onnxruntime's QInt16 QDQ of ``join(x, op(x))``: both layers on the array, bit-exact with
+    the reference, within one output step of onnxruntime with optimisations off."""
     shape = (16, 64)
-    model = zoo.quantize(_onnx_sigmoid_residual(op, shape), shape, quant="int16")
+    model = zoo.quantize(_onnx_gate(op, join, shape), shape, quant="int16")
     mod = from_onnx(model, keep_params_in_input=False)
     x = np.random.default_rng(3).standard_normal(shape).astype(np.float32) * 2
     ex = tvm_aie.build(mod)
@@ -113,7 +116,8 @@ def test_onnxruntime_qint16_within_one_step(op):
     assert np.abs(y - zoo.run_onnxruntime(model, x)).max() <= zoo.output_scale(model) * 1.001
     rep = tvm_aie.report(ex)
     assert sorted((layer["op"], layer["precision"]) for s in rep.subgraphs
-                  for layer in s.layers) == sorted([(op.lower(), "int16"), ("add", "int16")])
+                  for layer in s.layers) == \
+        sorted([(op.lower(), "int16"), (join.lower(), "int16")])
 
 
 def test_int16_in_int8_out_is_not_a_qdq_function():
@@ -174,11 +178,12 @@ def test_emulated_fp32_rate_matches_the_catalogs_fp32_macs():
 
 
 def test_int16_rowwise_cycles():
-    """An int16 add runs at the load width's int16 lanes (AIE-ML: 64 B / 2 = 32); an int16 QDQ
-    function is its fp32 passes plus the conversions each way, at the fp32 rates."""
+    """An int16 add or multiply runs at the load width's int16 lanes (AIE-ML: 64 B / 2 = 32); an
+    int16 QDQ function is its fp32 passes plus the conversions each way, at the fp32 rates."""
     scales, zps = [1e-3, 2e-3, 3e-3], [0, 0, 0]
-    tr, cycles = _block_cycles(qdq_model((4, 40), "add", scales, zps), "aie-ml/vek280")
-    assert cycles == CALL_OVERHEAD + math.ceil(tr * 40 / 32) * PASSES["add"]
+    for op in ("add", "mul"):
+        tr, cycles = _block_cycles(qdq_model((4, 40), op, scales, zps), "aie-ml/vek280")
+        assert cycles == CALL_OVERHEAD + math.ceil(tr * 40 / 32) * PASSES[op]
     tr, cycles = _block_cycles(qdq_model((4, 40), "gelu", scales, zps), "aie-ml/vek280")
     muls = MUL_PASSES["gelu"] + QDQ_PASSES[0]
     others = PASSES["gelu"] - MUL_PASSES["gelu"] + QDQ_PASSES[1]

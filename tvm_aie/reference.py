@@ -6,8 +6,8 @@ padded with the input zero point) as the integer ops the array runs (:mod:`tvm_a
 accumulation of raw int8 operands, int32 bias with the input zero point folded in, int64 multiply
 by the multiplier, round half up by adding ``2^(shift-1)``, right shift, output zero point, clip,
 int8; int16xint8 dense and conv2d layers the same with int16 activations, int64 accumulator and
-bias, and int16 output; int8 and int16 row-wise adds and tables), fp32 layers as matmul/conv2d +
-bias + relu (+ max-pool). Everything else is the model's own Relax. The simulator's int8 output
+bias, and int16 output; int8 and int16 row-wise adds, multiplies and tables), fp32 layers as
+matmul/conv2d + bias + relu (+ max-pool). Everything else is the model's own Relax. The simulator's int8 output
 is therefore comparable bit for bit, while the reference is checked against numpy and
 onnxruntime independently of the array.
 """
@@ -155,10 +155,18 @@ def _bmm(bb: relax.BlockBuilder, a, b, layer: BmmLayer):
 
 
 def _rowwise(bb: relax.BlockBuilder, x, layer: RowLayer, other=None):
-    """int8 tables as the array applies them; an int16 QDQ function as the table of what the
-    array's float32 arithmetic gives at each of the 65536 inputs (the CPU holds the 128 KB a tile
-    cannot); int8 and int16 adds in integers; fp32 row-wise layers as TVM's own ops (the array's
-    GELU polynomial and exp differ from them by their stated error only)."""
+    """int8 and int16 adds and multiplies in integers; int8 tables as the array applies them; an
+    int16 QDQ function as the table of what the array's float32 arithmetic gives at each of the
+    65536 inputs (the CPU holds the 128 KB a tile cannot); fp32 row-wise layers as TVM's own ops
+    (the array's GELU polynomial and exp differ from them by their stated error only)."""
+    if layer.op == "mul" and layer.precision in ("int8", "int16"):  # quant.requantize_mul
+        q = layer.qdq
+        a, b = (bb.emit(relax.op.subtract(relax.op.astype(t, "int64"), _const(zp, "int64")))
+                for t, zp in ((x, q["in_zp"]), (other, q["other_zp"])))
+        acc = _rounding_shift(bb, bb.emit(relax.op.multiply(a, b)), _const(q["mult"], "int64"),
+                              _const(q["shift"], "int64"))
+        y = bb.emit(relax.op.add(acc, _const(layer.out_zp, "int64")))
+        return _clip_int8(bb, y, QMIN[layer.precision], layer.precision)
     if layer.op == "lut" or layer.qdq is not None:
         low, dtype = (-128, "int8") if layer.op == "lut" else (QMIN["int16"], "int16")
         table = layer.lut if layer.op == "lut" else \

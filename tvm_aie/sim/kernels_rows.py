@@ -1,5 +1,5 @@
-"""The row-wise kernel: GELU, sigmoid, tanh, softmax, layer norm, an add (fp32, int8 or int16), a
-multiply (fp32), an int8 lookup table or an int16 QDQ function on one block of whole rows in tile
+"""The row-wise kernel: GELU, sigmoid, tanh, softmax, layer norm, an add or a multiply (fp32, int8
+or int16), an int8 lookup table or an int16 QDQ function on one block of whole rows in tile
 memory. Registered into :data:`tvm_aie.sim.kernels.KERNELS` as ``"rowwise"``.
 
 How the transcendental parts are computed, and their error:
@@ -20,7 +20,9 @@ How the transcendental parts are computed, and their error:
   (:func:`qdq_function`): dequantise to float32 (``(x - zp) * s``, as ONNX's DequantizeLinear),
   the float32 function above, quantise with the reciprocal of the output scale (the vector unit
   has no divide), round half to even, saturate. int16 adds use
-  :func:`~tvm_aie.quant.requantize_add` with int16 output, as int8 ones do with int8.
+  :func:`~tvm_aie.quant.requantize_add` with int16 output, as int8 ones do with int8; int8 and
+  int16 QDQ multiplies of two tensors :func:`~tvm_aie.quant.requantize_mul` (the centred product
+  requantised in integers).
 
 bfloat16 (``build(..., precision="bf16")``): the tensors in and out are bf16, the arithmetic in
 between is float32 (AIE-ML's float32 accumulators; mean, variance, sums and the erf polynomial
@@ -59,7 +61,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..codegen.program import BFLOAT16
-from ..quant import QMAX, QMIN, requantize_add
+from ..quant import QMAX, QMIN, requantize_add, requantize_mul
 from .kernels import CALL_OVERHEAD, KERNELS, check_standalone_call
 from .memory import tile_key
 
@@ -132,7 +134,7 @@ def rowwise_cycles(device, op: str, precision: str, elems: int) -> int:
     """Cycles of one call on ``elems`` elements (without the call overhead)."""
     if op == "lut":
         return math.ceil(elems / LUT_LANES) * PASSES[op]
-    if precision in ("int8", "int16") and op == "add" or precision == "bfloat16":
+    if precision in ("int8", "int16") and op in ("add", "mul") or precision == "bfloat16":
         return math.ceil(elems / element_lanes(device, precision)) * PASSES[op]
     lanes, mul_cycles = float32_vector(device)  # float32, or an int16 QDQ function
     muls, others = MUL_PASSES[op], PASSES[op] - MUL_PASSES[op]
@@ -178,15 +180,16 @@ class RowWise:
         self.op, self.precision, self.eps = p["op"], p["precision"], float(p.get("eps", 1e-5))
         self.variant = (self.name, self.op, self.precision)
         self.add, self.out_zp = p.get("add"), int(p.get("out_zp", 0))  # int8/16 add requantisation
-        self.qdq = p.get("qdq")  # an int16 QDQ function's scales and zero points
+        self.qdq = p.get("qdq")  # an int16 QDQ function's or an integer mul's requantisation
         need = {"x", "y"} | {"layernorm": {"gamma", "beta"}, "lut": {"lut"},
                              "add": {"x2"}, "mul": {"x2"}}.get(self.op, set())
         if self.op not in PASSES:
             raise ValueError(f"{where}: unknown op {self.op!r}")
-        if (self.op in QDQ_OPS and self.precision == "int16") != (self.qdq is not None) or \
-                self.op == "scale" and self.qdq is None:
+        integer = self.precision in ("int8", "int16")
+        if (self.op in QDQ_OPS and self.precision == "int16" or self.op == "mul" and integer) \
+                != (self.qdq is not None) or self.op == "scale" and self.qdq is None:
             raise ValueError(f"{where}: {self.op} in {self.precision} needs the QDQ parameters "
-                             "exactly when it is an int16 QDQ function")
+                             "exactly when it is an int16 QDQ function or an integer multiply")
         check_standalone_call(where, buffers, need, link_in, link_out)
         x, y = buffers["x"], buffers["y"]
         if list(x.shape) != list(y.shape) or len(x.shape) != 2:
@@ -209,6 +212,10 @@ class RowWise:
             x = x.astype(np.float32)
         if self.op == "lut":
             out = view(self.buffers["lut"])[x.astype(np.int16) + 128]
+        elif self.op == "mul" and self.qdq is not None:
+            q = self.qdq
+            out = requantize_mul(x, q["in_zp"], view(self.buffers["x2"]), q["other_zp"],
+                                 q["mult"], q["shift"], self.out_zp, self.precision)
         elif self.qdq is not None:
             out = qdq_function(self.op, x, self.qdq)
         elif self.op == "add" and self.precision in ("int8", "int16"):
