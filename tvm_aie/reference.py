@@ -7,9 +7,9 @@ accumulation of raw int8 operands, int32 bias with the input zero point folded i
 by the multiplier, round half up by adding ``2^(shift-1)``, right shift, output zero point, clip,
 int8; int16xint8 dense and conv2d layers the same with int16 activations, int64 accumulator and
 bias, and int16 output; int8 and int16 row-wise adds, multiplies and tables), fp32 layers as
-matmul/conv2d + bias + relu (+ max-pool). Everything else is the model's own Relax. The simulator's int8 output
-is therefore comparable bit for bit, while the reference is checked against numpy and
-onnxruntime independently of the array.
+matmul/conv2d + bias + relu (+ max-pool). Everything else is the model's own Relax. The
+simulator's int8 output is therefore comparable bit for bit, while the reference is checked
+against numpy and onnxruntime independently of the array.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tvm
 from tvm import relax
 
 from .codegen.layers import (BmmLayer, ConcatLayer, ConvLayer, DenseLayer, FlattenLayer,
-                             LayerGraph, RowLayer, SliceLayer, read_layer_graph)
+                             HeadsLayer, LayerGraph, RowLayer, SliceLayer, read_layer_graph)
 from .partition import partition_for_aie
 from .quant import ADD_LEFT_SHIFT, QMAX, QMIN
 from .schedules.dense import accumulator_dtype
@@ -211,6 +211,14 @@ def reference_function(graph: LayerGraph) -> relax.Function:
                     if layer.perm:
                         x = bb.emit(relax.op.permute_dims(x, layer.perm))
                     values[layer.name] = bb.emit(relax.op.reshape(x, layer.out_shape))
+                elif isinstance(layer, HeadsLayer):  # moves the values (int8: unchanged)
+                    hd = layer.width // layer.heads
+                    heads = [layer.batch, layer.seq, layer.heads, hd]
+                    if layer.split:
+                        x = bb.emit(relax.op.reshape(x, heads))
+                    x = bb.emit(relax.op.permute_dims(x, list(layer.perm)))
+                    values[layer.name] = x if layer.split else bb.emit(relax.op.reshape(
+                        x, [layer.batch, layer.seq, layer.width]))
                 elif isinstance(layer, SliceLayer):
                     ends = [b + (n - 1) * s + 1 for b, n, s in
                             zip(layer.begin, layer.out_shape[1:], layer.steps)]
