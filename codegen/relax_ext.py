@@ -41,6 +41,11 @@ log = logging.getLogger("tvm_aie")
 _TUNED = contextvars.ContextVar("tvm_aie_tuned", default=None)
 
 
+# plan_chain's configs by (workloads, pinned), while compile_programs tries where to split a
+# function (it compiles many programs over the same dense chains)
+_PLANS = contextvars.ContextVar("tvm_aie_plans", default=None)
+
+
 # "bf16" while build(..., precision="bf16") compiles: fp32 layers then run in bfloat16
 _PRECISION = contextvars.ContextVar("tvm_aie_precision", default=None)
 
@@ -119,7 +124,12 @@ def _conv_layouts(layers: list, name: str, device, pinned: dict) -> list:
 
 def _dense_layouts(layers: list, name: str, device, pinned: dict | None) -> list:
     workloads = [workload_of(layer) for layer in layers]
-    configs = plan_chain(workloads, device, pinned)
+    plans, key = _PLANS.get(), (tuple(workloads), tuple(sorted((pinned or {}).items())))
+    configs = plans.get(key) if plans is not None else None
+    if configs is None:
+        configs = plan_chain(workloads, device, pinned)
+        if plans is not None:
+            plans[key] = configs
     layouts = []
     for layer, wl, cfg in zip(layers, workloads, configs):
         sch = dense.schedule(dense.dense_prim_func(wl), wl, cfg, device)
@@ -345,40 +355,50 @@ def compile_programs(func, name: str, device, pinned: dict | None = None) -> lis
         order = {layer.name: k for k, layer in enumerate(_as_needed(layers, outputs))}
         pinned = {order[layers[i].name]: cfg for i, cfg in pinned.items()}
         layers = sorted(layers, key=lambda layer: order[layer.name])
-    programs, start = [], 0
-    while start < len(layers):
-        why = None
-        stop = start + 1
-        while stop < len(layers) and _joins(layers[stop - 1], layers[stop]):
-            stop += 1
-        ends = [end for end in range(stop, start, -1) if _may_end(layers, outputs, start, end)]
-        if not ends:
-            raise ValueError(f"{name}: {layers[start].name}..{layers[stop - 1].name} cannot be "
-                             f"split into programs that hand their tensors on")
-        for end in ends:
-            part = f"{name}.{len(programs)}" if programs or end < len(layers) else name
-            reads, writes = _handover(layers, outputs, start, end)
-            index = {src: k for k, src in enumerate(reads)}
-            sub = {i - start: cfg for i, cfg in pinned.items() if start <= i < end}
-            conv = any(isinstance(layer, ConvLayer) for layer in layers[start:end])
-            try:
-                program = compile_chain([_handed_over(layer, index) for layer in layers[start:end]],
-                                        part, device, sub, outputs if end == len(layers) else
-                                        None if conv else tuple(writes))
-                break
-            except (PlacementError, ResourceError, TilingError) as err:
-                if end == ends[-1]:
-                    raise
-                why = f"{layers[start].name}..{layers[end - 1].name} do not fit: {err}"
-        if end < len(layers) and not why:
-            why = f"{layers[end].name} is of another family ({_family(layers[end])})"
-        if why:
-            log.info("aie: %s split after %s: %s", name, layers[end - 1].name, why)
-            program.meta["split"] = why
-        program.meta.update(reads=reads, writes=writes)
-        programs.append(program)
-        start = end
+    programs, start, token = [], 0, _PLANS.set({})
+    try:
+        while start < len(layers):
+            start = _compile_next(layers, outputs, start, programs, name, device, pinned)
+    finally:
+        _PLANS.reset(token)
     return programs
+
+
+def _compile_next(layers: list, outputs: tuple, start: int, programs: list, name: str, device,
+                  pinned: dict) -> int:
+    """Append the longest program from ``layers[start]`` that fits to ``programs``; returns
+    where the next one starts."""
+    why = None
+    stop = start + 1
+    while stop < len(layers) and _joins(layers[stop - 1], layers[stop]):
+        stop += 1
+    ends = [end for end in range(stop, start, -1) if _may_end(layers, outputs, start, end)]
+    if not ends:
+        raise ValueError(f"{name}: {layers[start].name}..{layers[stop - 1].name} cannot be "
+                         f"split into programs that hand their tensors on")
+    for end in ends:
+        part = f"{name}.{len(programs)}" if programs or end < len(layers) else name
+        reads, writes = _handover(layers, outputs, start, end)
+        index = {src: k for k, src in enumerate(reads)}
+        sub = {i - start: cfg for i, cfg in pinned.items() if start <= i < end}
+        conv = any(isinstance(layer, ConvLayer) for layer in layers[start:end])
+        try:
+            program = compile_chain([_handed_over(layer, index) for layer in layers[start:end]],
+                                    part, device, sub, outputs if end == len(layers) else
+                                    None if conv else tuple(writes))
+            break
+        except (PlacementError, ResourceError, TilingError) as err:
+            if end == ends[-1]:
+                raise
+            why = f"{layers[start].name}..{layers[end - 1].name} do not fit: {err}"
+    if end < len(layers) and not why:
+        why = f"{layers[end].name} is of another family ({_family(layers[end])})"
+    if why:
+        log.info("aie: %s split after %s: %s", name, layers[end - 1].name, why)
+        program.meta["split"] = why
+    program.meta.update(reads=reads, writes=writes)
+    programs.append(program)
+    return end
 
 
 @tvm.register_global_func("relax.ext.aie", override=True)

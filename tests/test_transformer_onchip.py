@@ -125,21 +125,26 @@ def test_bf16_transformer_is_one_program():
 
 
 def test_int8_transformer_programs_and_bit_exact():
-    """int8 QDQ: 8 programs, not 1. The softmax and both layer norms are float functions between
-    a dequantize and a quantize that stay on the CPU (there is no int8 softmax or layer norm on
-    the array: the softmax runs as an fp32 program of its own, the layer norms on the CPU), and
-    the heads' reshapes and transposes between QDQ pairs stay on the CPU, so the graph is cut
-    around them: Q, K and V projections, the two attention matmuls, the softmax, the output
-    projection with its residual add, and the FFN with its residual add."""
+    """int8 QDQ: 4 programs, not 1. The heads (reshapes and transposes between QDQ pairs of one
+    scale) are DMA patterns as in fp32, but the softmax and both layer norms are float functions
+    between a dequantize and a quantize: there is no int8 softmax or layer norm on the array, so
+    the softmax runs as an fp32 program of its own between a dequantize and a quantize on the
+    CPU (with the scores' scale multiply, whose scalar is itself a dequantized constant) and the
+    layer norms run on the CPU. The graph is cut there: Q and K projections with the scores'
+    matmul; the softmax; V projection, the context matmul, heads merge, output projection and
+    residual add; the FFN with its residual add."""
     model, mod, x = _zoo("int8")
     ex = tvm_aie.build(mod)
     y = _run(ex, x)
     np.testing.assert_array_equal(y, _run(build_reference(mod), x))
     np.testing.assert_array_equal(y, zoo.run_onnxruntime(model, x))
     rep = tvm_aie.report(ex)
-    assert rep.offloaded_share >= 0.95 and len(rep.subgraphs) == 8
+    assert rep.offloaded_share >= 0.95 and len(rep.subgraphs) == 4
     ops = [[layer.get("op", "dense") for layer in sub.layers] for sub in rep.subgraphs]
-    assert ["dense", "lut", "dense", "add"] in ops and ["dense", "add"] in ops
+    assert ops == [["dense", "dense", "bmm"], ["dense", "bmm", "dense", "add"],
+                   ["dense", "lut", "dense", "add"], ["softmax"]]
+    assert sum(" -> heads" in edge for sub in rep.subgraphs
+               for edge in sub.onchip_intermediates) == 4
 
 
 @settings(max_examples=4, deadline=None)
@@ -159,7 +164,7 @@ def test_encoder_layers_match_cpu(heads_hd, seq, batch, ffn, seed):
 
 @pytest.mark.parametrize("device,count", [("aie-ml/npu1", 4), ("aie-mlv2/npu2", 2)])
 def test_small_device_splits_and_matches(device, count):
-    """NPU1's 4 columns hold a quarter of the layer, NPU2's 8 the attention block: the layer is
+    """NPU1's 4 columns hold a quarter of the layer, NPU2's 8 its attention block: the layer is
     split where it does not fit, each program saying why, the cuts handing over every tensor
     that crosses them (the input x goes to the programs reading it)."""
     model, mod, x = _zoo()
