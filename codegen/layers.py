@@ -9,7 +9,10 @@ and b), ``relu`` and a max-pool; in int8 both are wrapped in the ``dequantize ..
 onnxruntime's QDQ format. An ``aie.flatten_*`` composite (a reshape) becomes a
 :class:`FlattenLayer` between a conv part and a dense head, an ``aie.slice`` a
 :class:`SliceLayer` and an ``aie.concat_*`` a :class:`ConcatLayer`, each folded into the conv or
-pooling layers reading it (:func:`read_program`); conv and pooling layers may form a DAG.
+pooling layers reading it (:func:`read_program`); conv and pooling layers may form a DAG. An
+``aie.heads_*`` composite (reshape and transpose) becomes a :class:`HeadsLayer` between a dense
+layer and a batched matmul (or back), which the program does with DMA patterns; dense, batched
+matmul, row-wise and heads layers may form a DAG too (a transformer encoder layer).
 
 For int8 layers this also fixes the integer arithmetic the array does (see :mod:`tvm_aie.quant`):
 the kernel multiplies the raw int8 input, so the input zero point is folded into the int32 bias
@@ -29,7 +32,7 @@ import numpy as np
 from tvm import relax
 
 from ..partition import const_value, layer_precision
-from ..quant import quantize_multiplier
+from ..quant import product_multiplier, quantize_multiplier
 from ..schedules.dense import OPERANDS, accumulator_dtype
 
 
@@ -213,7 +216,8 @@ class RowLayer:
 
     ``op``: "gelu", "sigmoid", "tanh", "softmax", "layernorm" (fp32, with
     ``gamma``/``beta``/``eps``), "add" (of ``other``, a second tensor of the same shape; int8 and
-    int16 through :func:`tvm_aie.quant.requantize_add` with ``add``), "mul" (fp32, by ``other``),
+    int16 through :func:`tvm_aie.quant.requantize_add` with ``add``), "mul" (by ``other``; int8
+    and int16 through :func:`tvm_aie.quant.requantize_mul` with ``qdq``),
     "lut" (int8: ``y = lut[x + 128]``, the table being the layer's QDQ float function at every
     input) or, in int16, "gelu", "sigmoid", "tanh" and "scale" (by a scalar) as QDQ functions
     computed in float32 on the tile with ``qdq`` (:func:`tvm_aie.sim.kernels_rows.qdq_function`:
@@ -232,7 +236,8 @@ class RowLayer:
     other: int | str | None = None
     add: tuple | None = None  # int8: (x_zp, x_mult, x_shift, other_zp, other_mult, other_shift)
     out_zp: int = 0
-    # int16 QDQ function: in_scale, in_zp, out_scale, out_zp (float32 values) and scale's scalar
+    # int16 QDQ function: in_scale, in_zp, out_scale, out_zp (float32 values) and scale's scalar;
+    # int8/int16 mul: in_zp, other_zp and the product's mult, shift (quant.product_multiplier)
     qdq: dict | None = None
     macs = 0  # no multiply-accumulates in the model's count
 
@@ -312,8 +317,9 @@ def _read_heads(func: relax.Function, name: str, x, out, source) -> HeadsLayer:
     calls = [b.value for block in func.body.blocks for b in block.bindings
              if isinstance(b.value, relax.Call)]
     (perm,) = [tuple(int(a) for a in c.attrs.axes) for c in calls
-               if c.op.name == "relax.permute_dims"]
-    split = calls[0].op.name == "relax.reshape"
+               if c.op.name == "relax.permute_dims"]  # (int8: between QDQ pairs of one scale)
+    split = [c.op.name for c in calls if c.op.name in ("relax.reshape", "relax.permute_dims")
+             ][0] == "relax.reshape"
     batch, seq, width = (int(d) for d in (x if split else out).ty.shape)
     heads = int((out if split else x).ty.shape[1])
     return HeadsLayer(name, str(x.ty.dtype), batch, seq, heads, width, perm, split, source)
@@ -670,10 +676,17 @@ def _read_rowwise(func: relax.Function, name: str, sources: dict) -> RowLayer:
         expr = bound.get(expr, expr)
         return expr.args[0] if isinstance(expr, relax.Call) else expr
 
-    if len(calls) == 4:  # q(dq(a) + dq(b)); operands in parameter order (the add commutes)
-        add, quant = calls[2], calls[3]
+    if len(calls) == 4:  # q(dq(a) + dq(b)) or q(dq(a) * dq(b)); operands in parameter order
+        add, quant = calls[2], calls[3]  # (both ops commute)
         a, b = sorted(add.args, key=lambda arg: str(sources[param_of(arg)]))
         out_scale = _scalar(quant.args[1])
+        if add.op.name == "relax.multiply":
+            (sa, za), (sb, zb) = ((_scalar(dq.args[1]), int(_scalar(dq.args[2])))
+                                  for dq in (bound.get(a, a), bound.get(b, b)))
+            mult, shift = product_multiplier(sa * sb / out_scale, str(x.ty.dtype))
+            return RowLayer(name, "mul", str(x.ty.dtype), shape, sources[param_of(a)],
+                            other=sources[param_of(b)], out_zp=int(_scalar(quant.args[2])),
+                            qdq={"in_zp": za, "other_zp": zb, "mult": mult, "shift": shift})
         terms = []
         for dq in (bound.get(a, a), bound.get(b, b)):
             (mult,), (shift,) = quantize_multiplier(_scalar(dq.args[1]) / out_scale)

@@ -95,7 +95,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.relax.dpl.pattern import is_const, is_op, is_tuple, wildcard
 from tvm.relax.transform import PatternCheckContext
 
-from .quant import quantize_multiplier
+from .quant import product_multiplier, quantize_multiplier
 from .schedules import bmm, conv2d, rowwise
 from .schedules.dense import TilingError
 from .target import UnknownDeviceError, device_of_target, get_device
@@ -756,7 +756,7 @@ def _rowwise_pattern(kind: str):
     int8 (``kind="lut"``) any of GELU / sigmoid / tanh / a scalar multiply between a dequantize
     and a quantize, which a 256-entry table maps exactly; the same with int16 activations
     (onnxruntime's ``QInt16``), computed in float32 between the two on the tile, and the QDQ add
-    (``"addq"``) of two int8 or two int16 tensors."""
+    (``"addq"``) or multiply (``"mulq"``) of two int8 or two int16 tensors."""
     x = wildcard()
     ann = {"x": x}
     if kind == "lut":
@@ -771,12 +771,14 @@ def _rowwise_pattern(kind: str):
         out = ann["quant"] = is_op("relax.quantize")(op, is_const(), is_const())
     elif kind == "layernorm":
         out = ann["op"] = is_op("relax.nn.layer_norm")(x, is_const(), is_const())
-    elif kind in ("add", "addq", "mul"):  # two activations of one shape (a residual, a gate)
+    elif kind in ("add", "addq", "mul", "mulq"):  # two activations of one shape (a residual, a
+        # gate)
         y = ann["y"] = wildcard()
-        a, b = (ann.setdefault("lhs", _dq(x)), ann.setdefault("rhs", _dq(y))) if kind == "addq" \
+        quant = kind.endswith("q")
+        a, b = (ann.setdefault("lhs", _dq(x)), ann.setdefault("rhs", _dq(y))) if quant \
             else (x, y)
-        out = ann["op"] = is_op("relax.multiply" if kind == "mul" else "relax.add")(a, b)
-        if kind == "addq":
+        out = ann["op"] = is_op("relax.add" if kind.startswith("add") else "relax.multiply")(a, b)
+        if quant:
             out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
     else:
         out = ann["op"] = is_op(_UNARY.get(kind, f"relax.nn.{kind}"))(x)
@@ -807,13 +809,6 @@ def _rowwise_reason(ctx: PatternCheckContext) -> str | None:
         y = ann["y"]
         if isinstance(y, tvm.ir.GenericConst) or list(y.ty.shape) != list(x.ty.shape):
             return f"the operands of the {op.op.name} are not two tensors of one shape"
-        if "quant" in ann:
-            s_out = const_value(ann["quant"].args[1]).astype(np.float64)
-            try:
-                for dq in (ann["lhs"], ann["rhs"]):
-                    quantize_multiplier(const_value(dq.args[1]).astype(np.float64) / s_out)
-            except ValueError as err:
-                return str(err)
     if "quant" in ann:  # int8 or int16 in and out
         if x.ty.dtype not in ("int8", "int16") or ann["quant"].attrs.out_dtype != x.ty.dtype:
             return f"dtypes {x.ty.dtype} -> {ann['quant'].attrs.out_dtype} (supported: int8 or " \
@@ -825,8 +820,21 @@ def _rowwise_reason(ctx: PatternCheckContext) -> str | None:
         if any(const_value(c.args[i]).size != 1
                for c in (ann["lhs"], ann.get("rhs", ann["lhs"]), ann["quant"]) for i in (1, 2)):
             return "quantisation is not per tensor"
-        if op.op.name == "relax.multiply" and const_value(op.args[1]).size != 1:
+        if "y" not in ann and op.op.name == "relax.multiply" and \
+                const_value(op.args[1]).size != 1:
             return "multiply by more than a scalar"
+        if "y" in ann:  # the requantisation of the sum's terms or of the product
+            s_out = const_value(ann["quant"].args[1]).astype(np.float64)
+            s_a, s_b = (const_value(dq.args[1]).astype(np.float64).item()
+                        for dq in (ann["lhs"], ann["rhs"]))
+            try:
+                if op.op.name == "relax.multiply":
+                    product_multiplier(s_a * s_b / s_out, str(x.ty.dtype))
+                else:
+                    quantize_multiplier(s_a / s_out)
+                    quantize_multiplier(s_b / s_out)
+            except ValueError as err:
+                return str(err)
         return None
     if x.ty.dtype != "float32" or "y" in ann and ann["y"].ty.dtype != "float32":
         return f"dtype {x.ty.dtype}"
@@ -872,7 +880,8 @@ def _graph_producer(ctx: PatternCheckContext) -> bool:
     merged region has no second output)."""
     for key in ("x", "y", "a", "b"):
         arg = ctx.annotated_expr.get(key)
-        if isinstance(arg, relax.Call) and isinstance(arg.op, relax.GlobalVar) and                 _offloaded.get(arg.op.name_hint) in _GRAPH:
+        if isinstance(arg, relax.Call) and isinstance(arg.op, relax.GlobalVar) and \
+                _offloaded.get(arg.op.name_hint) in _GRAPH:
             var = ctx.value_to_bound_var.get(arg)
             if var is not None and len(ctx.var_usages.get(var, [])) == 1:
                 return True
@@ -892,17 +901,21 @@ def _in_graph(pattern):
                                          pattern.annotation_patterns, check)
 
 
-def _heads_pattern(split: bool):
+def _heads_pattern(split: bool, int8: bool):
     """Attention heads split from a ``[B, S, D]`` activation (``permute_dims(reshape(x))``) or
-    merged back into one (``reshape(permute_dims(x))``), as ONNX Reshape + Transpose import."""
+    merged back into one (``reshape(permute_dims(x))``), as ONNX Reshape + Transpose import; in
+    int8 each between a dequantize and a quantize (onnxruntime's QDQ around both)."""
     x = wildcard()
     ann = {"x": x}
-    if split:
-        ann["reshape"] = is_op("relax.reshape")(x, wildcard())
-        out = ann["perm"] = is_op("relax.permute_dims")(ann["reshape"])
-    else:
-        ann["perm"] = is_op("relax.permute_dims")(x)
-        out = ann["reshape"] = is_op("relax.reshape")(ann["perm"], wildcard())
+    out = ann["lhs"] = _dq(x) if int8 else x
+    for step, key in enumerate(("reshape", "perm") if split else ("perm", "reshape")):
+        if step and int8:
+            ann["mid_q"] = is_op("relax.quantize")(out, is_const(), is_const())
+            out = ann["mid_dq"] = _dq(ann["mid_q"])
+        out = ann[key] = is_op("relax.reshape")(out, wildcard()) if key == "reshape" else \
+            is_op("relax.permute_dims")(out)
+    if int8:
+        out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
     ann["root"] = out
     return out, ann
 
@@ -911,10 +924,17 @@ _SPLITS = ((0, 2, 1, 3), (0, 2, 3, 1))  # queries and values; keys, transposed
 
 
 def _reader(ctx: PatternCheckContext):
-    """The value of main's one binding that reads the match's result, or None."""
+    """The value of main's one binding that reads the match's result (past a dequantize of it),
+    or None."""
     var = ctx.value_to_bound_var.get(ctx.annotated_expr["root"])
-    users = ctx.var_usages.get(var, []) if var is not None else []
-    return _bound.get(users[0].name) if len(users) == 1 else None
+    while var is not None:
+        users = ctx.var_usages.get(var, [])
+        value = _bound.get(users[0].name) if len(users) == 1 else None
+        if not (isinstance(value, relax.Call) and getattr(value.op, "name", "") ==
+                "relax.dequantize"):
+            return value
+        var = users[0]
+    return None
 
 
 def _heads_reason(ctx: PatternCheckContext) -> str | None:
@@ -922,15 +942,21 @@ def _heads_reason(ctx: PatternCheckContext) -> str | None:
     an offloaded dense layer's ``[B, S, D]`` output into ``[B, H, S, D/H]`` heads (the keys
     transposed) for a batched matmul of two activations, a merge must join an offloaded batched
     matmul's ``[B, H, S, D/H]`` result into ``[B, S, D]`` for an offloaded dense layer. The
-    batched matmul's DMA patterns then walk the dense side's matrix head by head (fp32: bf16
-    follows from the build's precision; QDQ heads stay on the CPU)."""
+    batched matmul's DMA patterns then walk the dense side's matrix head by head. In int8 every
+    quantize and dequantize has the input's one scale and zero point, so the int8 values move
+    unchanged."""
     if has_leaking_intermediate_variables(ctx):
         return "an intermediate of the reshape and transpose is used outside them"
     ann = ctx.annotated_expr
     x, root, perm = ann["x"], ann["root"], ann["perm"]
-    split = root.same_as(perm)
-    if x.ty.dtype != "float32":
-        return f"heads of a {x.ty.dtype} tensor (QDQ heads are not done by the array)"
+    split = len(ann["reshape"].ty.shape) == 4  # to [B, S, H, D/H]; a merge's is [B, S, D]
+    if x.ty.dtype != ("int8" if "quant" in ann else "float32"):
+        return f"heads of a {x.ty.dtype} tensor"
+    if "quant" in ann and (ann["quant"].attrs.out_dtype != "int8" or any(
+            const_value(c.args[i]).size != 1 or
+            not np.array_equal(const_value(ann["lhs"].args[i]), const_value(c.args[i]))
+            for c in (ann["mid_q"], ann["mid_dq"], ann["quant"]) for i in (1, 2))):
+        return "the heads change the quantisation parameters"
     if not (_static(x.ty, len(x.ty.shape)) and _static(root.ty, len(root.ty.shape))) or \
             perm.attrs.axes is None:
         return f"needs static shapes and axes, got {x.ty.shape} -> {root.ty.shape}"
@@ -1004,12 +1030,13 @@ def _patterns():
     out += [(f"aie.rowwise_{kind}_fp32", *_rowwise_pattern(kind), _check_rowwise)
             for kind in ("gelu", "sigmoid", "tanh", "softmax", "layernorm", "add", "mul")]
     out += [(f"aie.rowwise_{kind}_int8", *_rowwise_pattern(kind), _check_rowwise)
-            for kind in ("lut", "addq")]
+            for kind in ("lut", "addq", "mulq")]
     out += [("aie.flatten_" + ("int8" if int8 else "fp32") + ("_transpose" if t else ""),
              *_flatten_pattern(int8, t), _check_flatten) for int8 in (False, True)
             for t in (False, True)]
-    out += [(f"aie.heads_fp32_{'split' if split else 'merge'}", *_heads_pattern(split),
-             _check_heads) for split in (True, False)]
+    out += [(f"aie.heads_{'int8' if int8 else 'fp32'}_{'split' if split else 'merge'}",
+             *_heads_pattern(split, int8), _check_heads) for int8 in (False, True)
+            for split in (True, False)]
     out.append(("aie.slice", *_slice_pattern(), _check_slice))
     out += [(f"aie.concat_{'int8' if int8 else 'fp32'}_{n}", *_concat_pattern(int8, n),
              _check_concat) for int8 in (False, True) for n in range(2, CONCAT_INPUTS + 1)]
