@@ -80,9 +80,9 @@ class _Seam:
 
 
 class _Memtiles:
-    """Picks each seam's memory tile: the nearest to a column (the row next to the compute tiles
-    first) that still has the DMA channels, the lock and the bytes the seam needs (tallied here,
-    as the channels are taken only when the parts are lowered)."""
+    """Picks each seam's memory tile: the nearest to a column that still has the DMA channels,
+    the lock and the bytes the seam needs (tallied here, as the channels are taken only when the
+    parts are lowered)."""
 
     def __init__(self, device):
         self.device, self.used = device, {}
@@ -95,7 +95,7 @@ class _Memtiles:
                   dev.memtile["bytes"])
         for dist in range(dev.columns):
             for c in sorted({col - dist, col + dist}):
-                for row in range(dev.first_compute_row - 1, 0, -1):  # the nearest row first
+                for row in range(1, dev.first_compute_row):
                     used = self.used.get((c, row), (0, 0, 0, 0))
                     if 0 <= c < dev.columns and all(u + n <= lim for u, n, lim
                                                     in zip(used, need, limits)):
@@ -198,7 +198,7 @@ def lower_net(name: str, parts: list, device, outputs: tuple | None = None) -> P
             dtype.setdefault(key, layers[0].in_dtype if kind == "dense" else layers[0].precision)
     stride = {key: max(ws) for key, ws in width.items()}
     shape = {key: [max(rs), stride[key]] for key, rs in rows.items()}
-    # the seams, each in a memory tile near its first reader
+    # the seams: each tensor a part reads, in a memory tile near its writer
     memtiles, seams, ends, edges = _Memtiles(device), {}, {}, []
     for key, (i, merge) in written.items():
         readers = read.get(key, [])
