@@ -238,7 +238,7 @@ def lower_net(name: str, parts: list, device, outputs: tuple | None = None) -> P
             fifos.lower_consumers(res, fifo)
         else:
             ends[out] = (None, sink)
-    metas = []
+    metas, parted = [], [i for i, part in enumerate(computed) if part[0] != "heads"]
     for i, (kind, layers, layouts) in enumerate(computed):
         if kind == "heads":
             continue
@@ -280,8 +280,10 @@ def lower_net(name: str, parts: list, device, outputs: tuple | None = None) -> P
         "macs": sum(meta["macs"] for meta in metas),
         "padded_macs": sum(meta["padded_macs"] for meta in metas),
         "layers": [layer for meta in metas for layer in meta["layers"]],
-        "onchip_intermediates": [edge for meta in metas for edge in meta["onchip_intermediates"]]
-        + [edge for _, edge in sorted(edges, key=lambda e: e[0])],
+        # in dataflow order: each part's own, then the seams it writes
+        "onchip_intermediates": [edge for i, meta in zip(parted, metas)
+                                 for edge in meta["onchip_intermediates"] +
+                                 [text for j, text in edges if j == i]],
         "io": "ddr",
         # a conv part over a batch: its images and memory-tile copies (the report's pipeline)
         **{key: metas[0][key] for key in ("batch", "image_buffers") if key in metas[0]},
