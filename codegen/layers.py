@@ -796,8 +796,9 @@ def read_program(func: relax.Function) -> tuple[list, tuple]:
     outputs it returns (in its order). Conv and pooling layers may form a DAG (a layer read by
     several, a concat of several: what the conv lowering builds); any other layer reads program
     inputs or layers before it (dense, batched matmul, row-wise and heads layers form a DAG too:
-    Q, K and V projections read one input, a residual add two tensors), and a function with one
-    returns one tensor, its last layer's. A slice becomes the ``in_slice`` of the conv or pooling layer reading it (its input pattern), a
+    Q, K and V projections read one input, a residual add two tensors, and the function may
+    return several of them, heads excepted), and a function with a conv layer and others returns
+    its last layer's output. A slice becomes the ``in_slice`` of the conv or pooling layer reading it (its input pattern), a
     concat the ``in_concat`` of each reader, and an int8 concat input's requantisation the
     ``rescale`` of its producer."""
     graph = read_layer_graph(func)
@@ -831,10 +832,12 @@ def read_program(func: relax.Function) -> tuple[list, tuple]:
                              f"inputs or earlier layers")
         layers.append(layer)
     outputs = graph.output if isinstance(graph.output, tuple) else (graph.output,)
-    if any(out not in convs | {layers[-1].name} for out in outputs) or \
-            len(convs) < len(layers) and outputs != (layers[-1].name,):
+    if convs and (any(out not in convs | {layers[-1].name} for out in outputs) or
+                  len(convs) < len(layers) and outputs != (layers[-1].name,)) or \
+            any(isinstance(x, HeadsLayer) and x.name in outputs for x in layers):
         raise ValueError(f"aie function: its result {graph.output!r} is not the output of its "
-                         f"last layer, or of conv and pooling layers only")
+                         f"last layer, of conv and pooling layers only, or of layers other than "
+                         f"heads")
     for name in rescale:  # requantised for the concat: no other reader may see those values
         readers = [x for x in layers if name in sources(x)]
         if name in outputs or any(x.in_concat is None or name not in x.in_concat.inputs

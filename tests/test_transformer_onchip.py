@@ -205,3 +205,26 @@ def test_seam_without_free_memory_tile_channels_is_one_clear_error():
     with pytest.raises(ResourceError, match="no memory tile of npu1 has 7 S2MM and 1 MM2S DMA "
                                             "channels, a lock and 64 B free for the seam d0.out"):
         memtiles.pick("d0.out", 0, 7, 1, 64)
+
+
+def test_a_graph_function_returns_several_tensors():
+    """``a = x @ w1`` feeds the offloaded ``a + x @ w2`` and a Sin on the CPU: the program
+    returns both ``a`` (copied out of its memory tile, which the add reads) and the sum."""
+    rng = np.random.default_rng(0)
+    w1, w2 = (numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), n)
+              for n in ("w1", "w2"))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["a"]),
+         helper.make_node("MatMul", ["x", "w2"], ["b"]),
+         helper.make_node("Add", ["a", "b"], ["c"]), helper.make_node("Sin", ["a"], ["s"]),
+         helper.make_node("Mul", ["c", "s"], ["y"])], "two_outputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 16])], [w1, w2])
+    mod = from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                    keep_params_in_input=False)
+    x = rng.standard_normal((8, 16)).astype(np.float32)
+    ex = tvm_aie.build(mod)
+    _close(_run(ex, x), _run(tvm.compile(mod, target="llvm"), x), FP32_TOL)
+    first = programs(ex)[1][0][1]
+    assert [t.name for t in first.outputs()] == ["output", "output1"]
+    assert [layer.get("op", "dense") for layer in first.meta["layers"]] == ["dense", "dense", "add"]
