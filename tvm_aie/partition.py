@@ -62,10 +62,16 @@ quantised otherwise than the output is requantised by its producer's epilogue.
 
 Batched matmuls of two activations (attention's QKᵀ and P·V: ``matmul(a, b)`` of one rank >= 3
 and the same batch dimensions, in fp32 optionally times a scalar, or between QDQ pairs) are a
-family of their own, one program each.
+family of their own. Attention heads (``permute_dims(reshape(x))`` splitting a dense layer's
+``[B, S, D]`` output into ``[B, H, S, D/H]``, keys transposed, for a batched matmul, and
+``reshape(permute_dims(x))`` merging its result back for a dense layer; in int8 between QDQ pairs
+of one scale) move no data of their own: the batched matmul's DMA patterns do them.
 
-Row-wise layers (a program of their own, or, with one input read from a dense layer, in that
-dense layer's program, matched in the second pass too): fp32 GELU, sigmoid, tanh, softmax and
+Batched matmuls, heads and row-wise layers are matched in graph passes, repeated until none
+joins: each joins the region when it reads an offloaded dense, batched matmul, row-wise or heads
+layer's output that it alone reads, so a whole transformer encoder layer becomes one function
+(:mod:`~tvm_aie.codegen.lower_net`); a batched matmul or row-wise layer that joins nothing is a
+program of its own, matched in the last pass. Row-wise layers: fp32 GELU, sigmoid, tanh, softmax and
 layer norm over the last axis and the add or multiply of two tensors of one shape (residual
 connections, gates); in int8 QDQ the
 add of two tensors (requantised) and any GELU, sigmoid, tanh or scalar multiply, as a 256-entry
