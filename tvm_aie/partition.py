@@ -71,11 +71,10 @@ Batched matmuls, heads and row-wise layers are matched in graph passes, repeated
 joins: each joins the region when it reads an offloaded dense, batched matmul, row-wise or heads
 layer's output that it alone reads, so a whole transformer encoder layer becomes one function
 (:mod:`~tvm_aie.codegen.lower_net`); a batched matmul or row-wise layer that joins nothing is a
-program of its own, matched in the last pass. Row-wise layers: fp32 GELU, sigmoid, tanh, softmax and
-layer norm over the last axis and the add or multiply of two tensors of one shape (residual
-connections, gates); in int8 QDQ the
-add of two tensors (requantised) and any GELU, sigmoid, tanh or scalar multiply, as a 256-entry
-lookup table (exact for per-tensor int8).
+program of its own, matched in the last pass. Row-wise layers: fp32 GELU, sigmoid, tanh,
+softmax and layer norm over the last axis and the add or multiply of two tensors of one shape
+(residual connections, gates); in int8 QDQ the add of two tensors (requantised) and any GELU,
+sigmoid, tanh or scalar multiply, as a 256-entry lookup table (exact for per-tensor int8).
 A bias or scale (a constant add or multiply) is offloaded only inside the layer it follows: on
 its own it would cost a round trip through DDR for one operation per element.
 
