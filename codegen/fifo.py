@@ -15,10 +15,12 @@ format).
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, field
 
 from .program import BufferDescriptor, DmaChannel, Instr, LockOp, Route
-from .resources import TileResources
+from .resources import ResourceError, TileResources
 
 
 @dataclass
@@ -134,10 +136,55 @@ def _ddr_channel(res: TileResources, ep: DdrEndpoint, direction: str, near_col: 
     pl = res.program.ddr_tensor(ep.tensor).io == "pl"
     shim = res.nearest_shim(near_col, direction, pl)
     ch = res.pl_port(shim, direction) if pl else res.channel(shim, direction)
-    bd = BufferDescriptor(id=0, buffer=ep.tensor, offset=ep.offset, sizes=list(ep.sizes),
-                          strides=list(ep.strides))
-    res.program.dmas.append(DmaChannel(tile=list(shim), direction=direction, channel=ch, bds=[bd]))
+    if pl:  # a PL stream port is no DMA: its one BD only spells out the stream's order
+        bds = [BufferDescriptor(id=0, buffer=ep.tensor, offset=ep.offset, sizes=list(ep.sizes),
+                                strides=list(ep.strides))]
+    else:
+        bds = _shim_bds(res.device.shim_dma, ep)
+    res.program.dmas.append(DmaChannel(tile=list(shim), direction=direction, channel=ch, bds=bds))
     return [shim[0], shim[1], ch]
+
+
+def _fewest_dims(sizes: list, strides: list) -> tuple[list, list]:
+    """The same element order in as few dimensions as it takes: a dimension of one step goes, and
+    one whose stride steps exactly over the whole of the next inner one merges with it."""
+    dims = [(n, s) for n, s in zip(sizes, strides) if n > 1] or [(1, 1)]
+    out = [dims[-1]]
+    for n, s in reversed(dims[:-1]):
+        inner_n, inner_s = out[0]
+        if s == inner_n * inner_s:
+            out[0] = (n * inner_n, inner_s)
+        else:
+            out.insert(0, (n, s))
+    return [n for n, _ in out], [s for _, s in out]
+
+
+def _shim_bds(table: dict, ep: DdrEndpoint) -> list:
+    """The BDs that walk a DDR endpoint's pattern within what a shim DMA BD addresses.
+
+    A BD has ``dims`` dimensions (``shim_dma`` in the catalog), plus on AIE-ML an outermost
+    iteration dimension of at most ``iteration`` steps when it is its channel's only BD. A
+    pattern with more is a chain of BDs over its outer indices, each the inner pattern at its
+    offset, run one after the other in the pattern's order; the simulator charges nothing for going
+    from one BD to the next (the DMA runs a chain without the host; AM020 gives no BD-switch
+    latency, so none is modelled). A chain longer than the channel's BDs is a
+    :class:`ResourceError` naming the tensor."""
+    sizes, strides = _fewest_dims(ep.sizes, ep.strides)
+    dims, iteration = table.get("dims", len(sizes)), table.get("iteration", 0)
+    if len(sizes) <= dims or (len(sizes) == dims + 1 and sizes[0] <= iteration):
+        return [BufferDescriptor(id=0, buffer=ep.tensor, offset=ep.offset, sizes=sizes,
+                                 strides=strides)]
+    outer = len(sizes) - dims
+    count = math.prod(sizes[:outer])
+    if count > table["bds"]:
+        raise ResourceError(f"DDR tensor {ep.tensor}: its {len(sizes)}-D pattern {sizes} takes "
+                            f"{count} BDs of {dims} dimensions on a shim DMA channel, which has "
+                            f"{table['bds']}")
+    offsets = [ep.offset + sum(i * s for i, s in zip(idx, strides))
+               for idx in itertools.product(*(range(n) for n in sizes[:outer]))]
+    return [BufferDescriptor(id=i, buffer=ep.tensor, offset=o, sizes=sizes[outer:],
+                             strides=strides[outer:], next=i + 1 if i + 1 < count else None)
+            for i, o in enumerate(offsets)]
 
 
 def _memtile_channel(res: TileResources, ep, direction: str) -> list:

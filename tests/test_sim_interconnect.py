@@ -319,8 +319,9 @@ def test_memtile_four_dimensional_pattern_and_its_limit():
     want = np.pad(np.stack([x.transpose(0, 2, 1)] * 2), ((0, 0), (0, 0), (0, 0), (1, 0)))
     np.testing.assert_array_equal(res.outputs["y"].reshape(want.shape), want)
     assert res.report.cycles == 64 // RATE + 2 * HOP
-    too_deep = _bd(0, "m", 0, sizes=[1, 2, 2, 3, 4], strides=[0, 0, 12, 4, 1])
-    with pytest.raises(ValueError, match="5-D pattern, a memtile DMA has 4-D"):
+    too_deep = _bd(0, "m", 0, sizes=[1, 1, 2, 2, 3, 4], strides=[0, 0, 0, 12, 4, 1])
+    with pytest.raises(ValueError, match=r"6-D pattern \[1, 1, 2, 2, 3, 4\], a memtile DMA BD "
+                                         r"has 4 plus an iteration dimension of at most 64"):
         simulate(_memtile_to_ddr(x, too_deep, 48), mode="timing")
 
 

@@ -184,16 +184,34 @@ class _Array:
                              f"each of the {dims} dimensions")
         return before, after
 
+    def _check_rank(self, ch, bd, where: str) -> None:
+        """A BD addresses at most its DMA kind's ``dims`` dimensions. Where the kind has an
+        ``iteration`` dimension (AIE-ML: AM020), one more outermost dimension of at most that
+        many steps is the BD's iteration offset, which advances once per execution of the BD: it
+        walks the pattern only when the BD is executed that many times back to back, i.e. it is
+        the channel's only BD (run ``sizes[0]`` times from its task queue), and without locks
+        (which each execution would take and give again)."""
+        kind = self.memories.kind(ch.tile)
+        table = self._dma_table(kind)
+        dims, iteration, rank = table.get("dims"), table.get("iteration"), len(bd.sizes)
+        if dims is None or rank <= dims:
+            return
+        alone = len(ch.bds) == 1 and bd.next is None and bd.acquire is None and bd.release is None
+        if iteration and rank == dims + 1 and bd.sizes[0] <= iteration and alone:
+            return
+        limit = f"{dims}" if not iteration else \
+            f"{dims} plus an iteration dimension of at most {iteration} steps (on a channel's " \
+            f"only BD, without locks)"
+        raise ValueError(f"{where}: {rank}-D pattern {bd.sizes}, a {kind} DMA BD has {limit}")
+
     def _transfer_factory(self, ch, bd, port: Port):
         where = f"DMA channel {port.name} BD {bd.id}"
         mem, base, dtype, count = self._bd_target(ch, bd, where)
-        kind = self.memories.kind(ch.tile)
-        dims = self._dma_table(kind).get("dims")
         if len(bd.sizes) != len(bd.strides) or not bd.sizes or min(bd.sizes) < 1:
             raise ValueError(f"{where}: sizes {bd.sizes} and strides {bd.strides} do not make a "
                              f"non-empty pattern")
-        if dims is not None and len(bd.sizes) > dims:
-            raise ValueError(f"{where}: {len(bd.sizes)}-D pattern, a {kind} DMA has {dims}-D")
+        if not port.pl:  # a PL port's BD list only spells out the stream's order (:mod:`.plio`)
+            self._check_rank(ch, bd, where)
         lo, hi = pattern_bounds(bd.offset, bd.sizes, bd.strides)
         if lo < 0 or hi >= count:
             raise ValueError(f"{where}: pattern reaches elements [{lo}, {hi}] of {bd.buffer}, "
