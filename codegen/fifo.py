@@ -5,8 +5,9 @@ one producer to one or more consumers. An endpoint on a compute tile owns ``dept
 data memory with a "free" and a "full" semaphore; depth 2 is ping-pong double buffering, so the DMA
 fills one slot while the core works on the other. AIE (AIE1) locks are single bits, so there each
 slot gets its own free/full pair; slots are used in order, so the handshake is the same. An
-endpoint on a shim tile is a DDR tensor walked by one n-D buffer descriptor; an endpoint on a
-memory tile is a region of one large buffer walked the same way, gated by semaphores the caller
+endpoint on a shim tile is a DDR tensor walked by an n-D pattern, one shim BD where the pattern
+fits the shim DMA's dimensions, else a chain of them (:func:`_shim_bds`); an endpoint on a
+memory tile is a region of one large buffer walked by n-D BDs, gated by semaphores the caller
 chooses (a memory tile holds a whole feature map that several producers fill and readers take
 once it is complete). Between the endpoints is one circuit-switched stream route; several
 consumers make it a broadcast (the idea of mlir-aie's IRON ``ObjectFifo``, written for this program
@@ -165,10 +166,10 @@ def _shim_bds(table: dict, ep: DdrEndpoint) -> list:
     A BD has ``dims`` dimensions (``shim_dma`` in the catalog), plus on AIE-ML an outermost
     iteration dimension of at most ``iteration`` steps when it is its channel's only BD. A
     pattern with more is a chain of BDs over its outer indices, each the inner pattern at its
-    offset, run one after the other in the pattern's order; the simulator charges nothing for going
-    from one BD to the next (the DMA runs a chain without the host; AM020 gives no BD-switch
-    latency, so none is modelled). A chain longer than the channel's BDs is a
-    :class:`ResourceError` naming the tensor."""
+    offset, run one after the other in the pattern's order. A stream chunk never spans a BD, so
+    each further BD costs the route's switch latency once more in the simulator
+    (:mod:`tvm_aie.sim.dma`); AM020 gives no BD-switch time of its own, so none more is modelled.
+    A chain longer than the channel's BDs is a :class:`ResourceError` naming the tensor."""
     sizes, strides = _fewest_dims(ep.sizes, ep.strides)
     dims, iteration = table.get("dims", len(sizes)), table.get("iteration", 0)
     if len(sizes) <= dims or (len(sizes) == dims + 1 and sizes[0] <= iteration):

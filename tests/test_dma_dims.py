@@ -24,12 +24,14 @@ def test_catalog_dims_per_dma_kind():
     assert ml.tile_dma["iteration"] == ml.memtile["iteration"] == ml.shim_dma["iteration"] == 64
 
 
-def _shim_to_memtile(x: np.ndarray, mm2s_bds: list, device: str = "ve2802") -> Program:
-    """DDR tensor x -> shim (0,0) MM2S chain ``mm2s_bds`` -> memory tile (0,1) buffer m, whose
-    MM2S sends m back to DDR tensor y (so the test reads what arrived)."""
+def _shim_to_memtile(x: np.ndarray, mm2s_bds: list, device: str = "ve2802",
+                     row1: str = "memtile") -> Program:
+    """DDR tensor x -> shim (0,0) MM2S chain ``mm2s_bds`` -> tile (0,1) (a memory tile; a compute
+    tile on AIE1) buffer m, whose MM2S sends m back to DDR tensor y (so the test reads what
+    arrived)."""
     n = x.size
     dt = str(x.dtype)
-    tiles = [TileSpec(0, 0, "shim"), TileSpec(0, 1, "memtile")]
+    tiles = [TileSpec(0, 0, "shim"), TileSpec(0, 1, row1)]
     return Program(
         name="t", device=device, tiles=tiles,
         ddr=[DdrTensor("x", list(x.shape), dt, "input"), DdrTensor("y", [n], dt, "output")],
@@ -81,15 +83,16 @@ def test_iteration_dimension_needs_a_lone_lock_free_bd():
 
 def test_aie1_shim_bd_is_linear():
     x = np.zeros(16, np.int32)
-    p = _shim_to_memtile(x, [BufferDescriptor(0, "x", 0, [4, 4], [1, 4])], device="vc1902")
-    p.tiles = [TileSpec(0, 0, "shim"), TileSpec(0, 1, "compute")]
+    p = _shim_to_memtile(x, [BufferDescriptor(0, "x", 0, [4, 4], [1, 4])], device="vc1902",
+                         row1="compute")
     with pytest.raises(ValueError, match="2-D pattern \\[4, 4\\], a shim DMA BD has 1$"):
         simulate(p, mode="timing")
 
 
 def test_split_chain_moves_a_five_d_pattern():
     """A 5-D permutation of a [2, 3, 2, 4, 2] int32 tensor: six BDs of 3-D (the outermost two
-    indices), which the simulator accepts and which deliver the permuted tensor."""
+    indices), which the simulator accepts and which deliver the permuted tensor; each BD after
+    the first costs one more chunk latency on the route (2 stream switches) than one linear BD."""
     x = np.arange(96, dtype=np.int32).reshape(2, 3, 2, 4, 2)
     perm = (1, 0, 3, 2, 4)
     el = np.array(x.strides) // x.itemsize
@@ -98,6 +101,9 @@ def test_split_chain_moves_a_five_d_pattern():
     assert len(bds) == 6 and all(len(bd.sizes) <= 3 for bd in bds)
     res = simulate(_shim_to_memtile(x, bds), {"x": x})
     np.testing.assert_array_equal(res.outputs["y"], x.transpose(perm).reshape(-1))
+    linear = simulate(_shim_to_memtile(x, [BufferDescriptor(0, "x", 0, [96], [1])]),
+                      mode="timing").report.cycles
+    assert res.report.cycles == linear + 5 * 2 * ML.stream_switch_latency_cycles
 
 
 def test_split_chain_longer_than_the_channel_is_a_resource_error():
