@@ -212,6 +212,11 @@ def _memtile_channel(res: TileResources, ep, direction: str) -> list:
     else:
         bds = [BufferDescriptor(id=0, buffer=ep.buffer, offset=ep.offset, sizes=list(ep.sizes),
                                 strides=list(ep.strides), acquire=ep.acquire, release=ep.release)]
+    dims = res.device.memtile["dims"]
+    for bd in bds:  # these BDs take locks, so the iteration dimension is no help (see _shim_bds)
+        if len(bd.sizes) > dims:
+            raise ResourceError(f"memory-tile buffer {ep.buffer}: a {len(bd.sizes)}-D pattern "
+                                f"{bd.sizes}, a memory-tile DMA BD has {dims} dimensions")
     res.program.dmas.append(DmaChannel(tile=list(tile), direction=direction, channel=ch, bds=bds))
     return [tile[0], tile[1], ch]
 

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tvm_aie.codegen.fifo import DdrEndpoint, _shim_bds
+from tvm_aie.codegen.fifo import (DdrEndpoint, MemtileEndpoint, ObjectFifo, _shim_bds,
+                                  lower_producer)
 from tvm_aie.codegen.program import (Buffer, BufferDescriptor, DdrTensor, DmaChannel, LockOp,
                                      Lock, Program, Route, TileSpec)
-from tvm_aie.codegen.resources import ResourceError
+from tvm_aie.codegen.resources import ResourceError, TileResources
 from tvm_aie.sim import simulate
 from tvm_aie.sim.dma import pattern_elements
 from tvm_aie.target import get_device
@@ -139,3 +140,17 @@ def test_shim_bds_walk_the_pattern_in_order_within_the_limits(pattern):
     assert [bd.next for bd in bds] == [*range(1, len(bds)), None]
     for bd in bds:
         assert len(bd.sizes) <= 3 or (len(bds) == 1 and len(bd.sizes) == 4 and bd.sizes[0] <= 64)
+
+
+def test_memtile_pattern_beyond_its_dimensions_is_a_resource_error():
+    """A memory tile's BDs take locks, so a pattern past its 4 dimensions fails at compile time,
+    naming the buffer."""
+    res = TileResources(Program(name="t", device="ve2802"), ML, ML.first_compute_row)
+    res.buffer("m", (0, 1), [2, 2, 2, 2, 2], "int8")
+    fifo = ObjectFifo("f", (2,), "int8", producer=MemtileEndpoint("m", 0, [2] * 5,
+                                                                   [16, 8, 4, 2, 1]),
+                      consumers=[((0, ML.first_compute_row), 2)])
+    with pytest.raises(ResourceError, match=r"memory-tile buffer m: a 5-D pattern "
+                                            r"\[2, 2, 2, 2, 2\], a memory-tile DMA BD has 4 "
+                                            r"dimensions"):
+        lower_producer(res, fifo)
