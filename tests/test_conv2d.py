@@ -415,6 +415,19 @@ def pool_model(shape, kinds, int8: bool):
     return bb.get(), s
 
 
+def _numpy_pools(x: np.ndarray, layers: list) -> np.ndarray:
+    """The fp32 pools of :func:`pool_model` in numpy (windows without padding)."""
+    for kind, k, s in layers:
+        if kind == "mean":
+            x = x.mean(axis=(2, 3), keepdims=True)
+            continue
+        ho, wo = (x.shape[2] - k) // s + 1, (x.shape[3] - k) // s + 1
+        windows = np.stack([x[:, :, i:i + s * ho:s, j:j + s * wo:s]
+                            for i in range(k) for j in range(k)])
+        x = windows.max(axis=0) if kind == "max" else windows.mean(axis=0)
+    return x
+
+
 @_SETTINGS
 @given(st.integers(1, 6), st.integers(2, 10), st.integers(2, 10),
        st.lists(st.sampled_from(["max", "avg", "mean"]), min_size=1, max_size=3),
@@ -435,7 +448,9 @@ def test_pooling_layers_over_shapes(c, h, w, kinds, k, s, int8):
     x = np.random.default_rng(c * h * w).normal(0, 1, (1, c, h, w)).astype(np.float32)
     ex = tvm_aie.build(mod)
     y = _run(ex, x)
-    ref = _run(tvm.compile(mod, target="llvm"), x)
+    # numpy, not TVM's LLVM build: TVM 0.27 emits invalid LLVM IR for some fp32 average pools
+    # ("Instruction does not dominate all uses", e.g. 2x2 windows over a 4x3x6 map)
+    ref = _numpy_pools(x, layers) if not int8 else _run(tvm.compile(mod, target="llvm"), x)
     if int8:
         np.testing.assert_array_equal(y, _run(build_reference(mod), x))
         assert np.abs(y - ref).max() <= out_scale * 1.001

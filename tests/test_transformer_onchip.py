@@ -178,6 +178,20 @@ def test_small_device_splits_and_matches(device, count):
     assert sum(p.meta["writes"] != ["row17"] for _, p in progs) == count - 1
 
 
+def test_device_without_memory_tiles_keeps_heads_on_the_cpu(caplog):
+    """AIE1 (VC1902) has no memory tiles to hold a seam: the heads' reshape and transpose stay on
+    the CPU with that reason, every layer is a program of its own with DDR between them, and the
+    layer still matches."""
+    model, mod, x = _zoo()
+    with caplog.at_level(logging.INFO, logger="tvm_aie"):
+        ex = tvm_aie.build(mod, target="aie/vck190")
+    assert "vc1902 has no memory tiles to hold the heads between two layers" in caplog.text
+    _close(_run(ex, x), zoo.run_onnxruntime(model, x), FP32_TOL)
+    rep = tvm_aie.report(ex)
+    assert rep.offloaded_share == 1.0 and len(rep.subgraphs) > 1
+    assert all(not sub.onchip_intermediates for sub in rep.subgraphs)
+
+
 def test_heads_not_read_by_a_batched_matmul_stay_on_the_cpu(caplog):
     """A split into heads that the model returns (no batched matmul reads it) is no data
     movement of an AIE program: it stays on the CPU with its reason."""

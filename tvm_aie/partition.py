@@ -952,6 +952,8 @@ def _heads_reason(ctx: PatternCheckContext) -> str | None:
     unchanged."""
     if has_leaking_intermediate_variables(ctx):
         return "an intermediate of the reshape and transpose is used outside them"
+    if _device().memtile is None:  # the heads are patterns over a memory-tile seam
+        return f"{_device().name} has no memory tiles to hold the heads between two layers"
     ann = ctx.annotated_expr
     x, root, perm = ann["x"], ann["root"], ann["perm"]
     split = len(ann["reshape"].ty.shape) == 4  # to [B, S, H, D/H]; a merge's is [B, S, D]
