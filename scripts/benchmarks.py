@@ -95,7 +95,7 @@ def summary(results: dict) -> list:
                        f"({best['m']}x{best['k']}x{best['n']}, {best['kernel_cycles']:,} cycles).")
         for r in results["kernels"]["conv"]:
             if r["kernel_cycles"]:
-                out.append(f"- Single int8 conv2d 3x3 kernel ({r['shape']}, one call): "
+                out.append(f"- Single {r['precision']} kernel ({r['shape']}, one call): "
                            f"{100 * r['kernel_utilisation']:.1f}% of peak "
                            f"({r['kernel_cycles']:,} cycles).")
     if "scaling" in results:
