@@ -115,6 +115,26 @@ _rejected: dict[str, str] = {}
 _offloaded: dict = {}
 
 
+def _checker(keys: tuple, *reasons, overrides: bool = False):
+    """A pattern's check: the first reason ``reasons`` give (None: the pattern may match) is
+    recorded for the log against the variables bound to the annotated ``keys`` (first reason
+    kept, unless ``overrides``: a later, more specific pattern's reason wins)."""
+    def check(ctx: PatternCheckContext) -> bool:
+        reason = next((r for r in (f(ctx) for f in reasons) if r is not None), None)
+        if reason is not None:
+            for key in keys:
+                expr = ctx.annotated_expr.get(key)
+                var = None if expr is None else ctx.value_to_bound_var.get(expr)
+                if var is None:
+                    continue
+                if overrides:
+                    _rejected[var.name] = reason
+                else:
+                    _rejected.setdefault(var.name, reason)
+        return reason is None
+    return check
+
+
 def const_value(expr) -> np.ndarray:
     """The value of a Relax constant (TVM 0.27 imports them as ``GenericConst``)."""
     return expr.value.numpy()
@@ -250,16 +270,8 @@ def _addq_reason(ann: dict, n: int, act: str) -> str | None:
     return None
 
 
-def _check_dense(ctx: PatternCheckContext) -> bool:
-    reason = _reason(ctx)
-    if reason is not None:
-        # the matmul may still be offloaded by a shorter pattern: then the add's log says why
-        for key in ("matmul", "addq"):
-            expr = ctx.annotated_expr.get(key)
-            var = None if expr is None else ctx.value_to_bound_var.get(expr)
-            if var is not None:
-                _rejected.setdefault(var.name, reason)
-    return reason is None
+# the matmul may still be offloaded by a shorter pattern: then the add's log says why
+_check_dense = _checker(("matmul", "addq"), _reason)
 
 
 def _conv_pattern(int8: bool, bias: bool, bn: bool, act: str | None, pool: bool,
@@ -417,13 +429,7 @@ def _conv_fit(ctx: PatternCheckContext) -> str | None:
         layer_precision(x.ty.dtype), pool, "residual" in ann))
 
 
-def _check_conv(ctx: PatternCheckContext) -> bool:
-    reason = _conv_reason(ctx) or _conv_fit(ctx)
-    if reason is not None:
-        var = ctx.value_to_bound_var.get(ctx.annotated_expr["conv"])
-        if var is not None:
-            _rejected.setdefault(var.name, reason)
-    return reason is None
+_check_conv = _checker(("conv",), _conv_reason, _conv_fit)
 
 
 def _pool_pattern(int8: bool, kind: str):
@@ -493,13 +499,7 @@ def _pool_fit(ctx: PatternCheckContext) -> str | None:
                                                    layer_precision(x.ty.dtype), kind=kind))
 
 
-def _check_pool(ctx: PatternCheckContext) -> bool:
-    reason = _pool_reason(ctx) or _pool_fit(ctx)
-    if reason is not None:
-        var = ctx.value_to_bound_var.get(ctx.annotated_expr["pool"])
-        if var is not None:
-            _rejected.setdefault(var.name, reason)
-    return reason is None
+_check_pool = _checker(("pool",), _pool_reason, _pool_fit)
 
 
 def _bmm_pattern(int8: bool, scale: bool):
@@ -521,7 +521,7 @@ def _bmm_reason(ctx: PatternCheckContext) -> str | None:
     if has_leaking_intermediate_variables(ctx):
         return "an intermediate of the layer is used outside it"
     ann = ctx.annotated_expr
-    a, b, mm = ann["a"], ann["b"], ann["matmul"]
+    a, b = ann["a"], ann["b"]
     if isinstance(a, tvm.ir.GenericConst) or isinstance(b, tvm.ir.GenericConst):
         return "one operand is a constant (a dense layer)"
     ra, rb = len(a.ty.shape), len(b.ty.shape)
@@ -556,13 +556,7 @@ def _bmm_fit(ctx: PatternCheckContext) -> str | None:
                                             str(a.ty.dtype)))
 
 
-def _check_bmm(ctx: PatternCheckContext) -> bool:
-    reason = _bmm_reason(ctx) or _bmm_fit(ctx)
-    if reason is not None:
-        var = ctx.value_to_bound_var.get(ctx.annotated_expr["matmul"])
-        if var is not None:
-            _rejected.setdefault(var.name, reason)
-    return reason is None
+_check_bmm = _checker(("matmul",), _bmm_reason, _bmm_fit)
 
 
 def _flatten_pattern(int8: bool, transpose: bool):
@@ -626,13 +620,7 @@ def _flatten_reason(ctx: PatternCheckContext) -> str | None:
     return None
 
 
-def _check_flatten(ctx: PatternCheckContext) -> bool:
-    reason = _flatten_reason(ctx)
-    if reason is not None:
-        var = ctx.value_to_bound_var.get(ctx.annotated_expr["reshape"])
-        if var is not None:
-            _rejected.setdefault(var.name, reason)
-    return reason is None
+_check_flatten = _checker(("reshape",), _flatten_reason)
 
 
 def _slice_pattern():
@@ -669,13 +657,7 @@ def _slice_reason(ctx: PatternCheckContext) -> str | None:
     return None
 
 
-def _check_slice(ctx: PatternCheckContext) -> bool:
-    reason = _slice_reason(ctx)
-    if reason is not None:
-        var = ctx.value_to_bound_var.get(ctx.annotated_expr["slice"])
-        if var is not None:
-            _rejected.setdefault(var.name, reason)
-    return reason is None
+_check_slice = _checker(("slice",), _slice_reason)
 
 
 # the most inputs a concat pattern takes (Inception's modules join four branches)
@@ -743,13 +725,7 @@ def _concat_reason(ctx: PatternCheckContext) -> str | None:
     return None
 
 
-def _check_concat(ctx: PatternCheckContext) -> bool:
-    reason = _concat_reason(ctx)
-    if reason is not None:
-        var = ctx.value_to_bound_var.get(ctx.annotated_expr["concat"])
-        if var is not None:
-            _rejected.setdefault(var.name, reason)
-    return reason is None
+_check_concat = _checker(("concat",), _concat_reason)
 
 
 _UNARY = {"gelu": "relax.nn.gelu", "sigmoid": "relax.sigmoid", "tanh": "relax.tanh"}
@@ -863,13 +839,7 @@ def _rowwise_fit(ctx: PatternCheckContext) -> str | None:
         op, int(np.prod(shape)) // shape[-1], shape[-1], str(ann["x"].ty.dtype)))
 
 
-def _check_rowwise(ctx: PatternCheckContext) -> bool:
-    reason = _rowwise_reason(ctx) or _rowwise_fit(ctx)
-    if reason is not None:
-        var = ctx.value_to_bound_var.get(ctx.annotated_expr["op"])
-        if var is not None:
-            _rejected.setdefault(var.name, reason)
-    return reason is None
+_check_rowwise = _checker(("op",), _rowwise_reason, _rowwise_fit)
 
 
 # families whose layers form one program's DAG with seams in memory tiles (lower_net)
@@ -994,14 +964,7 @@ def _heads_reason(ctx: PatternCheckContext) -> str | None:
     return None
 
 
-def _check_heads(ctx: PatternCheckContext) -> bool:
-    reason = _heads_reason(ctx)
-    if reason is not None:
-        for key in ("reshape", "perm"):
-            var = ctx.value_to_bound_var.get(ctx.annotated_expr[key])
-            if var is not None:
-                _rejected[var.name] = reason
-    return reason is None
+_check_heads = _checker(("reshape", "perm"), _heads_reason, overrides=True)
 
 
 def _patterns():
