@@ -731,10 +731,10 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
         elif isinstance(val, relax.Call) and val.op in composites:
             x, comp = val.args[0], composites[val.op]
             kind = str(comp.attrs["Composite"])
+            arg_sources = {p: source[a] for p, a in zip(comp.params, val.args)}
             if kind.startswith("aie.rowwise"):
                 name = f"row{len(layers)}"
-                sources = {p: source[a] for p, a in zip(comp.params, val.args)}
-                layers.append(_read_rowwise(comp, name, sources))
+                layers.append(_read_rowwise(comp, name, arg_sources))
             elif kind.startswith("aie.flatten"):
                 name = f"flatten{len(layers)}"
                 perm = [b.value.attrs.axes for block in comp.body.blocks for b in block.bindings
@@ -746,8 +746,7 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
                                            tuple(int(a) for a in perm[0]) if perm else None))
             elif kind.startswith("aie.concat"):
                 name = f"concat{len(layers)}"
-                sources = {p: source[a] for p, a in zip(comp.params, val.args)}
-                layers.append(_read_concat(comp, name, sources))
+                layers.append(_read_concat(comp, name, arg_sources))
             elif kind.startswith("aie.heads"):
                 name = f"heads{len(layers)}"
                 layers.append(_read_heads(comp, name, x, val, source[x]))
@@ -757,16 +756,14 @@ def read_layer_graph(func: relax.Function) -> LayerGraph:
                 layers.append(_read_slice(inner, name, source[x]))
             elif kind.startswith("aie.bmm"):
                 name = f"bmm{len(layers)}"
-                sources = {p: source[a] for p, a in zip(comp.params, val.args)}
-                layers.append(_read_bmm(comp, name, sources))
+                layers.append(_read_bmm(comp, name, arg_sources))
             elif kind.startswith(("aie.conv2d", "aie.pool2d")):
-                sources = {p: source[a] for p, a in zip(comp.params, val.args)}
                 if kind.startswith("aie.pool2d"):
                     name = f"pool{len(layers)}"
-                    layers.append(_read_pool(comp, name, sources))
+                    layers.append(_read_pool(comp, name, arg_sources))
                 else:
                     name = f"conv{len(layers)}"
-                    layers.append(_read_conv(comp, name, sources))
+                    layers.append(_read_conv(comp, name, arg_sources))
             else:
                 name = f"dense{len(layers)}"
                 # leading dimensions are rows: [B, S, K] is the [B*S, K] matrix in DDR
