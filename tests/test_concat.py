@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from tvm import relax
 
 import tvm_aie
+from checks import assert_matches_onnxruntime
 from tvm_aie import zoo
 from tvm_aie.codegen.relax_ext import tuned_configs
 from tvm_aie.partition import partition_for_aie
@@ -236,12 +237,7 @@ def test_squeezenet_fire_is_one_program_matching_onnxruntime(quant):
     mod = tvm_aie.load_onnx(model)
     x = zoo.sample_input("squeezenet_fire", seed=5)
     ex = tvm_aie.build(mod)
-    y, ort = _run(ex, x), zoo.run_onnxruntime(model, x)
-    if quant:
-        np.testing.assert_array_equal(y, _run(build_reference(mod), x))
-        assert np.abs(y - ort).max() <= zoo.output_scale(model) * (1 + 1e-4)
-    else:
-        assert np.abs(y - ort).max() <= 1e-4 * np.abs(ort).max()
+    assert_matches_onnxruntime(model, mod, _run(ex, x), x, quant)
     rep = tvm_aie.report(ex)
     (sub,) = rep.subgraphs
     assert rep.offloaded_macs == zoo.macs(model) and sub.split is None

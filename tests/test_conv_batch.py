@@ -8,15 +8,14 @@ int8 bit-exact with the integer CPU reference; the zoo CNNs against onnxruntime;
 steady-state interval per image, measured by the simulator, clearly below one image's latency.
 """
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from checks import assert_matches_onnxruntime
 from test_conv2d import _SETTINGS, LENET_ISH, _run, check_model, conv_specs
 
 import tvm_aie
 from tvm_aie import zoo
-from tvm_aie.reference import build_reference
 from tvm_aie.schedules.conv2d import ConvConfig
 
 DEVICE = "aie-ml/vek280"
@@ -104,12 +103,7 @@ def test_zoo_cnn_batch_is_one_program_matching_onnxruntime(name, batch, quant):
     rep = tvm_aie.report(ex)
     (sub,) = rep.subgraphs
     assert rep.offloaded_share >= 0.95 and sub.batch == batch
-    y, ort = _run(ex, x), zoo.run_onnxruntime(model, x)
-    if quant:
-        np.testing.assert_array_equal(y, _run(build_reference(mod), x))
-        assert np.abs(y - ort).max() <= zoo.output_scale(model) * (1 + 1e-4)
-    else:
-        assert np.abs(y - ort).max() <= 1e-4 * np.abs(ort).max()
+    assert_matches_onnxruntime(model, mod, _run(ex, x), x, quant)
 
 
 @pytest.mark.parametrize("name", ["lenet", "mobilenet_block", "squeezenet_fire"])

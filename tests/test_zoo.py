@@ -11,8 +11,8 @@ import pytest
 import tvm
 
 import tvm_aie
+from checks import assert_matches_onnxruntime
 from tvm_aie import zoo
-from tvm_aie.reference import build_reference
 
 ZOO = ["jet_mlp", "autoencoder", "lenet", "mobilenet_block", "transformer"]
 # at batch 2 their convs run on the array too, the layers pipelined over the images
@@ -33,12 +33,7 @@ def test_zoo_model_matches_onnxruntime(name, quant):
         rep = tvm_aie.report(ex)
         assert len(rep.subgraphs) == 1 and rep.offloaded_share >= 0.95
         assert rep.subgraphs[0].batch == 2
-    y, ort = _run(ex, x), zoo.run_onnxruntime(model, x)
-    if quant:
-        np.testing.assert_array_equal(y, _run(build_reference(tvm_aie.load_onnx(model)), x))
-        assert np.abs(y - ort).max() <= zoo.output_scale(model) * (1 + 1e-4)
-    else:
-        assert np.abs(y - ort).max() <= 1e-4 * np.abs(ort).max()
+    assert_matches_onnxruntime(model, tvm_aie.load_onnx(model), _run(ex, x), x, quant)
 
 
 def test_models_are_the_same_on_every_call():
