@@ -30,6 +30,7 @@ constant, so loading a program never executes anything from it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -215,6 +216,15 @@ class Program:
         d.pop("constants")
         d["format_version"] = FORMAT_VERSION
         return d
+
+    def digest(self) -> str:
+        """SHA-256 of the program's JSON and constants: equal digests, the same program."""
+        h = hashlib.sha256(json.dumps(self.to_json_dict(), sort_keys=True).encode())
+        for name in sorted(self.constants):
+            value = np.ascontiguousarray(self.constants[name])
+            h.update(f"{name}:{value.dtype}:{value.shape}".encode())
+            h.update(value.tobytes())
+        return h.hexdigest()
 
     def to_bytes(self) -> bytes:
         out = io.BytesIO()
