@@ -20,8 +20,6 @@ a :class:`~tvm_aie.codegen.program.Program` in which
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import math
 from dataclasses import astuple
@@ -32,28 +30,10 @@ from . import fifo as fifos
 from .place import first_compute_row, place_layers
 from .program import Cascade, Core, DdrTensor, Instr, KernelCall, Program
 from .resources import TileResources
+from ..options import IO
 from ..schedules.dense import accumulator_dtype
 
 INPUT, OUTPUT = "input", "output"
-IO = ("ddr", "pl")
-# io of chains lowered without one, set by build(..., io=...) through shim_io()
-_IO = contextvars.ContextVar("tvm_aie_io", default="ddr")
-
-
-def _checked_io(io: str) -> str:
-    if io not in IO:
-        raise ValueError(f"io must be one of {IO}, not {io!r}")
-    return io
-
-
-@contextlib.contextmanager
-def shim_io(io: str):
-    """Within the block, dense chains lowered without an explicit ``io`` use ``io``."""
-    token = _IO.set(_checked_io(io))
-    try:
-        yield
-    finally:
-        _IO.reset(token)
 
 
 def _pad(a: np.ndarray, shape) -> np.ndarray:
@@ -218,17 +198,19 @@ class _DenseChainLowering:
 
 
 def lower_dense_chain(name: str, layers: list, layouts: list, device,
-                      io: str | None = None) -> Program:
+                      io: str = "ddr") -> Program:
     """One AIE program for a chain of dense layers (see the module docstring for the design).
 
     ``io``: how the input and output reach the array, ``"ddr"`` (shim DMA over the NoC) or
-    ``"pl"`` (PL stream ports); None takes :func:`shim_io`'s, by default ``"ddr"``.
+    ``"pl"`` (PL stream ports).
     """
+    if io not in IO:
+        raise ValueError(f"io must be one of {IO}, not {io!r}")
     program = Program(name=name, device=device.name)
     res = TileResources(program, device, first_compute_row(device))
     lowering = _DenseChainLowering(layers, layouts, res,
                                    place_layers(dense_shapes(layers, layouts), device),
-                                   _checked_io(io or _IO.get()))
+                                   io)
     lowering.run()
     program.tiles, program.meta = res.tile_specs(), lowering.meta()
     return program

@@ -13,14 +13,13 @@ their tensors over through DDR (:func:`compile_programs`; conv programs hand ove
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 from dataclasses import replace
 
 import numpy as np
 import tvm
 
+from ..options import CompileOptions
 from ..schedules import bmm, conv2d, dense, rowwise
 from ..schedules.dense import TilingError
 from ..target import get_device
@@ -37,41 +36,15 @@ from .plan import plan_chain
 from .resources import ResourceError
 
 log = logging.getLogger("tvm_aie")
-# pick(layers, device) -> {layer index: config}, set by build(..., tuning_db=...)
-_TUNED = contextvars.ContextVar("tvm_aie_tuned", default=None)
 
 
-# plan_chain's configs by (workloads, pinned), while compile_programs tries where to split a
-# function (it compiles many programs over the same dense chains)
-_PLANS = contextvars.ContextVar("tvm_aie_plans", default=None)
-
-
-# "bf16" while build(..., precision="bf16") compiles: fp32 layers then run in bfloat16
-_PRECISION = contextvars.ContextVar("tvm_aie_precision", default=None)
-
-
-@contextlib.contextmanager
-def compute_precision(precision: str | None):
-    """Within the block, fp32 layers compile to bfloat16 (``"bf16"``, see :func:`_in_precision`):
-    weights and activations in bf16, accumulation and bias in float32 (the AIE-ML bf16
-    datapath)."""
-    if precision not in (None, "fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
-    token = _PRECISION.set(precision)
-    try:
-        yield
-    finally:
-        _PRECISION.reset(token)
-
-
-def _in_precision(layer, device):
-    """``layer`` as it runs under the requested precision. Under ``"bf16"`` every fp32 layer
-    becomes bfloat16: dense and conv layers with bf16 weights (float32 bias), batched matmuls
-    with bf16 operands, row-wise layers with bf16 tensors in and out (layer norm's ``gamma`` and
-    ``beta`` stay float32, like a bias); each accumulates in float32 and writes bf16, so the
-    tensors between the layers of one program stay bf16 on chip. A device without a bf16
-    datapath (AIE's VC1902) keeps the layer in fp32, with a log line."""
-    if _PRECISION.get() != "bf16" or getattr(layer, "precision", None) != "float32" or \
+def _in_precision(layer, device, precision: str):
+    """``layer`` as it runs under ``precision``. Under ``"bf16"`` every fp32 layer becomes
+    bfloat16: dense and conv layers with bf16 weights (float32 bias), batched matmuls with bf16
+    operands, row-wise layers with bf16 tensors in and out (layer norm's ``gamma`` and ``beta``
+    stay float32, like a bias); each accumulates in float32 and writes bf16. A device without a
+    bf16 datapath (AIE's VC1902) keeps the layer in fp32, with a log line."""
+    if precision != "bf16" or getattr(layer, "precision", None) != "float32" or \
             not isinstance(layer, (DenseLayer, ConvLayer, BmmLayer, RowLayer)):
         return layer
     if "bfloat16" not in device.macs_per_cycle:
@@ -82,20 +55,13 @@ def _in_precision(layer, device):
     return replace(layer, precision="bfloat16")
 
 
-def as_compiled(layers: list, device) -> list:
-    """``layers`` as the array runs them under the requested precision: what is lowered, and what
-    tuning tasks and tuned configs are keyed by (a bf16 build tunes and applies bf16 layers)."""
-    return [_in_precision(layer, device) for layer in layers]
-
-
-@contextlib.contextmanager
-def tuned_configs(pick):
-    """Within the block, ``relax.ext.aie`` pins the configs ``pick`` returns for each chain."""
-    token = _TUNED.set(pick)
-    try:
-        yield
-    finally:
-        _TUNED.reset(token)
+def as_compiled(layers: list, device, precision: str = "fp32") -> list:
+    """``layers`` as the array runs them under ``precision`` (``"fp32"`` or ``"bf16"``): what is
+    lowered, and what tuning tasks and tuned configs are keyed by (a bf16 build tunes and
+    applies bf16 layers)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+    return [_in_precision(layer, device, precision) for layer in layers]
 
 
 def workload_of(layer) -> dense.DenseWorkload:
@@ -122,9 +88,12 @@ def _conv_layouts(layers: list, name: str, device, pinned: dict) -> list:
     return layouts
 
 
-def _dense_layouts(layers: list, name: str, device, pinned: dict | None) -> list:
+def _dense_layouts(layers: list, name: str, device, pinned: dict | None,
+                   plans: dict | None = None) -> list:
+    """The chain's tile layouts; ``plans`` remembers :func:`plan_chain`'s configs by workloads
+    and pins across calls (:func:`compile_programs` tries many splits over the same chains)."""
     workloads = [workload_of(layer) for layer in layers]
-    plans, key = _PLANS.get(), (tuple(workloads), tuple(sorted((pinned or {}).items())))
+    key = (tuple(workloads), tuple(sorted((pinned or {}).items())))
     configs = plans.get(key) if plans is not None else None
     if configs is None:
         configs = plan_chain(workloads, device, pinned)
@@ -192,7 +161,8 @@ def _memtile_tiles(device, layer, readers: dict) -> int | None:
                       device.stream_switch_ports["compute"]["master"]["south"]))
 
 
-def _compile_parts(parts: list, name: str, device, pinned: dict, outputs: tuple | None = None):
+def _compile_parts(parts: list, name: str, device, pinned: dict, outputs: tuple | None = None,
+                   plans: dict | None = None):
     """The program of several parts (:func:`~tvm_aie.codegen.lower_net.lower_net`)."""
     lowered = []
     readers = {}  # tensor -> the parts reading it
@@ -205,7 +175,7 @@ def _compile_parts(parts: list, name: str, device, pinned: dict, outputs: tuple 
             convs = [layer for layer in layers if isinstance(layer, ConvLayer)]
             layouts = _conv_layouts(convs, name, device, sub)
         elif kind == "dense":
-            layouts = _dense_layouts(layers, name, device, sub)
+            layouts = _dense_layouts(layers, name, device, sub, plans)
         elif kind == "row":
             layouts = [_row_config(layers[0], name, device, sub,
                                    _memtile_tiles(device, layers[0], readers))]
@@ -218,23 +188,26 @@ def _compile_parts(parts: list, name: str, device, pinned: dict, outputs: tuple 
     return lower_net(name, lowered, device, outputs)
 
 
-def compile_function(func, name: str, device, pinned: dict | None = None):
+def compile_function(func, name: str, device, pinned: dict | None = None, *, io: str = "ddr",
+                     precision: str = "fp32"):
     """The AIE program of one partitioned function; ``pinned``: layer index -> config."""
     layers, outputs = read_program(func)
-    return compile_chain(layers, name, device, pinned, outputs)
+    return compile_chain(as_compiled(layers, device, precision), name, device, pinned, outputs,
+                         io=io)
 
 
 def compile_chain(layers: list, name: str, device, pinned: dict | None = None,
-                  outputs: tuple | None = None):
-    """The AIE program of ``layers``: one family, or parts of several
-    (:mod:`~tvm_aie.codegen.lower_net`); it returns ``outputs`` (conv layers: by default those no
-    other layer reads; else the last layer's)."""
-    layers = as_compiled(layers, device)
+                  outputs: tuple | None = None, *, io: str = "ddr", plans: dict | None = None):
+    """The AIE program of ``layers`` (as compiled: :func:`as_compiled`): one family, or parts of
+    several (:mod:`~tvm_aie.codegen.lower_net`); it returns ``outputs`` (conv layers: by default
+    those no other layer reads; else the last layer's). ``io`` is a dense chain's way in and out
+    (``"ddr"`` or ``"pl"``); ``plans`` as in :func:`_dense_layouts`."""
     families = {type(layer).__name__ for layer in layers}
     graph = "ConvLayer" not in families
     parts = _parts(layers, outputs or () if graph else ())
     if len(parts) > 1 or graph and outputs not in (None, (layers[-1].name,)):
-        return _compile_parts(parts, name, device, pinned or {}, outputs if graph else None)
+        return _compile_parts(parts, name, device, pinned or {}, outputs if graph else None,
+                              plans)
     if families == {"RowLayer"}:
         (layer,) = layers
         return lower_rowwise(name, layer, _row_config(layer, name, device, pinned or {}), device)
@@ -248,7 +221,8 @@ def compile_chain(layers: list, name: str, device, pinned: dict | None = None,
                                           else (None, outputs)))
     if families != {"DenseLayer"}:
         raise ValueError(f"{name}: one AIE program holds one family, got {sorted(families)}")
-    return lower_dense_chain(name, layers, _dense_layouts(layers, name, device, pinned), device)
+    return lower_dense_chain(name, layers, _dense_layouts(layers, name, device, pinned, plans),
+                             device, io)
 
 
 def _family(layer) -> str:
@@ -343,7 +317,8 @@ def _as_needed(layers: list, outputs: tuple) -> list:
     return list(order.values())
 
 
-def compile_programs(func, name: str, device, pinned: dict | None = None) -> list:
+def compile_programs(func, name: str, device, pinned: dict | None = None, *, io: str = "ddr",
+                     precision: str = "fp32") -> list:
     """The programs of one partitioned function: one if the array holds all its layers, else
     the layers split greedily into the longest prefixes that fit (:func:`_may_end`), run one
     after another with the tensors they hand over in DDR. Each part's ``meta["split"]`` says why
@@ -351,21 +326,19 @@ def compile_programs(func, name: str, device, pinned: dict | None = None) -> lis
     parameters by index, tensors of earlier parts by layer name) and gives.
     """
     (layers, outputs), pinned = read_program(func), pinned or {}
+    layers = as_compiled(layers, device, precision)
     if not any(isinstance(layer, ConvLayer) for layer in layers):  # a conv DAG keeps its order
         order = {layer.name: k for k, layer in enumerate(_as_needed(layers, outputs))}
         pinned = {order[layers[i].name]: cfg for i, cfg in pinned.items()}
         layers = sorted(layers, key=lambda layer: order[layer.name])
-    programs, start, token = [], 0, _PLANS.set({})
-    try:
-        while start < len(layers):
-            start = _compile_next(layers, outputs, start, programs, name, device, pinned)
-    finally:
-        _PLANS.reset(token)
+    programs, start, plans = [], 0, {}
+    while start < len(layers):
+        start = _compile_next(layers, outputs, start, programs, name, device, pinned, io, plans)
     return programs
 
 
 def _compile_next(layers: list, outputs: tuple, start: int, programs: list, name: str, device,
-                  pinned: dict) -> int:
+                  pinned: dict, io: str, plans: dict) -> int:
     """Append the longest program from ``layers[start]`` that fits to ``programs``; returns
     where the next one starts."""
     why = None
@@ -385,7 +358,7 @@ def _compile_next(layers: list, outputs: tuple, start: int, programs: list, name
         try:
             program = compile_chain([_handed_over(layer, index) for layer in layers[start:end]],
                                     part, device, sub, outputs if end == len(layers) else
-                                    None if conv else tuple(writes))
+                                    None if conv else tuple(writes), io=io, plans=plans)
             break
         except (PlacementError, ResourceError, TilingError) as err:
             if end == ends[-1]:
@@ -402,9 +375,19 @@ def _compile_next(layers: list, outputs: tuple, start: int, programs: list, name
 
 
 @tvm.register_global_func("relax.ext.aie", override=True)
-def aie_codegen(func, name: str, device_name: str):
-    """Partitioned function -> its AIE programs, each as a uint8 tensor (one unless it is split)."""
-    device, pick = get_device(str(device_name)), _TUNED.get()
-    pinned = pick(as_compiled(read_layers(func), device), device) if pick else None
+def aie_codegen(func, name: str, options: str):
+    """Partitioned function -> its AIE programs, each as a uint8 tensor (one unless it is split).
+
+    ``options``: the build's :class:`~tvm_aie.options.CompileOptions` as JSON (data, as
+    ``RunCodegen``'s ``target_options`` are)."""
+    opts = CompileOptions.from_json(str(options))
+    device = get_device(opts.device)
+    pinned = opts.pinned or None
+    if pinned is None and opts.tuning_db is not None:
+        from ..tune.apply import TunedConfigs  # pylint: disable=import-outside-toplevel
+
+        pick = TunedConfigs(opts.tuning_db)
+        pinned = pick(as_compiled(read_layers(func), device, opts.precision), device)
     return [tvm.runtime.tensor(np.frombuffer(p.to_bytes(), dtype=np.uint8))
-            for p in compile_programs(func, str(name), device, pinned)]
+            for p in compile_programs(func, str(name), device, pinned, io=opts.io,
+                                      precision=opts.precision)]

@@ -16,8 +16,7 @@ import time
 import numpy as np
 
 from tvm_aie import zoo
-from tvm_aie.codegen.lower import shim_io
-from tvm_aie.codegen.relax_ext import compile_function, compute_precision
+from tvm_aie.codegen.relax_ext import compile_function
 from tvm_aie.frontend import load_onnx
 from tvm_aie.partition import partition_for_aie
 from tvm_aie.report import subgraph_report
@@ -34,17 +33,18 @@ def device():
 
 def offloaded_functions(model) -> list:
     """``[(name, Relax function)]`` of every subgraph the partitioner gives the array."""
-    mod = partition_for_aie(load_onnx(model))
+    mod = partition_for_aie(load_onnx(model), DEVICE)
     return [(gv.name_hint, f) for gv, f in mod.functions.items()
             if f.attrs is not None and "Codegen" in f.attrs]
 
 
-def compile_subgraph(func, name: str, pinned: dict | None = None, io: str = "ddr"):
+def compile_subgraph(func, name: str, pinned: dict | None = None, io: str = "ddr",
+                     precision: str = "fp32"):
     """``(program, seconds)``: the AIE program of one subgraph, configs pinned per layer index;
-    ``io``: a dense chain's input and output through shim DMA from DDR or PL stream ports."""
+    ``io``: a dense chain's input and output through shim DMA from DDR or PL stream ports;
+    ``precision``: the datapath of its fp32 layers."""
     t0 = time.perf_counter()
-    with shim_io(io):
-        program = compile_function(func, name, device(), pinned)
+    program = compile_function(func, name, device(), pinned, io=io, precision=precision)
     return program, time.perf_counter() - t0
 
 
@@ -61,8 +61,8 @@ def dense_cycles(m: int, k: int, n: int, config, precision: str = "int8", io: st
     fp32 model built as ``build(..., precision="bf16")`` builds it."""
     bf16 = precision == "bfloat16"
     (name, func), = offloaded_functions(zoo.dense_layer(m, k, n, "float32" if bf16 else precision))
-    with compute_precision("bf16" if bf16 else None):
-        program, t_compile = compile_subgraph(func, name, {0: config}, io)
+    program, t_compile = compile_subgraph(func, name, {0: config}, io,
+                                          "bf16" if bf16 else "fp32")
     rep, t_sim = simulate(program, name)
     return rep, t_compile, t_sim
 

@@ -74,8 +74,7 @@ def test_bmm_batches_dealt_round_robin_to_tiles(tiles):
     rng = np.random.default_rng(0)
     a, b = rng.normal(0, 1, (6, 8, 16)).astype(np.float32), rng.normal(0, 1, (6, 16, 8)).astype(
         np.float32)
-    with tvm_aie.codegen.relax_ext.tuned_configs(lambda layers, dev: {0: bmm.BmmConfig(tiles)}):
-        ex = tvm_aie.build(mod)
+    ex = tvm_aie.build(mod, configs={0: bmm.BmmConfig(tiles)})
     np.testing.assert_array_equal(_run(ex, a, b), _run(build_reference(mod), a, b))
     assert tvm_aie.report(ex).subgraphs[0].tiles == tiles
 

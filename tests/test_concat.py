@@ -20,7 +20,6 @@ from tvm import relax
 import tvm_aie
 from checks import assert_matches_onnxruntime
 from tvm_aie import zoo
-from tvm_aie.codegen.relax_ext import tuned_configs
 from tvm_aie.partition import partition_for_aie
 from tvm_aie.reference import build_reference
 from tvm_aie.schedules.conv2d import ConvConfig
@@ -161,8 +160,7 @@ def check(mod, shape, int8: bool, out_scale: float, seed=1, configs=None):
     bit-exact with the reference and within a step of the QDQ graph in float, fp32 as TVM on the
     CPU); return the report."""
     x = np.random.default_rng(seed).normal(0, 1, (1, *shape)).astype(np.float32)
-    with tuned_configs((lambda layers, device: configs) if configs else None):
-        ex = tvm_aie.build(mod)
+    ex = tvm_aie.build(mod, configs=configs)
     y, ref = _run(ex, x), _run(tvm.compile(mod, target="llvm"), x)
     if int8:
         np.testing.assert_array_equal(y, _run(build_reference(mod), x))
@@ -222,10 +220,10 @@ def test_concat_written_by_more_streams_than_a_memory_tile_takes_is_one_clear_er
     shape = (4, 8, 8)
     mod, _ = branch_model(shape, 6, [(4, 1), (4, 3), (4, 1), (4, 3)], 1, False, False)
     configs = {i: ConvConfig(th=8, n_par=2) for i in range(1, 5)}
-    with tuned_configs(lambda layers, device: configs), pytest.raises(
+    with pytest.raises(
             Exception, match=r"conv6: 8 streams write its input image \(concat5 of conv1 \+ "
                              r"conv2 \+ conv3 \+ conv4\), a memory tile has 6 S2MM channels"):
-        tvm_aie.build(mod)
+        tvm_aie.build(mod, configs=configs)
 
 
 @pytest.mark.parametrize("quant", [None, "int8"])

@@ -17,7 +17,7 @@ from tvm import relax
 import tvm_aie
 from tvm.relax.frontend.onnx import from_onnx
 from tvm_aie import zoo
-from tvm_aie.codegen.relax_ext import conv_workload_of, tuned_configs
+from tvm_aie.codegen.relax_ext import conv_workload_of
 from tvm_aie.partition import partition_for_aie
 from tvm_aie.reference import build_reference
 from tvm_aie.runtime import load_program
@@ -166,12 +166,7 @@ def check_model(shape, layers, int8, configs=None, seed=0, head=None, head_pool=
     report."""
     mod, out_scale = conv_model(shape, layers, int8, seed, head, head_pool, head_perm, batch)
     x = np.random.default_rng(seed + 1).normal(0, 1, (batch, *shape)).astype(np.float32)
-    pick = (lambda found, device: configs) if configs else None
-    if pick:
-        with tuned_configs(pick):
-            ex = tvm_aie.build(mod)
-    else:
-        ex = tvm_aie.build(mod)
+    ex = tvm_aie.build(mod, configs=configs)
     y = _run(ex, x)
     if int8:
         np.testing.assert_array_equal(y, _run(build_reference(mod), x))
@@ -291,8 +286,7 @@ def test_residual_conv_on_several_tiles_with_short_bands_runs(cfg):
     block, so a read paced by its tile does not keep the others out (it deadlocked before)."""
     mod = from_onnx(zoo.onnx_model("mobilenet_block", quant="int8"))
     x = zoo.sample_input("mobilenet_block")
-    with tuned_configs(lambda layers, device: {2: cfg}):
-        ex = tvm_aie.build(mod)
+    ex = tvm_aie.build(mod, configs={2: cfg})
     np.testing.assert_array_equal(_run(ex, x), _run(build_reference(mod), x))
     (blob,) = relax.VirtualMachine(ex, tvm.cpu())["aie_programs"]()[1:]
     program = load_program(blob)
@@ -530,8 +524,8 @@ def test_lenet_too_big_for_the_array_splits_with_the_flatten_kept_on_its_conv_pa
     three programs: the conv part (its output, flattened, to DDR), then the dense layers; still
     correct, and the report says where and why."""
     mod = from_onnx(zoo.onnx_model("lenet", quant=quant))
-    with tuned_configs(lambda layers, device: {3: DenseConfig(tm=4, n_par=1, cascade=4)}):
-        ex = tvm_aie.build(mod, target="aie-ml/npu1")
+    ex = tvm_aie.build(mod, target="aie-ml/npu1",
+                       configs={3: DenseConfig(tm=4, n_par=1, cascade=4)})
     x = zoo.sample_input("lenet")
     y, ref = _run(ex, x), _run(build_reference(mod), x)
     if quant:

@@ -24,7 +24,6 @@ from tvm.relax.frontend.onnx import from_onnx
 
 import tvm_aie
 from tvm_aie import zoo
-from tvm_aie.codegen.relax_ext import tuned_configs
 from tvm_aie.partition import partition_for_aie
 from tvm_aie.reference import build_reference
 from tvm_aie.schedules import conv2d
@@ -69,11 +68,12 @@ def float_conv(c, h, w, o, k, s, p, groups, bias, act, pool, seed):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 
 
-def check(model, x):
-    """Build ``model`` for the array, run it; bit-exact with the integer reference, within one
-    output step of onnxruntime. Returns the report."""
+def check(model, x, configs=None):
+    """Build ``model`` for the array (``configs``: layer index -> config pinned), run it;
+    bit-exact with the integer reference, within one output step of onnxruntime. Returns the
+    report."""
     mod = from_onnx(model, keep_params_in_input=False)
-    ex = tvm_aie.build(mod)
+    ex = tvm_aie.build(mod, configs=configs)
     y = _run(ex, x)
     np.testing.assert_array_equal(y, _run(build_reference(mod), x))
     step = zoo.output_scale(model)
@@ -123,8 +123,7 @@ def test_int16_conv_on_two_tiles(spec):
                          quant="int16")
     x = np.random.default_rng(4).standard_normal(
         (1, spec["c"], spec["h"], spec["w"])).astype(np.float32)
-    with tuned_configs(lambda found, device: {0: conv2d.ConvConfig(2, 2, True, False)}):
-        rep = check(model, x)
+    rep = check(model, x, configs={0: conv2d.ConvConfig(2, 2, True, False)})
     (layer,) = rep.subgraphs[0].layers
     assert layer["config"]["n_par"] == 2 and len(layer["tiles"]) == 2
 
@@ -147,8 +146,8 @@ def test_aie1_keeps_int16_convs_on_the_cpu(caplog):
     still correct (the residual add of two dequantised tensors is an fp32 add, which AIE1 runs)."""
     model = zoo.onnx_model("mobilenet_block", quant="int16")
     mod = from_onnx(model, keep_params_in_input=False)
-    with caplog.at_level(logging.INFO, logger="tvm_aie"), tvm.target.Target("aie/vck190"):
-        parted = partition_for_aie(mod)
+    with caplog.at_level(logging.INFO, logger="tvm_aie"):
+        parted = partition_for_aie(mod, "aie/vck190")
     assert "aie.conv2d" not in parted.script() and "aie.pool2d" not in parted.script()
     rejected = [m for m in caplog.messages if "relax.nn.conv2d stays on the CPU" in m]
     assert len(rejected) == 3 and all("no mmul intrinsic for int16xint8" in m for m in rejected)

@@ -108,8 +108,8 @@ def test_onnxruntime_int16_model_within_one_step():
 def test_aie1_keeps_int16x8_on_the_cpu(caplog):
     """AIE1's catalog has no int16 x int8 intrinsic: the layer stays on the CPU, logged."""
     mod = from_onnx(_qdq_dense(8, 16, 16, True, False, 0, 0, 0), keep_params_in_input=False)
-    with caplog.at_level(logging.INFO, logger="tvm_aie"), tvm.target.Target("aie/vck190"):
-        parted = partition_for_aie(mod)
+    with caplog.at_level(logging.INFO, logger="tvm_aie"):
+        parted = partition_for_aie(mod, "aie/vck190")
     assert not any(f.attrs is not None and "Codegen" in f.attrs
                    for f in parted.functions.values())
     assert "no mmul intrinsic for int16xint8" in caplog.text

@@ -24,8 +24,8 @@ from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
 import tvm_aie
-from tvm_aie import partition, zoo
-from tvm_aie.partition import partition_for_aie
+from tvm_aie import zoo
+from tvm_aie.partition import partition_for_aie, partition_with_reasons
 from tvm_aie.reference import build_reference
 from tvm_aie.sim.kernels import CALL_OVERHEAD
 from tvm_aie.sim.kernels_rows import MUL_PASSES, PASSES, QDQ_PASSES
@@ -213,10 +213,9 @@ def test_aie_mlv2_has_no_int16_rowwise_layers():
     a, b = (rng.normal(0, 8, (4, 40)).astype(np.float32) for _ in range(2))
     for op in ("add", "tanh"):
         mod = qdq_model((4, 40), op, scales, zps)
-        with tvm.target.Target("aie-mlv2/vek385"):
-            partition_for_aie(mod)
+        _, rejected = partition_with_reasons(mod, "aie-mlv2/vek385")
         assert "2ve3858 (aie-mlv2) has no int16 vector datapath in the catalog" in \
-            partition._rejected.values()
+            rejected.values()
         ex = tvm_aie.build(mod, target="aie-mlv2/vek385")
         assert [(layer["op"], layer["precision"]) for s in tvm_aie.report(ex).subgraphs
                 for layer in s.layers] == [(op, "float32")]

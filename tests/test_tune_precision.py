@@ -6,7 +6,6 @@ import pytest
 
 import tvm_aie
 from tvm_aie import zoo
-from tvm_aie.codegen.relax_ext import tuned_configs
 from tvm_aie.schedules import dense
 from tvm_aie.target import get_device
 from tvm_aie.tune.measure import measure
@@ -22,9 +21,8 @@ def test_dense_measurement_is_the_built_layers_cycles(precision, onnx_precision,
     cfg = dense.space(wl, dev).configs[1]  # a legal config other than the default
     measured = measure(dict(wl.__dict__), cfg.to_dict(), dev.name)
     assert measured["error"] is None
-    with tuned_configs(lambda layers, device: {0: cfg}):
-        ex = tvm_aie.build(tvm_aie.load_onnx(zoo.dense_layer(m, k, n, onnx_precision)),
-                           precision=build_precision)
+    ex = tvm_aie.build(tvm_aie.load_onnx(zoo.dense_layer(m, k, n, onnx_precision)),
+                       precision=build_precision, configs={0: cfg})
     (sub,) = tvm_aie.report(ex).subgraphs
     (layer,) = sub.layers
     assert layer["precision"] == precision

@@ -111,13 +111,6 @@ def cmd_run(args) -> int:
 
 def cmd_tune(args) -> int:
     """Tune under ``--precision``: a bf16 model's tasks are its bf16 layers, measured as such."""
-    from .codegen.relax_ext import compute_precision  # pylint: disable=import-outside-toplevel
-
-    with compute_precision(args.precision):
-        return _tune(args)
-
-
-def _tune(args) -> int:
     # pylint: disable=import-outside-toplevel
     import tvm
     from tqdm import tqdm
@@ -127,7 +120,8 @@ def _tune(args) -> int:
 
     device = device_of_target(tvm.target.Target(args.device))
     mod = load_model(args.model, args.batch)
-    tasks = extract_tasks(mod, device)
+    precision = args.precision or "fp32"
+    tasks = extract_tasks(mod, device, precision)
     db = Database(_db_path(args.work_dir))
     per_task = -(-args.trials // max(1, len(tasks)))
     total = sum(min(per_task, len(t.space().configs)) for t in tasks)
@@ -148,13 +142,13 @@ def _tune(args) -> int:
     with executor(args.workers, args.dask) as ex:
         res = tune_model(mod, device, db, args.trials, tuner=args.tuner, seed=args.seed,
                          batch=args.batch_size, goal=args.goal, executor=ex, progress=progress,
-                         on_task=on_task)
+                         on_task=on_task, precision=precision)
     bar.close()
     print(task_table(res.tasks))
     print(design_table(res.designs))
-    precision = f" --precision {args.precision}" if args.precision else ""
+    flag = f" --precision {args.precision}" if args.precision else ""
     print(f"tuned in {time.perf_counter() - t0:.1f} s; build with: tvm-aie compile {args.model} "
-          f"--device {args.device}{precision} --tuning-db {db.path}")
+          f"--device {args.device}{flag} --tuning-db {db.path}")
     if args.plot:
         from .tune.plot import tuning_curves  # pylint: disable=import-outside-toplevel
 

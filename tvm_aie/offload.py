@@ -56,16 +56,19 @@ def _is_aie(func) -> bool:
         func.attrs.get("Codegen") == "aie"
 
 
-def offload_to_aie(device_name: str, model_macs: int) -> tvm.transform.Pass:
-    """Compile every ``Codegen="aie"`` function and call it through ``aie.run``."""
+def offload_to_aie(options, model_macs: int) -> tvm.transform.Pass:
+    """Compile every ``Codegen="aie"`` function with ``options`` (a
+    :class:`~tvm_aie.options.CompileOptions`, handed to ``relax.ext.aie`` as JSON) and call it
+    through ``aie.run``."""
 
     @tvm.transform.module_pass(opt_level=0, name="OffloadToAIE")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         codegen = tvm.get_global_func("relax.ext.aie")
         # Short, stable names (the fused names list every op) in the order the functions appear.
         aie_funcs = [(gv, func) for gv, func in mod.functions.items() if _is_aie(func)]
+        target_options = options.to_json()
         programs = {gv.name_hint: [relax.const(blob) for blob in codegen(func, f"aie_{i}",
-                                                                         device_name)]
+                                                                         target_options)]
                     for i, (gv, func) in enumerate(aie_funcs)}
         rewriter = _CallRewriter(mod, programs)
         for gv, func in mod.functions.items():
@@ -75,7 +78,7 @@ def offload_to_aie(device_name: str, model_macs: int) -> tvm.transform.Pass:
         for name in programs:
             mod = _without(mod, name)
         consts = [c for gv, _ in aie_funcs for c in programs[gv.name_hint]]
-        manifest = {"device": device_name, "model_macs": int(model_macs),
+        manifest = {"device": options.device, "model_macs": int(model_macs),
                     "programs": [load_program(c.value).name for c in consts]}
         blob = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
         body = relax.Tuple([relax.const(blob)] + consts)

@@ -2,37 +2,38 @@
 
 Pipeline: count the model's MACs (for the report) → partition the subgraphs the array runs →
 compile each to an AIE program and call it through ``aie.run`` → TVM's default CPU build pipeline
-for everything else. The device comes from the target (``model`` attribute of the ``aie`` tags).
+for everything else. Both make one :class:`~tvm_aie.options.CompileOptions` and pass it on.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import tvm
 from tvm import relax
 
 from .codegen import relax_ext  # noqa: F401  registers relax.ext.aie
 from .codegen.layers import count_macs
-from .codegen.lower import shim_io
 from .offload import offload_to_aie
+from .options import CompileOptions
 from .partition import partition_for_aie
 from .target import device_of_target, get_device
 
 
-def offload(mod: tvm.IRModule, device_name: str) -> tvm.IRModule:
+def offload(mod: tvm.IRModule, options: CompileOptions) -> tvm.IRModule:
     """Partition and compile the offloaded subgraphs; the result still needs the CPU pipeline."""
     macs = count_macs(mod)
-    return offload_to_aie(device_name, macs)(partition_for_aie(mod))
+    return offload_to_aie(options, macs)(partition_for_aie(mod, options.device))
 
 
-def aie_pipeline(device: str | None = None) -> tvm.transform.Pass:
-    """Partition → AIE codegen → the default CPU pipeline. ``device`` overrides the target's."""
+def aie_pipeline(device: str | None = None, **options) -> tvm.transform.Pass:
+    """Partition → AIE codegen → the default CPU pipeline. ``device`` overrides the target's;
+    ``options`` are :class:`~tvm_aie.options.CompileOptions` fields, e.g.
+    ``relax.get_pipeline("aie", precision="bf16")``."""
 
     @tvm.transform.module_pass(opt_level=0, name="AIEPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         dev = device_of_target(device or tvm.target.Target.current(allow_none=True))
-        return relax.get_pipeline("default")(offload(mod, dev.name))
+        opts = CompileOptions(device=dev.name, **options)
+        return relax.get_pipeline("default")(offload(mod, opts))
 
     return _pipeline
 
@@ -46,7 +47,7 @@ def register_pipeline() -> None:
 
 
 def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db=None,
-          io: str = "ddr", precision: str | None = None):
+          io: str = "ddr", precision: str | None = None, configs: dict | None = None):
     """Compile a Relax module for an AIE target (the shape of the old ``relay.build``).
 
     ``params`` (name -> array) are bound into ``main`` first, so weights become constants the
@@ -56,28 +57,21 @@ def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db
     logic streams them through the shims' PL ports; conv, batched-matmul and row-wise programs
     still use DDR). ``precision="bf16"``: fp32 layers (dense, conv, batched matmul, row-wise) run
     in bfloat16 on the array (bf16 weights and activations, float32 accumulation; the host casts
-    at the boundary; a device without bf16 keeps fp32); the default keeps fp32. Returns a Relax
-    VM executable; offloaded subgraphs run on the bundled simulator when called.
+    at the boundary; a device without bf16 keeps fp32); the default keeps fp32. ``configs``:
+    ``{layer index: config}`` pinned in every offloaded function instead of a database's.
+    Returns a Relax VM executable; offloaded subgraphs run on the bundled simulator when called.
     """
     if isinstance(target, str):
         tag = target.split()[0] if target.strip() else target
         if tag.startswith(("aie", "npu")):
             get_device(tag)  # an unknown device fails here, listing the known ones
         target = tvm.target.Target(target)
-    device = device_of_target(target)
-    if io == "pl" and device.pl_interface is None:
-        raise ValueError(f"{device.name} has no PL interface to stream io='pl' through")
+    options = CompileOptions(device=device_of_target(target).name, io=io,
+                             precision=precision or "fp32", tuning_db=tuning_db,
+                             configs=configs or ())
     if params:
         mod = relax.transform.BindParams("main", params)(mod)
-    if tuning_db is not None:
-        from .tune.apply import TunedConfigs  # pylint: disable=import-outside-toplevel
-
-        tuned = relax_ext.tuned_configs(TunedConfigs(tuning_db))
-    else:
-        tuned = contextlib.nullcontext()
-    with target, tuned, shim_io(io), relax_ext.compute_precision(precision):
-        lowered = offload(mod, device.name)
-    return compile_lowered(lowered, target)
+    return compile_lowered(offload(mod, options), target)
 
 
 def compile_lowered(lowered: tvm.IRModule, target) -> tvm.runtime.Executable:

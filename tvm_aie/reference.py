@@ -238,11 +238,13 @@ def reference_function(graph: LayerGraph) -> relax.Function:
     return bb.get()["reference"]
 
 
-def reference_module(mod: tvm.IRModule, params: dict | None = None) -> tvm.IRModule:
-    """``mod`` partitioned for the array, each offloaded function replaced by its reference."""
+def reference_module(mod: tvm.IRModule, params: dict | None = None,
+                     device=None) -> tvm.IRModule:
+    """``mod`` partitioned for the array of ``device`` (by default the catalog's default), each
+    offloaded function replaced by its reference."""
     if params:
         mod = relax.transform.BindParams("main", params)(mod)
-    mod = partition_for_aie(mod)
+    mod = partition_for_aie(mod, device)
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function) and func.attrs is not None and \
                 func.attrs.get("Codegen") == "aie":
@@ -250,6 +252,6 @@ def reference_module(mod: tvm.IRModule, params: dict | None = None) -> tvm.IRMod
     return mod
 
 
-def build_reference(mod: tvm.IRModule, params: dict | None = None):
+def build_reference(mod: tvm.IRModule, params: dict | None = None, device=None):
     """The reference as a Relax VM executable for the host CPU (target ``llvm``)."""
-    return tvm.compile(reference_module(mod, params), target="llvm")
+    return tvm.compile(reference_module(mod, params, device), target="llvm")

@@ -62,40 +62,40 @@ class Task:
         return str(self.workload)
 
 
-def _aie_functions(mod: tvm.IRModule, device=None):
-    """``(name, layers)`` of every function the partitioner offloads to the array, its layers in
-    the precision they compile to on ``device`` (bf16 within ``compute_precision("bf16")``)."""
+def _aie_functions(mod: tvm.IRModule, device=None, precision: str = "fp32"):
+    """``(name, layers)`` of every function the partitioner offloads to ``device``'s array, its
+    layers in the precision they compile to (``precision="bf16"``: fp32 layers in bf16)."""
     device = device if hasattr(device, "mmul_shape") else get_device(device)
-    for gv, func in partition_for_aie(mod).functions.items():
+    for gv, func in partition_for_aie(mod, device).functions.items():
         if isinstance(func, relax.Function) and func.attrs is not None and \
                 func.attrs.get("Codegen") == "aie":
-            yield gv.name_hint, as_compiled(read_layers(func), device)
+            yield gv.name_hint, as_compiled(read_layers(func), device, precision)
 
 
-def conv_chains(mod: tvm.IRModule, device=None) -> dict:
+def conv_chains(mod: tvm.IRModule, device=None, precision: str = "fp32") -> dict:
     """``{function name: layers}`` of every offloaded function with conv layers (a conv chain,
     perhaps with a flatten and a dense head: the conv layers are tuned, the head keeps its plan)."""
-    return {name: layers for name, layers in _aie_functions(mod, device)
+    return {name: layers for name, layers in _aie_functions(mod, device, precision)
             if any(isinstance(layer, ConvLayer) for layer in layers)}
 
 
-def offloaded_chains(mod: tvm.IRModule, device=None) -> dict:
+def offloaded_chains(mod: tvm.IRModule, device=None, precision: str = "fp32") -> dict:
     """``{function name: [DenseWorkload per layer]}`` of every dense chain the array would run
     (conv layers: :func:`conv_chains`; other families have no tuning space yet)."""
     return {name: [workload_of(layer) for layer in layers]
-            for name, layers in _aie_functions(mod, device)
+            for name, layers in _aie_functions(mod, device, precision)
             if all(isinstance(layer, DenseLayer) for layer in layers)}
 
 
-def extract_tasks(mod: tvm.IRModule, device) -> list[Task]:
+def extract_tasks(mod: tvm.IRModule, device, precision: str = "fp32") -> list[Task]:
     """One task per distinct workload of ``mod``'s offloaded subgraphs (dense chains, then conv
-    layers), in first-use order."""
+    layers) as compiled in ``precision``, in first-use order."""
     device = device if hasattr(device, "mmul_shape") else get_device(device)
     uses: dict = {}
-    for fname, workloads in offloaded_chains(mod, device).items():
+    for fname, workloads in offloaded_chains(mod, device, precision).items():
         for i, wl in enumerate(workloads):
             uses.setdefault((Task, wl), []).append(f"{fname}[{i}]")
-    for fname, layers in conv_chains(mod, device).items():
+    for fname, layers in conv_chains(mod, device, precision).items():
         for i, layer in enumerate(layers):
             if isinstance(layer, ConvLayer):
                 uses.setdefault((ConvTask, conv_workload_of(layer)), []).append(f"{fname}[{i}]")

@@ -38,15 +38,17 @@ class ModelTuneResult:
 
 def tune_model(mod, device, db: Database, trials: int, *, tuner: str = "xgb", seed: int = 0,
                batch: int = 16, goal: str = "latency", executor=None, progress=None,
-               on_task=None) -> ModelTuneResult:
+               on_task=None, precision: str = "fp32") -> ModelTuneResult:
     """Tune every task of ``mod`` (``trials`` in all), then choose and confirm each chain's design.
 
+    ``precision``: the datapath of the model's fp32 layers (``"bf16"``: its bf16 layers are the
+    tasks, measured as such).
     ``progress(new_trials, best_cycles)`` as in :func:`~tvm_aie.tune.search.tune_task`;
     ``on_task(task)`` is called when a task's search starts.
     """
     device = device if hasattr(device, "mmul_shape") else get_device(device)
-    chains = offloaded_chains(mod, device)
-    tasks = extract_tasks(mod, device)
+    chains = offloaded_chains(mod, device, precision)
+    tasks = extract_tasks(mod, device, precision)
     planned: dict = {}  # the default plan's config of each workload, measured first
     for workloads in chains.values():
         for wl, cfg in zip(workloads, plan_chain(workloads, device)):
@@ -62,7 +64,7 @@ def tune_model(mod, device, db: Database, trials: int, *, tuner: str = "xgb", se
     out = ModelTuneResult(results)
     for name, workloads in chains.items():
         out.designs.append(choose_design(name, workloads, device, db, goal))
-    for name, layers in conv_chains(mod, device).items():
+    for name, layers in conv_chains(mod, device, precision).items():
         out.designs.append(choose_conv_design(name, layers, device, db, goal))
     return out
 
