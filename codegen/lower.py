@@ -1,21 +1,9 @@
 """Lowering: a chain of scheduled dense layers -> one AIE program.
 
-Input: the layers of one offloaded subgraph (:mod:`tvm_aie.codegen.layers`) and, for each, the tile
-layout read back from its scheduled TensorIR (:func:`tvm_aie.schedules.dense.tile_layout`). Output:
-a :class:`~tvm_aie.codegen.program.Program` in which
-
-* every tile (p, c) of a layer keeps its weight block ``W[c*Kc:(c+1)*Kc, p*Nc:(p+1)*Nc]`` resident
-  in its data memory (loaded at configuration, as AIE4ML does);
-* rows stream through in blocks of ``tm``: the K slice ``c`` of each block is broadcast to the
-  ``n_par`` tiles of cascade stage ``c``; partial sums flow down each cascade chain and the chain's
-  last tile adds the bias, requantises (then adds a QDQ bias add's constant, if the layer has
-  one) and emits its ``[tm, Nc]`` output block;
-* output block ``p`` of layer i is exactly K slice ``p`` of layer i+1 (the plan pins
-  ``cascade[i+1] = n_par[i]``), so it goes tile to tile on one broadcast route and intermediate
-  tensors never leave the array; the first layer reads DDR and the last writes DDR through shims
-  (shim DMA channels over the NoC), or, with ``io="pl"``, the programmable logic streams the input
-  in and takes the output through the shims' PL stream ports, as AIE4ML's designs are fed; inside
-  a program of several families (:mod:`~tvm_aie.codegen.lower_net`) they are memory tiles.
+Each tile keeps its weight block resident; rows stream through in blocks of ``tm`` down cascade
+chains; layer i's output block p is layer i+1's K slice p, so intermediates go tile to tile; the
+chain reads and writes DDR through shims (or PL streams with ``io="pl"``). ``docs/design.md``
+("Dense chains") has the design.
 """
 
 from __future__ import annotations

@@ -1,39 +1,10 @@
-"""Lowering: scheduled conv2d layers, a chain or a DAG (branches, concats) -> one AIE program.
+"""Lowering: scheduled conv2d and pooling layers, a chain or a DAG (branches, concats) -> one
+AIE program.
 
-Input: the layers of one offloaded subgraph (:class:`~tvm_aie.codegen.layers.ConvLayer`) and, for
-each, the tile layout read back from its scheduled TensorIR
-(:func:`tvm_aie.schedules.conv2d.tile_layout`). Output: a program in which
-
-* layer i's input is a feature map ``[C, H+pt+pb, W+pl+pr]`` in the memory tile under its column,
-  configured with the input zero point (0 in fp32) so the border *is* the padding; the DMA writes
-  the interior with a 3-D pattern (from DDR for a layer reading the program's input) or 4-D (the
-  output blocks of the layer it reads, each at its channels and rows), and every write releases
-  the image's "full" lock;
-* a layer's output read by several layers (a branch) is one broadcast of its blocks to all their
-  images; a concat is no compute at all: each of its inputs' producers writes its blocks straight
-  into the reader's image at that input's channel offset, and the image's "full" lock counts the
-  writers of every input (an int8 input quantised otherwise than the concat is requantised by its
-  producer's epilogue first);
-* once all writers are done, one 4-D read pattern walks the bands, halo rows included
-  (consecutive bands overlap by ``KH - stride`` rows), and broadcasts them to the layer's ``n_par``
-  tiles, which keep their output channels' weights resident and compute on tile memory only;
-* a residual add (skip connection) reads its blocks from the memory tile that already holds that
-  tensor as an earlier layer's input image (a read paced by its tile never keeps the other
-  readers out);
-* the output layers' tiles write their blocks straight into the DDR outputs with 4-D patterns (or,
-  in a program that goes on with a dense head, :mod:`~tvm_aie.codegen.lower_net`, with the same
-  patterns into a memory tile).
-
-Intermediate feature maps stay in memory tiles; a layer starts when its input image is complete
-(branches of a DAG may run at the same time).
-
-A batch of N images (``ConvLayer.batch``) is one program too: the DDR patterns take one more
-dimension (the image), the weights stay resident, every core loops over ``N`` times its bands,
-and each memory-tile map keeps two copies where the tile has room (:class:`_MapSlots`), so the
-layers form a pipeline: layer i works on image n+1 while layer i+1 works on image n. A map with
-one copy (two do not fit) still runs every image, its writers and readers taking turns; which
-maps have two is ``meta["image_buffers"]``. With one image the program is what it was before
-batches: every map has one copy, its readers check it is complete and nothing is reused.
+Each layer's input is a zero-point-padded image in a memory tile, read in bands with halos and
+broadcast to its tiles, which keep their output channels' weights resident; concats and branches
+are DMA patterns; a batch of images is a pipeline over two copies of each map where they fit.
+``docs/design.md`` ("Conv chains and DAGs") has the design.
 """
 
 from __future__ import annotations

@@ -1,31 +1,9 @@
 """Lowering: parts of several families -> one AIE program (a CNN or a transformer layer on chip).
 
-A part is a conv chain, a dense chain, one row-wise layer or one batched matmul; the parts form a
-DAG in dataflow order: a conv part, an optional flatten and a dense head (a CNN), or dense,
-row-wise and batched-matmul parts in any arrangement, a tensor read by several parts (the Q, K
-and V projections read the layer's input, a layer norm's output feeds the FFN and the residual
-add) and a part reading two (a batched matmul, an add): a transformer encoder layer. Each part is
-lowered as its own module does (:mod:`~tvm_aie.codegen.lower_conv`, :mod:`~tvm_aie.codegen.lower`,
-:mod:`~tvm_aie.codegen.lower_rows`, :mod:`~tvm_aie.codegen.lower_bmm`), on one placement (each
-part's columns follow the previous one's), with one change at each seam: a tensor a part of the
-program reads is a buffer in a memory tile instead of a DDR tensor (near its writer's columns, a
-conv part's near its reader's; the nearest memory tile with the DMA channels, a lock and the
-bytes free, else a :class:`ResourceError` naming the seam). The producer writes it with the n-D
-patterns it would use for its DDR output, every reader reads it with those it would use for its
-DDR input, once every writer has released the buffer's lock (readers take the writers' count
-and give it back, so every reader finds it). The buffer is a ``[rows, stride]`` matrix as wide
-as its widest side pads it (``k_pad`` of a dense reader, ``n_pad`` of a dense writer, a row-wise
-layer's columns): each walks it with that row stride, and a conv part's NCHW maps are the
-flattened rows, image n in row n (a flatten moves no data of its own; the dense head starts once
-the whole batch is in). Attention heads move no data either: a batched matmul reads the
-``[B*S, D]`` matrix of a dense layer head by head, keys transposed, with the strides of its
-:class:`~tvm_aie.codegen.layers.HeadsLayer`, and writes its result merged into the matrix the
-next dense layer reads. The function's inputs are DDR tensors every reader walks; a result the
-program returns goes to DDR from its writer (or, if a part reads it too, is copied out of its
-memory tile). The buffer starts zeroed, so padding reads zeros (the padded weight rows are zero
-too, and fp32 ``0 * 0`` keeps the sums exact). A seam buffer has the producer's output type:
-under ``precision="bf16"`` every part is bf16 (dense outputs, row-wise and batched-matmul
-tensors alike), so the seams are bf16 and nothing is cast on chip.
+Each part (a conv chain, a dense chain, a row-wise layer, a batched matmul) is lowered by its own
+module on one placement; at each seam the tensor is a memory-tile buffer instead of DDR, picked
+for its channels, lock and bytes (a :class:`ResourceError` names a seam that has none); attention
+heads are DMA patterns. ``docs/design.md`` ("Several families in one program") has the design.
 """
 
 from __future__ import annotations

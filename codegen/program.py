@@ -1,31 +1,9 @@
 """The AIE program: the one contract between the codegen and the simulator.
 
-An AIE program is what a device is configured with, spelled out: which tiles run which kernels on
-which buffers (with their byte addresses in tile memory), the locks that order producers and
-consumers, the DMA buffer descriptors (BDs) that move bytes between DDR, memory tiles and compute
-tiles with n-D address patterns, the stream routes that connect DMA channels, and the cascade links
-that pass accumulators between neighbouring cores. Nothing in it refers to TIR or Relax; the
-simulator reads only this.
-
-Conventions (those of AIE-ML, AM020):
-* A tile is ``(col, row)``; its kind is ``"compute"``, ``"memtile"`` or ``"shim"``.
-* Locks are semaphores. ``acquire(lock, v)`` waits until the lock's value is >= v and subtracts v;
-  ``release(lock, v)`` adds v. A double-buffered object FIFO uses a "prod" lock initialised to the
-  number of slots and a "cons" lock initialised to 0.
-* A BD's ``sizes``/``strides`` are in elements of the buffer's dtype, outermost first; the pattern
-  visits ``prod(sizes)`` elements starting at ``offset``. MM2S BDs read the buffer into the stream,
-  S2MM BDs write what arrives into the buffer.
-* DDR tensors (``ddr``) are the host's buffers: program inputs, outputs and constants. Their shapes
-  are the padded shapes the array works on; ``valid_shape`` is the part the model sees.
-  ``io`` says how the array reaches one: ``"ddr"`` (default) through a shim DMA channel over the
-  NoC, or ``"pl"`` through a shim's programmable-logic stream port (PL logic streams the tensor in
-  or takes it out; AM009/AM020 array interface). A shim channel whose BDs name a PL tensor is that
-  PL port: on a shim, DMA channels and PL ports share the numbers of the south stream ports.
-* Buffers may carry ``initial`` (the name of a constant): they are loaded when the device is
-  configured, as kernels' weights are, and are not part of the per-inference traffic.
-
-Serialised form: one ``.npz`` (no pickle) holding ``program.json`` as uint8 and one array per
-constant, so loading a program never executes anything from it.
+Tiles, buffers (with their addresses), locks, DMA buffer descriptors with n-D patterns, stream
+routes and cascades, spelled out; nothing refers to TIR or Relax. Serialised as one ``.npz``
+without pickle, so loading a program never runs anything from it. ``docs/design.md`` ("The AIE
+program format") has the conventions (locks, BD patterns, DDR tensors and their ``io``).
 """
 
 from __future__ import annotations

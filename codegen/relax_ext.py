@@ -1,14 +1,10 @@
-"""``relax.ext.aie``: the codegen entry for one partitioned Relax function.
+"""``relax.ext.aie``: the codegen entry for one partitioned Relax function, with the build's
+:class:`~tvm_aie.options.CompileOptions` as JSON.
 
-Reads the function's layers, plans their configurations (tuned or default), schedules each layer's
-TensorIR with its configuration, reads the tile layout back from the scheduled TIR and lowers the
-chain to an AIE program, returned serialised (uint8) so the executable can carry it as a constant.
-A program holds one family: a chain of dense layers, conv2d (and pooling) layers (a chain, or a
-DAG with branches and concats), one batched matmul or one row-wise layer; or parts of several
-(:mod:`~tvm_aie.codegen.lower_net`): a conv part, a flatten and a dense head (a CNN), or a DAG
-of dense chains, row-wise layers, batched matmuls and the heads between them (a transformer
-encoder layer). Layers the array cannot hold at once are split into several programs that hand
-their tensors over through DDR (:func:`compile_programs`; conv programs hand over one).
+Reads the function's layers, plans their configurations (pinned, tuned or default), schedules each
+layer's TensorIR, reads the tile layouts back and lowers them to AIE programs (serialised as
+uint8 constants): one family per program or parts of several (:mod:`~tvm_aie.codegen.lower_net`),
+split into several programs handing tensors over in DDR when the array cannot hold them at once.
 """
 
 from __future__ import annotations

@@ -1,28 +1,9 @@
 """The conv2d schedule template: one NCHW image, ``Y[o] = sum W[o] * X`` over the tile grid.
 
-The design the codegen implements (:mod:`tvm_aie.codegen.lower_conv`), expressed in TensorIR:
-
-* the layer's input lives in a memory tile as a zero-point-padded image ``[C, H+pt+pb, W+pl+pr]``
-  (the DMA writes the interior; the border keeps the padding value, so no kernel pads);
-* output rows go in bands of ``th``; each band's input rows, halo included
-  (``th_in = (th-1)*stride + KH``, and the ``w_read`` padded columns the conv reads), are read
-  from the memory tile with one 4-D pattern whose outer stride ``th*stride`` rows makes
-  neighbouring bands overlap, and broadcast to the tiles;
-* the output channels are split over ``n_par`` tiles (whole groups per tile for grouped and
-  depthwise convs); tile p keeps its weights ``W[p*Op:(p+1)*Op]`` resident and emits
-  ``[Op, th(/pool), Wo(/pool)]`` per band (plus, with a residual add, receives the skip
-  connection's block of the same shape, read from the memory tile that holds that tensor).
-
-Pooling layers are scheduled as the depthwise conv with their window (the same bands and halos);
-a max-pool keeps no weights on its tiles.
-
-Buffers are sized by the operands' dtypes: int16xint8 (int16 activations, int8 weights) has
-2-byte bands and blocks, 1-byte weights and an int64 bias (the accumulator's width).
-
-The schedule splits the output rows into bands (``aie.row_blocks``) and the output channels into
-``aie.parallel`` tiles, stages the padded input band, the weights and the output block in
-``local.aie`` (the padding copy is inlined: it is the memory tile's border) and :func:`tile_layout`
-reads the per-tile buffers back from the compacted TIR, which is what the codegen builds from.
+Output rows in bands of ``th`` (input halos included), output channels over ``n_par`` tiles with
+their weights resident; pooling is the depthwise conv of its window. :func:`tile_layout` reads
+the per-tile buffers back; also the default config, the legality check and the tuning space.
+``docs/design.md`` ("Conv2d and pooling") has the design.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """The dense (matmul) schedule template: ``Y[M,N] = X[M,K] @ W[K,N]`` on a grid of AIE tiles.
 
-The design the codegen implements, and that the schedule expresses in TensorIR:
-
-* the layer runs on ``n_par x cascade`` compute tiles; tile (p, c) keeps its weight block
-  ``W[c*Kc:(c+1)*Kc, p*Nc:(p+1)*Nc]`` resident in data memory (``Kc = K_pad/cascade``,
-  ``Nc = N_pad/n_par``);
-* rows of X stream through in blocks of ``tm``; in each block, tile (p, c) receives its K slice
-  ``A[tm, Kc]``, partial sums flow down the cascade chain, and the chain's last tile adds the bias,
-  requantises and emits ``C[tm, Nc]``;
-* M, K and N are padded up to whole row blocks and whole intrinsics per tile.
-
-The schedule pads the einsum, splits it into that tile grid (loops annotated ``aie.row_blocks``,
-``aie.parallel`` and ``aie.cascade``), stages A, W and C in ``local.aie`` at the tile level and
-blockizes the per-tile loops into one block per ``mmul`` intrinsic. :func:`tile_layout` reads the
-per-tile buffers and grid back from the scheduled TIR, which is what the codegen builds from.
+The schedule pads the einsum, splits it into ``n_par x cascade`` tiles and row blocks of ``tm``,
+stages A, W and C in ``local.aie`` and blockizes the per-tile loops into ``mmul`` intrinsics;
+:func:`tile_layout` reads the per-tile buffers back. Also the default plan's heuristic, the
+legality check and the tuning space. ``docs/design.md`` ("Schedules") has the design.
 """
 
 from __future__ import annotations

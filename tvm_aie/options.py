@@ -49,12 +49,11 @@ class CompileOptions:
         dev = get_device(self.device)  # an unknown device fails here, listing the known ones
         object.__setattr__(self, "device", dev.name)
         if self.io not in IO:
-            raise OptionsError(f"io must be one of {', '.join(IO)}, not {self.io!r}")
+            raise OptionsError(f"io must be one of {IO}, not {self.io!r}")
         if self.io == "pl" and dev.pl_interface is None:
             raise OptionsError(f"{dev.name} has no PL interface to stream io='pl' through")
         if self.precision not in PRECISIONS:
-            raise OptionsError(f"precision must be one of {', '.join(PRECISIONS)}, not "
-                               f"{self.precision!r}")
+            raise OptionsError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
         if self.tuning_db is not None:
             object.__setattr__(self, "tuning_db", str(self.tuning_db))
         if isinstance(self.configs, dict):

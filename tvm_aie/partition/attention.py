@@ -67,9 +67,8 @@ def _bmm_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
 def _bmm_fit(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
     a, b = ctx.annotated_expr["a"], ctx.annotated_expr["b"]
     *batch, m, k = ints(a.ty.shape)
-    return fit_reason(part.device, bmm, bmm.BmmWorkload(int(np.prod(batch)), m, k, ints(b.ty.shape)[-1],
-                                            str(a.ty.dtype)))
-
+    return fit_reason(part.device, bmm, bmm.BmmWorkload(int(np.prod(batch)), m, k,
+                                                        ints(b.ty.shape)[-1], str(a.ty.dtype)))
 
 
 # families whose layers form one program's DAG with seams in memory tiles (lower_net)

@@ -1,5 +1,5 @@
 """Rewrites of ``main`` before matching, so the patterns see one form of each idea (what TVM's
-ONNX importer writes for batch norm, Clip, Split and shared dequantizes; see :class:`_Canonicalize`).
+ONNX importer writes for batch norm, Clip, Split and shared dequantizes: :class:`_Canonicalize`).
 """
 
 from __future__ import annotations
@@ -156,4 +156,3 @@ def canonicalize(mod: tvm.IRModule) -> tvm.IRModule:
     rewriter.builder_.update_func(mod.get_global_var("main"), rewriter.visit_expr(func))
     # The Clip bounds and replaced dequantizes are now unused.
     return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
-

@@ -57,7 +57,6 @@ def _conv_pattern(int8: bool, bias: bool, bn: bool, act: str | None, pool: bool,
     return out, ann
 
 
-
 def _conv_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
     """Why the matched conv2d layer cannot run on the array, or None if it can."""
     if has_leaking_intermediate_variables(ctx):
@@ -141,7 +140,6 @@ def _conv_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | None
     return None
 
 
-
 def _conv_fit(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
     ann = ctx.annotated_expr
     x, w, a = ann["x"], ann["w"], ann["conv"].attrs
@@ -151,7 +149,6 @@ def _conv_fit(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
     return fit_reason(part.device, conv2d, conv2d.ConvWorkload(
         c, h, wd, o, kh, kw, tuple(ints(a.strides)), tuple(ints(a.padding)), int(a.groups),
         layer_precision(x.ty.dtype), pool, "residual" in ann))
-
 
 
 def _pool_pattern(int8: bool, kind: str):
@@ -217,8 +214,8 @@ def _pool_fit(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
     else:
         window, stride = tuple(ints(pool.attrs.pool_size)), tuple(ints(pool.attrs.strides))
         kind = "maxpool" if pool.op.name == "relax.nn.max_pool2d" else "avgpool"
-    return fit_reason(part.device, conv2d, conv2d.ConvWorkload(c, h, w, c, *window, stride, (0, 0, 0, 0), c,
-                                                   layer_precision(x.ty.dtype), kind=kind))
+    return fit_reason(part.device, conv2d, conv2d.ConvWorkload(
+        c, h, w, c, *window, stride, (0, 0, 0, 0), c, layer_precision(x.ty.dtype), kind=kind))
 
 
 def patterns(part: PartitionContext) -> list:

@@ -46,7 +46,6 @@ def _dense_pattern(int8: bool, bias: bool, relu: bool, addq: bool = False):
     return out, ann
 
 
-
 def _reason(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
     """Why the matched layer cannot run on the array, or None if it can."""
     if has_leaking_intermediate_variables(ctx):

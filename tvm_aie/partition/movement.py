@@ -33,7 +33,6 @@ def _flatten_pattern(int8: bool, transpose: bool):
     return out, ann
 
 
-
 def _flatten_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
     """Why the reshape cannot join the array's program, or None: it must flatten an offloaded
     conv or pooling layer's NCHW output to ``[N, C*H*W]`` (ONNX ``Flatten``), whose row-major
@@ -63,7 +62,6 @@ def _flatten_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | N
                 for c in qdq for i in (1, 2)):
             return "the flatten changes the quantisation parameters"
     return None
-
 
 
 def _slice_pattern():
@@ -98,7 +96,6 @@ def _slice_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | Non
     if len(users) != 1 or part.offloaded.get(users[0].name) not in ("conv", "pool"):
         return "it is not read by one conv or pooling layer on the array"
     return None
-
 
 
 CONCAT_INPUTS = 6
