@@ -10,7 +10,7 @@ are DMA patterns; a batch of images is a pipeline over two copies of each map wh
 from __future__ import annotations
 
 import math
-from dataclasses import astuple
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
@@ -137,6 +137,24 @@ class _MapSlots:
         return self._chain("read", offset, sizes, strides)
 
 
+@dataclass(frozen=True)
+class _Unpadded:
+    """The shape of a map with no border, as :meth:`_ConvChainLowering._residual` reads it."""
+
+    c: int
+    h: int
+    w: int
+    padding: tuple = (0, 0, 0, 0)
+
+    @property
+    def hp(self) -> int:
+        return self.h
+
+    @property
+    def wp(self) -> int:
+        return self.w
+
+
 class _ConvChainLowering:
     """Lowers the layers, a DAG in dataflow order (a chain is the simple case), into ``res``'s
     program on the tiles ``placement`` gives it; ``outputs``: the layers whose outputs the
@@ -168,16 +186,21 @@ class _ConvChainLowering:
         output per output layer; ``flatten``: the
         :class:`~tvm_aie.codegen.layers.FlattenLayer` after the one output layer (the output then
         has its shape, and its transpose reorders the writes)."""
-        params = sorted({s for layer in self.layers for s in _feeds(layer) if isinstance(s, int)})
+        params = sorted({s for layer in self.layers for s in [*_feeds(layer), layer.residual]
+                         if isinstance(s, int)})
         if params != list(range(len(params))):
             raise ValueError(f"the conv layers read program inputs {params}, not each of the first "
                              f"{len(params)}")
         for k in params:
-            reader = next(layer for layer in self.layers if k in _feeds(layer))
-            shape = reader.in_slice.in_shape if reader.in_slice else \
-                (self.batch, *reader.in_shape)
-            self.program.ddr.append(DdrTensor(_numbered(INPUT, k), list(shape), reader.in_dtype,
-                                              "input"))
+            reader = next((layer for layer in self.layers if k in _feeds(layer)), None)
+            if reader is None:  # read only as a residual: the output's shape
+                adder = next(layer for layer in self.layers if layer.residual == k)
+                shape, dtype = (self.batch, *adder.out_shape), adder.out_dtype
+            else:
+                shape = reader.in_slice.in_shape if reader.in_slice else \
+                    (self.batch, *reader.in_shape)
+                dtype = reader.in_dtype
+            self.program.ddr.append(DdrTensor(_numbered(INPUT, k), list(shape), dtype, "input"))
         if (sink or flatten) and len(self.outputs) != 1:
             raise ValueError(f"{len(self.outputs)} outputs where one layer's output goes on")
         for k, name in enumerate(self.outputs):
@@ -304,21 +327,51 @@ class _ConvChainLowering:
 
     def _residual(self, layer, lay, p: int, tile, tho: int, wo: int):
         """Tile p's blocks of the tensor added to the layer's output, read band by band from the
-        memory tile that holds it as an earlier layer's input image."""
-        if layer.residual not in self.images:
-            raise ResourceError(f"{layer.name}: its residual input {layer.residual!r} is not in a "
-                                f"memory tile of this program")
-        image, src = self.images[layer.residual]
-        if (src.c, src.h, src.w) != (lay.workload.o, lay.th * lay.bands, wo):
-            raise ValueError(f"{layer.name}: residual image {src} is not the output's shape")
-        row, plane = src.wp, src.hp * src.wp
+        memory tile that holds it (an earlier layer's input image, else a map of its producer's
+        output made for it), or from DDR when it is a program input no layer here reads."""
+        if layer.residual not in self.images and isinstance(layer.residual, str):
+            self._residual_map(layer.residual)
+        if layer.residual in self.images:
+            image, src = self.images[layer.residual]
+            row, plane, first = src.wp, src.hp * src.wp, src.padding[0] * src.wp + src.padding[1]
+            shape = (src.c, src.h, src.w)
+        else:  # a program input: its blocks straight from DDR
+            shape = (lay.workload.o, lay.th * lay.bands, wo)
+            row, plane, first = wo, shape[1] * wo, 0
+            image = None
+        if shape != (lay.workload.o, lay.th * lay.bands, wo):
+            raise ValueError(f"{layer.name}: residual image {shape} is not the output's shape")
+        sizes, strides = [lay.bands, lay.op, tho, wo], [tho * row, plane, row, 1]
+        offset = p * lay.op * plane + first
         fifo = fifos.ObjectFifo(
             f"{layer.name}.r{p}", (lay.op, tho, wo), layer.out_dtype,
-            image.read(p * lay.op * plane + src.padding[0] * row + src.padding[1],
-                       [lay.bands, lay.op, tho, wo], [tho * row, plane, row, 1]),
+            image.read(offset, sizes, strides) if image is not None else
+            self._ddr(_numbered(INPUT, layer.residual), int(np.prod(shape)))(offset, sizes,
+                                                                              strides),
             [(tile, 2 if lay.double_buffer_a else 1)])
         fifos.lower_producer(self.res, fifo)
         return fifos.lower_consumers(self.res, fifo)[tuple(tile)]
+
+    def _residual_map(self, src: str) -> None:
+        """Layer ``src``'s whole output in a memory tile of its column (no padding), for the
+        layers that add it: its blocks are written there as to any reader's image (a projection
+        shortcut's output, read by nothing else, has no image of its own)."""
+        j = self.index[src]
+        prev, lay = self.layers[j], self.layouts[j]
+        c, ho, wo = prev.out_shape
+        readers = sum(self.layouts[k].n_par for k, x in enumerate(self.layers) if x.residual == src)
+        memtile = (self.placement[j][0][0][0], 1)
+        whole = _MapSlots(self.res, f"{src}.map", memtile, [c, ho, wo], prev.out_dtype, 0,
+                          self.batch, len(self.fifos[src]), readers)
+        self.depths[whole.buffer] = whole.depth
+        for p, fifo in enumerate(self.fifos[src]):
+            tho = fifo.shape[1]
+            fifo.consumers.append(whole.write(p * lay.op * ho * wo, [lay.bands, lay.op, tho, wo],
+                                              [tho * wo, ho * wo, wo, 1]))
+        if not self.pending.get(src):  # no later layer reads it as its input: lower it now
+            for fifo in self.fifos[src]:
+                fifos.lower_consumers(self.res, fifo)
+        self.images[src] = (whole, _Unpadded(c, ho, wo))
 
     def _lower_layer(self, i: int, layer, lay) -> None:
         tiles = [t[0] for t in self.placement[i]]
@@ -370,6 +423,7 @@ class _ConvChainLowering:
                   "pool": list(layer.pool or (1, 1)),
                   "out_zp": int(layer.out_zp or 0), "out_dtype": layer.out_dtype,
                   "residual": r_ep is not None, "kind": layer.kind,
+                  **({"relu_after": True} if layer.relu_after else {}),
                   "window": [wl.kh, wl.kw]}
         if layer.add is not None:
             params["add"] = [int(v) for v in astuple(layer.add)]
@@ -428,7 +482,8 @@ def _summary(layer, lay) -> str:
     act = f" clip(0,{layer.clip_max:g})" if layer.clip_max is not None else \
         " relu" if layer.relu else ""
     pool = f" maxpool{layer.pool[0]}x{layer.pool[1]}" if layer.pool else ""
-    return f"{lay.workload}{act}{pool}" + (" +residual" if layer.residual is not None else "")
+    return f"{lay.workload}{act}{pool}" + (" +residual" if layer.residual is not None else "") + \
+        (" relu" if layer.relu_after else "")
 
 
 def lower_conv_chain(name: str, layers: list, layouts: list, device, flatten=None,

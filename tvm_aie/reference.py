@@ -136,6 +136,8 @@ def _conv(bb: relax.BlockBuilder, x, layer: ConvLayer, residual=None):
             y = bb.emit(relax.op.nn.relu(y))
         if residual is not None:
             y = bb.emit(relax.op.add(y, residual))
+            if layer.relu_after:
+                y = bb.emit(relax.op.nn.relu(y))
     if layer.pool:
         y = bb.emit(relax.op.nn.max_pool2d(y, pool_size=layer.pool, strides=layer.pool))
     return y

@@ -39,6 +39,7 @@ class ConvLayer:
     input: int | str
     clip_max: float | None = None  # fp32 ReLU6-style activation: clip(0, clip_max) (relu is set)
     residual: int | str | None = None  # where a tensor added to the output comes from
+    relu_after: bool = False  # fp32: a ReLU after the residual add (a ResNet block's output)
     add: "ResidualAdd | None" = None  # int8: how the conv's output and the residual are added
     # "conv", or a pooling layer as a depthwise window: "avgpool" (weights 1/K in fp32; in int8
     # weights 1 at scale 1/K, so requantisation divides) or "maxpool" (the weights are unused)
@@ -119,10 +120,13 @@ def read_conv(func: relax.Function, call, name: str, sources: dict) -> ConvLayer
     weight = const_value(rhs.args[0] if int8 else rhs)
     cout = weight.shape[0]
     bias, scale, shift, clip_max, residual = None, None, None, None, None
+    relu, relu_after = False, False
     quants = [op for op in ops if op.op.name == "relax.quantize"]
     for op in ops[names.index("relax.nn.conv2d") + 1:]:
         other = op.args[1] if len(op.args) > 1 else None
-        if op.op.name == "relax.add" and any(param_of(a) is not None for a in op.args):
+        if op.op.name == "relax.nn.relu":
+            relu_after, relu = residual is not None, relu or residual is None
+        elif op.op.name == "relax.add" and any(param_of(a) is not None for a in op.args):
             residual = next(value(a) for a in op.args if param_of(a) is not None)
         elif op.op.name == "relax.add" and scale is None:
             bias = value(other)
@@ -139,11 +143,11 @@ def read_conv(func: relax.Function, call, name: str, sources: dict) -> ConvLayer
     layer = ConvLayer(name, layer_precision(x.ty.dtype),
                       tuple(int(d) for d in list(x.ty.shape)[1:]), weight, None,
                       tuple(int(v) for v in a.strides), tuple(int(v) for v in a.padding),
-                      int(a.groups), "relax.nn.relu" in names or clip_max is not None,
+                      int(a.groups), relu or clip_max is not None,
                       None if pool is None else tuple(int(v) for v in pool.attrs.pool_size),
                       sources[x], clip_max=None if clip_max is None or np.isinf(clip_max) else
                       clip_max, residual=None if residual is None else sources[param_of(residual)],
-                      batch=int(x.ty.shape[0]))
+                      relu_after=relu_after, batch=int(x.ty.shape[0]))
     if not int8:
         b = np.zeros(cout, np.float64) if bias is None else \
             const_value(bias).reshape(cout).astype(np.float64)

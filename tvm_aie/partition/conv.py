@@ -19,8 +19,10 @@ from .context import (PartitionContext, const_value, dq, fit_reason, int16_reaso
 
 
 def _conv_pattern(int8: bool, bias: bool, bn: bool, act: str | None, pool: bool,
-                  residual: bool = False):
-    """One conv2d layer (see the module docstring). Returns (pattern, annotations)."""
+                  residual: bool = False, relu_after: bool = False):
+    """One conv2d layer (see the module docstring); ``relu_after`` (fp32): a ReLU after the
+    residual add, as a ResNet block ends (QDQ models fold it into the quantize). Returns
+    (pattern, annotations)."""
     x, w = wildcard(), is_const()
     ann = {"x": x, "w": w}
     lhs, rhs = x, w
@@ -53,6 +55,8 @@ def _conv_pattern(int8: bool, bias: bool, bn: bool, act: str | None, pool: bool,
         out = ann["res_add"] = is_op("relax.add")(out, r) | is_op("relax.add")(r, out)
         if int8:
             out = ann["res_q"] = is_op("relax.quantize")(out, is_const(), is_const())
+        if relu_after:
+            out = is_op("relax.nn.relu")(out)
     ann["root"] = out
     return out, ann
 
@@ -237,6 +241,10 @@ def patterns(part: PartitionContext) -> list:
                                               "residual" if res else "") if k)
                         out.append((name, *_conv_pattern(int8, bias, bn, act, pool, res),
                                     check_conv))
+                        if res and not int8:
+                            out.append((name + "_relu",
+                                        *_conv_pattern(int8, bias, bn, act, pool, res, True),
+                                        check_conv))
         for kind in ("max", "avg", "mean"):
             out.append((f"aie.pool2d_{kind}_" + ("int8" if int8 else "fp32"),
                         *_pool_pattern(int8, kind), check_pool))

@@ -67,6 +67,7 @@ class Conv2d:
         self.cin_offset = int(p.get("cin_offset", 0))
         # residual add (int8, int16): [conv_zp, conv_mult, conv_shift, res_zp, res_mult, res_shift]
         self.residual, self.add = bool(p.get("residual")), p.get("add")
+        self.relu_after = bool(p.get("relu_after"))  # float: ReLU after the residual add
         # int8 output read by a concat at another scale: [zp, mult, shift, concat's zp], applied
         # last (:func:`tvm_aie.quant.rescale`; monotone, so it commutes with the max-pool)
         self.rescale = p.get("rescale")
@@ -171,6 +172,8 @@ class Conv2d:
                 out = np.minimum(out, np.float32(self.clip_max))
             if self.residual:
                 out = out + view(self.buffers["r"])
+                if self.relu_after:  # in the add's pass: one more max per vector
+                    out = np.maximum(out, 0)
             out = out.astype(self.out_dtype)
         ph, pw = self.pool
         if (ph, pw) != (1, 1):
