@@ -344,7 +344,7 @@ class _ConvChainLowering:
         sizes, strides = [lay.bands, lay.op, tho, wo], [tho * row, plane, row, 1]
         offset = p * lay.op * plane + first
         fifo = fifos.ObjectFifo(
-            f"{layer.name}.r{p}", (lay.op, tho, wo), layer.out_dtype,
+            f"{layer.name}.r{p}", (lay.op_pass, tho, wo), layer.out_dtype,
             image.read(offset, sizes, strides) if image is not None else
             self._ddr(_numbered(INPUT, layer.residual), int(np.prod(shape)))(offset, sizes,
                                                                               strides),
@@ -385,8 +385,8 @@ class _ConvChainLowering:
         outputs = []
         for p, tile in enumerate(tiles):
             r_ep = None if layer.residual is None else self._residual(layer, lay, p, tile, tho, wo)
-            fifo = fifos.ObjectFifo(f"{layer.name}.c{p}", (lay.op, tho, wo), layer.out_dtype,
-                                    (tile, 2 if lay.double_buffer_c else 1))
+            fifo = fifos.ObjectFifo(f"{layer.name}.c{p}", (lay.op_pass, tho, wo),
+                                    layer.out_dtype, (tile, 2 if lay.double_buffer_c else 1))
             c_ep = fifos.lower_producer(self.res, fifo)
             if sink is not None:  # read by layers too: lowered with their images (_read_by)
                 fifo.consumers = [sink(p * lay.op * ho * wo, [lay.bands, lay.op, tho, wo],
@@ -397,13 +397,17 @@ class _ConvChainLowering:
             self._lower_tile(layer, lay, p, tile, a_eps[tuple(tile)], c_ep, r_ep)
         self.fifos[layer.name] = outputs
 
-    def _lower_tile(self, layer, lay, p: int, tile, a_ep, c_ep, r_ep) -> None:
-        tag = f"{layer.name}.p{p}"
-        chans = slice(p * lay.op, (p + 1) * lay.op)
+    def _pass_constants(self, layer, lay, p: int, tile, g: int) -> dict:
+        """Pass ``g``'s bias, multiplier and shift on tile ``p`` (with one pass, its weights
+        too), resident in the tile: ``{role: buffer}``."""
+        wl, npass = lay.workload, lay.passes
+        tag = f"{layer.name}.p{p}" + (f".g{g}" if npass > 1 else "")
+        first = p * lay.op + g * lay.op_pass
+        chans = slice(first, first + lay.op_pass)
         consts = {}
-        wl = lay.workload
         if layer.kind != "maxpool":  # a max-pool only compares: no weights, no epilogue
-            consts["w"] = np.ascontiguousarray(layer.weight[chans])
+            if npass == 1:
+                consts["w"] = np.ascontiguousarray(layer.weight[chans])
             if layer.bias is not None:  # at the accumulator's width (int16xint8: int64)
                 consts["bias"] = layer.bias[chans].astype(wl.acc_dtype)
             if wl.integer:
@@ -414,9 +418,30 @@ class _ConvChainLowering:
             self.program.constants[f"{tag}.{key}"] = arr
             bufs[key] = self.res.buffer(f"{tag}.{key}", tile, arr.shape, str(arr.dtype),
                                         initial=f"{tag}.{key}").name
+        return bufs
+
+    def _streamed_weights(self, layer, lay, p: int, tile):
+        """Tile ``p``'s weights in DDR, streamed pass after pass for every band into two slots:
+        the consumer end on the tile."""
+        name = f"{layer.name}.p{p}.w"
+        blocks = np.ascontiguousarray(layer.weight[p * lay.op:(p + 1) * lay.op])
+        self.program.constants[name] = blocks
+        self.program.ddr.append(DdrTensor(name, list(blocks.shape), str(blocks.dtype),
+                                          "constant"))
+        # the outer dimension repeats the tile's weights once per band (stride 0: a repeat)
+        fifo = fifos.ObjectFifo(name, (lay.op_pass, *blocks.shape[1:]), str(blocks.dtype),
+                                fifos.DdrEndpoint(name, 0, [lay.bands * self.batch, blocks.size],
+                                                  [0, 1]), [(tile, 2)])
+        fifos.lower_producer(self.res, fifo)
+        return fifos.lower_consumers(self.res, fifo)[tuple(tile)]
+
+    def _lower_tile(self, layer, lay, p: int, tile, a_ep, c_ep, r_ep) -> None:
+        wl, npass = lay.workload, lay.passes
+        passes = [self._pass_constants(layer, lay, p, tile, g) for g in range(npass)]
+        w_ep = self._streamed_weights(layer, lay, p, tile) if npass > 1 else None
         cout_g = wl.o // wl.groups
         params = {"precision": layer.precision, "stride": list(wl.stride),
-                  "group_size": cout_g if wl.groups > 1 else lay.op,
+                  "group_size": cout_g if wl.groups > 1 else lay.op_pass,
                   # the first input channel of the tile's first group
                   "cin_offset": (p * lay.op // cout_g) * wl.cin_g if wl.groups > 1 else 0,
                   "relu": bool(layer.relu), "clip_max": layer.clip_max,
@@ -429,17 +454,24 @@ class _ConvChainLowering:
             params["add"] = [int(v) for v in astuple(layer.add)]
         if layer.rescale is not None:
             params["rescale"] = [int(v) for v in layer.rescale]
-        ins = [(a_ep, False)] + ([(r_ep, False)] if r_ep else []) + [(c_ep, True)]
+        ins = [(ep, prod) for ep, prod in ((r_ep, False), (w_ep, False), (c_ep, True)) if ep]
 
         def step(i):
-            roles = {"a": a_ep.slot(i), "c": c_ep.slot(i)} | ({"r": r_ep.slot(i)} if r_ep else {})
-            call = KernelCall("conv2d", {**bufs, **roles}, params)
-            return [fifos.acquire(ep, prod, i) for ep, prod in ins] + \
-                [Instr(op="call", call=call)] + [fifos.release(ep, prod, i) for ep, prod in ins]
+            """Call ``i``: pass ``i % npass`` of band ``i // npass`` (its band taken at the
+            first pass, given back after the last)."""
+            band, g = divmod(i, npass)
+            roles = {"a": a_ep.slot(band), "c": c_ep.slot(i)} | \
+                ({"r": r_ep.slot(i)} if r_ep else {}) | ({"w": w_ep.slot(i)} if w_ep else {})
+            call = KernelCall("conv2d", {**passes[g], **roles}, params)
+            return [fifos.acquire(a_ep, False, band)] * (g == 0) + \
+                [fifos.acquire(ep, prod, i) for ep, prod in ins] + \
+                [Instr(op="call", call=call)] + \
+                [fifos.release(a_ep, False, band)] * (g == npass - 1) + \
+                [fifos.release(ep, prod, i) for ep, prod in ins]
 
-        unroll = math.lcm(*(ep.depth for ep, _ in ins))
-        self.program.cores.append(Core(tile=list(tile),
-                                       body=_core_loop(lay.bands * self.batch, unroll, step)))
+        unroll = math.lcm(npass * a_ep.depth, *(ep.depth for ep, _ in ins))
+        self.program.cores.append(Core(
+            tile=list(tile), body=_core_loop(lay.bands * self.batch * npass, unroll, step)))
 
     def meta(self) -> dict:
         """The program's description of these layers (what the report prints); a batch's

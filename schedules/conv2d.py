@@ -95,16 +95,20 @@ class ConvWorkload:
 
 @dataclass(frozen=True)
 class ConvConfig(Knobs):
-    """The knobs of one conv2d layer: output rows per band, tiles over output channels, depths."""
+    """The knobs of one conv2d layer: output rows per band, tiles over output channels, depths,
+    and ``passes``: blocks of a tile's output channels computed one after another per band, their
+    weights streamed from DDR into two slots (1: the tile's weights stay resident)."""
 
     th: int
     n_par: int
     double_buffer_a: bool = True
     double_buffer_c: bool = True
+    passes: int = 1
 
     def __str__(self) -> str:
         return (f"th={self.th} n_par={self.n_par} db_a={int(self.double_buffer_a)} "
-                f"db_c={int(self.double_buffer_c)}")
+                f"db_c={int(self.double_buffer_c)}" +
+                (f" passes={self.passes}" if self.passes > 1 else ""))
 
 
 def band_rows(wl: ConvWorkload, th: int) -> int:
@@ -113,8 +117,9 @@ def band_rows(wl: ConvWorkload, th: int) -> int:
 
 
 def tile_buffers(wl: ConvWorkload, cfg: ConvConfig) -> list[tuple[str, int, int]]:
-    """``(buffer, bytes of one slot, slots)`` of one tile, in the codegen's allocation order."""
-    op = wl.o // cfg.n_par
+    """``(buffer, bytes of one slot, slots)`` of one tile, in the codegen's allocation order (with
+    ``passes``, a block and a weight slot are one pass's channels; weights take two slots)."""
+    op = wl.o // cfg.n_par // cfg.passes
     ph, pw = wl.pool
     # bias at the accumulator's width (int64 for int16xint8), then the multiplier and shift
     params = [wl.acc_dtype] + (["int32", "int8"] if wl.integer else [])
@@ -125,8 +130,9 @@ def tile_buffers(wl: ConvWorkload, cfg: ConvConfig) -> list[tuple[str, int, int]
         ([("residual block R", block, 2 if cfg.double_buffer_a else 1)] if wl.residual else []) + [
         ("output block C", block, 2 if cfg.double_buffer_c else 1)] + (
         [] if wl.kind == "maxpool" else [
-            ("weights W", op * wl.cin_g * wl.kh * wl.kw * _nbytes(wl.weight_dtype), 1),
-            ("params", sum(_up(op * _nbytes(d), VECTOR_ALIGN) for d in params), 1)])
+            ("weights W", op * wl.cin_g * wl.kh * wl.kw * _nbytes(wl.weight_dtype),
+             2 if cfg.passes > 1 else 1),
+            ("params", sum(_up(op * _nbytes(d), VECTOR_ALIGN) for d in params), cfg.passes)])
 
 
 def check(wl: ConvWorkload, cfg: ConvConfig, device) -> None:
@@ -144,6 +150,12 @@ def check(wl: ConvWorkload, cfg: ConvConfig, device) -> None:
     if wl.groups > 1 and wl.groups % cfg.n_par:
         raise TilingError(f"{where}: n_par must divide the {wl.groups} groups (whole groups per "
                           f"tile)", "shape")
+    if cfg.passes < 1 or (wl.o // cfg.n_par) % cfg.passes:
+        raise TilingError(f"{where}: passes must divide the tile's {wl.o // cfg.n_par} output "
+                          f"channels", "shape")
+    if cfg.passes > 1 and (wl.groups > 1 or wl.kind != "conv"):
+        raise TilingError(f"{where}: streamed weights (passes > 1) are for convs of one group",
+                          "shape")
     if cfg.n_par > device.compute_rows:
         raise TilingError(f"{where}: n_par {cfg.n_par} is more than the {device.compute_rows} "
                           f"compute rows of the layer's column", "placement")
@@ -165,16 +177,21 @@ def check(wl: ConvWorkload, cfg: ConvConfig, device) -> None:
 
 
 def candidates(wl: ConvWorkload, device):
-    """Every config worth checking: bands dividing the output rows, tiles dividing the channels."""
-    for n_par in range(1, min(wl.o, device.compute_rows) + 1):
-        for th in range(wl.ho, 0, -1):
-            for dba, dbc in ((True, True), (True, False), (False, True), (False, False)):
-                yield ConvConfig(th, n_par, dba, dbc)
+    """Every config worth checking: bands dividing the output rows, tiles dividing the channels,
+    resident weights first, then weights streamed in 2, 4, 8, ... passes."""
+    passes = [1] + ([2 ** k for k in range(1, wl.o.bit_length()) if wl.o % 2 ** k == 0]
+                    if wl.groups == 1 and wl.kind == "conv" else [])
+    for npass in passes:
+        for n_par in range(1, min(wl.o, device.compute_rows) + 1):
+            for th in range(wl.ho, 0, -1):
+                for dba, dbc in ((True, True), (True, False), (False, True), (False, False)):
+                    yield ConvConfig(th, n_par, dba, dbc, npass)
 
 
 def default_config(wl: ConvWorkload, device) -> ConvConfig:
-    """The legal config with the fewest tiles, then the largest band (fewest kernel calls), then
-    double buffering; :class:`TilingError` with the last reason if none is legal."""
+    """The legal config with resident weights if there is one, else the fewest passes; then the
+    fewest tiles, the largest band (fewest kernel calls), double buffering; :class:`TilingError`
+    with the last reason if none is legal."""
     last = None
     for cfg in candidates(wl, device):
         try:
@@ -203,20 +220,22 @@ def schedule(prim_func, wl: ConvWorkload, cfg: ConvConfig, device):
     *_, block = sch.get_child_blocks(sch.get_sblock("root"))
     nn, ff, yy, xx, rc, ry, rx = sch.get_loops(block)
     bands, ty = sch.split(yy, [None, cfg.th])
-    par, tf = sch.split(ff, [cfg.n_par, None])
-    sch.reorder(nn, bands, par, tf, ty, xx, rc, ry, rx)
-    # The band is read once per band and broadcast to the tiles; weights and outputs are per tile.
+    par, npass, tf = sch.split(ff, [cfg.n_par, cfg.passes, None])
+    sch.reorder(nn, bands, par, npass, tf, ty, xx, rc, ry, rx)
+    # The band is read once per band and broadcast to the tiles; weights and outputs are per tile
+    # and pass (one pass: the tile's weights, resident).
     a = sch.cache_read(block, 0, SCOPE)
     sch.compute_at(a, bands)
     w = sch.cache_read(block, 1, SCOPE)
-    sch.compute_at(w, par)
+    sch.compute_at(w, npass)
     c = sch.cache_write(block, 0, SCOPE)
-    sch.reverse_compute_at(c, par)
+    sch.reverse_compute_at(c, npass)
     for pad in sch.get_producers(a):  # the padding is the memory tile's border
         sch.compute_inline(pad)
     sch.annotate(bands, ANN_ROWS, wl.ho // cfg.th)
     sch.annotate(par, ANN_PAR, cfg.n_par)
-    for blk, role, depth in ((a, "A", 2 if cfg.double_buffer_a else 1), (w, "W", 1),
+    for blk, role, depth in ((a, "A", 2 if cfg.double_buffer_a else 1),
+                             (w, "W", 2 if cfg.passes > 1 else 1),
                              (c, "C", 2 if cfg.double_buffer_c else 1)):
         sch.annotate(blk, ANN_BUFFER, role)
         sch.annotate(blk, ANN_DEPTH, depth)
@@ -235,13 +254,23 @@ class ConvTileLayout:
     th: int
     th_in: int
     a: TileBuffer  # [1, C, th_in, w_read]
-    w: TileBuffer  # [Op, C/groups, KH, KW]
-    c: TileBuffer  # [1, Op, th, Wo] (accumulator, before the epilogue and pool)
+    w: TileBuffer  # [Op / passes, C/groups, KH, KW]
+    c: TileBuffer  # [1, Op / passes, th, Wo] (accumulator, before the epilogue and pool)
     config: dict
 
     @property
-    def op(self) -> int:
+    def passes(self) -> int:
+        return self.config.get("passes", 1)
+
+    @property
+    def op_pass(self) -> int:
+        """Output channels one kernel call computes (one pass)."""
         return self.w.shape[0]
+
+    @property
+    def op(self) -> int:
+        """The tile's output channels (every pass)."""
+        return self.w.shape[0] * self.passes
 
     @property
     def double_buffer_a(self) -> bool:
@@ -288,9 +317,10 @@ def tile_layout(scheduled, wl: ConvWorkload) -> ConvTileLayout:
     facts = {
         "A is the padded band of every input channel":
             lay.a.shape == (1, wl.c, band_rows(wl, cfg.th), wl.w_read),
-        "W is the tile's output channels":
-            lay.w.shape == (wl.o // cfg.n_par, wl.cin_g, wl.kh, wl.kw),
-        "C is [1, Op, th, Wo]": lay.c.shape == (1, wl.o // cfg.n_par, cfg.th, wl.wo),
+        "W is one pass of the tile's output channels":
+            lay.w.shape == (wl.o // cfg.n_par // cfg.passes, wl.cin_g, wl.kh, wl.kw),
+        "C is [1, Op / passes, th, Wo]":
+            lay.c.shape == (1, wl.o // cfg.n_par // cfg.passes, cfg.th, wl.wo),
         "grid matches the config": (lay.bands * lay.th, lay.n_par) == (wl.ho, cfg.n_par),
         "buffers are in tile memory": {lay.a.scope, lay.w.scope, lay.c.scope} == {SCOPE},
     }

@@ -30,8 +30,10 @@ class Knobs:
 
     @classmethod
     def from_dict(cls, d):
-        """From a dict or a TIR annotation map (extra keys, such as the workload's, are ignored)."""
-        return cls(**{f.name: (bool if f.type == "bool" else int)(d[f.name]) for f in fields(cls)})
+        """From a dict or a TIR annotation map (extra keys, such as the workload's, are ignored;
+        a knob added since the dict was written takes its default)."""
+        return cls(**{f.name: (bool if f.type == "bool" else int)(d[f.name])
+                      for f in fields(cls) if f.name in d})
 
 
 def up(x: int, q: int) -> int:
