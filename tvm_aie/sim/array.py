@@ -413,9 +413,12 @@ class _Array:
                 peak += self.device.peak_macs_per_cycle(precision)
         moved = {name: p.bytes for name, p in self.ports.items()}
         moved["total"] = sum(p.bytes for name, p in self.ports.items() if ":s2mm" in name)
+        starts = [p.first for p in self.ports.values() if p.first is not None and ":s2mm" in
+                  p.name and self.memories.kind(p.channel.tile) == "shim"]
         return SimReport(cycles=cycles, tiles_used=len(core_agents),
                          macs=sum(t["macs"] for t in per_tile.values()),
-                         peak_macs_per_cycle=peak, per_tile=per_tile, bytes_moved=moved)
+                         peak_macs_per_cycle=peak, per_tile=per_tile, bytes_moved=moved,
+                         first_output=min(starts, default=cycles))
 
 
 def _instruction_bytes(body: list) -> int:

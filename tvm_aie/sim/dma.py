@@ -87,6 +87,7 @@ class Port:
         self.routes: list = []
         self.busy = False
         self.bytes = 0
+        self.first = None  # cycle the first chunk started into this port (an S2MM end), if any
         self.turn = 0  # round-robin pointer: the route asked first
 
     def try_routes(self, last=None) -> None:
@@ -161,9 +162,11 @@ class Route:
                 return
         nbytes = min(p.current.remaining for p in [self.src, *self.dsts])
         self.in_flight = True
+        now = self.engine.now
         for d in self.dsts:
             d.busy = True
-        now = self.engine.now
+            if d.first is None:
+                d.first = now
         cycles = math.ceil(nbytes / self.rate)
         for _ in range(self.ddr_ends):
             cycles = max(cycles, self.ddr.book(now, nbytes) - now)

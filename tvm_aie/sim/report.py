@@ -14,6 +14,9 @@ class SimReport:
     ``bytes_moved`` has ``total`` (bytes written into memories and DDR by S2MM channels; a
     broadcast counts once per destination) and one entry per DMA channel (``"col,row:mm2s0"``).
     ``peak_macs_per_cycle`` sums the catalog's MAC rate over the cores used, for their precision.
+    ``first_output``: the cycle the first bytes of any output start into a shim (DDR or PL port),
+    the end of what aiesimulator's I/O latency measures (first input to first output); ``cycles``
+    if the program writes no output.
     """
 
     cycles: int
@@ -22,6 +25,7 @@ class SimReport:
     peak_macs_per_cycle: int
     per_tile: dict = field(default_factory=dict)
     bytes_moved: dict = field(default_factory=dict)
+    first_output: int = 0
 
     @property
     def macs_per_cycle(self) -> float:

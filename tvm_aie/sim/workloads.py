@@ -2,6 +2,8 @@
 
 * :func:`dense_program`: one dense layer on a chosen tile grid, built the way ``relax.ext.aie``
   builds it (schedule, tile layout, lowering), so what is measured is what the compiler emits;
+* :func:`dense_net_program`: a multi-layer dense network with each layer's tile grid pinned, the
+  layers joined through memory tiles, as AIE4ML's published designs are built (end-to-end rows);
 * :func:`kernel_chain_program`: matmul kernels alone or in a cascade pack, operands resident, the
   setting in which kernel benchmarks and papers report cycles per call.
 """
@@ -12,6 +14,7 @@ import numpy as np
 
 from ..codegen.layers import DenseLayer
 from ..codegen.lower import lower_dense_chain
+from ..codegen.lower_net import lower_net
 from ..codegen.program import Cascade, Core, Instr, KernelCall, Program, TileSpec
 from ..codegen.resources import TileResources
 from ..schedules import dense
@@ -39,9 +42,36 @@ def dense_program(m: int, k: int, n: int, n_par: int, cascade: int, device="ve28
     device = get_device(device) if isinstance(device, str) else device
     layer = dense_layer(m, k, n, precision, seed)
     wl = dense.DenseWorkload(m=m, k=k, n=n, precision=precision)
-    cfg = dense.default_config(wl, device, tm=tm, n_par=n_par, cascade=cascade)
-    layout = dense.tile_layout(dense.schedule(dense.dense_prim_func(wl), wl, cfg, device).mod)
+    layout = _layout(wl, device, tm, n_par, cascade)
     return lower_dense_chain(f"dense_{m}x{k}x{n}", [layer], [layout], device, io)
+
+
+def _layout(wl, device, tm: int, n_par: int, cascade: int):
+    cfg = dense.default_config(wl, device, tm=tm, n_par=n_par, cascade=cascade)
+    return dense.tile_layout(dense.schedule(dense.dense_prim_func(wl), wl, cfg, device).mod)
+
+
+def dense_net_program(layers: list, grids: list, batch: int, device="ve2802", io: str = "pl",
+                      seed: int = 0) -> Program:
+    """The AIE program of an int8 dense network (ReLU after each layer): ``layers`` its
+    ``[k, n]``, ``grids`` each layer's ``[cascade, n_par]`` tiles (AIE4ML's ``cas_length`` x
+    ``cas_num``), ``batch`` rows in one block. Each layer is its own part of
+    :func:`~tvm_aie.codegen.lower_net.lower_net`, so layer i writes its output into a memory tile
+    and layer i+1 reads its K slices from there, whatever the two grids (AIE4ML's structure);
+    ``io="pl"``: the network's input and output cross the shims' PL stream ports."""
+    device = get_device(device) if isinstance(device, str) else device
+    parts, source = [], 0
+    for i, ((k, n), (cascade, n_par)) in enumerate(zip(layers, grids)):
+        layer = dense_layer(batch, k, n, seed=seed + i)
+        layer.name, layer.input, layer.relu = f"dense{i}", source, True
+        source = layer.name
+        wl = dense.DenseWorkload(m=batch, k=k, n=n, precision="int8")
+        parts.append(("dense", [layer], [_layout(wl, device, batch, n_par, cascade)]))
+    program = lower_net(f"net_{len(layers)}x{batch}", parts, device)
+    for tensor in program.ddr:
+        tensor.io = io
+    program.meta["io"] = io
+    return program
 
 
 def _operands(rng, precision: str, shape) -> np.ndarray:
