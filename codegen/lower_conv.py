@@ -397,16 +397,14 @@ class _ConvChainLowering:
             self._lower_tile(layer, lay, p, tile, a_eps[tuple(tile)], c_ep, r_ep)
         self.fifos[layer.name] = outputs
 
-    def _pass_constants(self, layer, lay, p: int, tile, g: int) -> dict:
-        """Pass ``g``'s bias, multiplier and shift on tile ``p`` (with one pass, its weights
-        too), resident in the tile: ``{role: buffer}``."""
-        wl, npass = lay.workload, lay.passes
-        tag = f"{layer.name}.p{p}" + (f".g{g}" if npass > 1 else "")
-        first = p * lay.op + g * lay.op_pass
-        chans = slice(first, first + lay.op_pass)
+    def _constants(self, layer, lay, p: int, tile) -> dict:
+        """Tile ``p``'s bias, multiplier and shift (every pass's channels) and, unless they
+        stream, its weights, resident in the tile: ``{role: buffer}``."""
+        wl, tag = lay.workload, f"{layer.name}.p{p}"
+        chans = slice(p * lay.op, (p + 1) * lay.op)
         consts = {}
         if layer.kind != "maxpool":  # a max-pool only compares: no weights, no epilogue
-            if npass == 1:
+            if lay.passes == 1:
                 consts["w"] = np.ascontiguousarray(layer.weight[chans])
             if layer.bias is not None:  # at the accumulator's width (int16xint8: int64)
                 consts["bias"] = layer.bias[chans].astype(wl.acc_dtype)
@@ -437,7 +435,7 @@ class _ConvChainLowering:
 
     def _lower_tile(self, layer, lay, p: int, tile, a_ep, c_ep, r_ep) -> None:
         wl, npass = lay.workload, lay.passes
-        passes = [self._pass_constants(layer, lay, p, tile, g) for g in range(npass)]
+        bufs = self._constants(layer, lay, p, tile)
         w_ep = self._streamed_weights(layer, lay, p, tile) if npass > 1 else None
         cout_g = wl.o // wl.groups
         params = {"precision": layer.precision, "stride": list(wl.stride),
@@ -454,24 +452,48 @@ class _ConvChainLowering:
             params["add"] = [int(v) for v in astuple(layer.add)]
         if layer.rescale is not None:
             params["rescale"] = [int(v) for v in layer.rescale]
-        ins = [(ep, prod) for ep, prod in ((r_ep, False), (w_ep, False), (c_ep, True)) if ep]
+        ins = [(a_ep, False)] + [(ep, prod) for ep, prod in ((r_ep, False), (c_ep, True)) if ep]
+        if npass == 1:
+            def step(i):
+                roles = {"a": a_ep.slot(i), "c": c_ep.slot(i)} | \
+                    ({"r": r_ep.slot(i)} if r_ep else {})
+                call = KernelCall("conv2d", {**bufs, **roles}, params)
+                return [fifos.acquire(ep, prod, i) for ep, prod in ins] + \
+                    [Instr(op="call", call=call)] + \
+                    [fifos.release(ep, prod, i) for ep, prod in ins]
 
-        def step(i):
-            """Call ``i``: pass ``i % npass`` of band ``i // npass`` (its band taken at the
-            first pass, given back after the last)."""
-            band, g = divmod(i, npass)
-            roles = {"a": a_ep.slot(band), "c": c_ep.slot(i)} | \
-                ({"r": r_ep.slot(i)} if r_ep else {}) | ({"w": w_ep.slot(i)} if w_ep else {})
-            call = KernelCall("conv2d", {**passes[g], **roles}, params)
-            return [fifos.acquire(a_ep, False, band)] * (g == 0) + \
-                [fifos.acquire(ep, prod, i) for ep, prod in ins] + \
-                [Instr(op="call", call=call)] + \
-                [fifos.release(a_ep, False, band)] * (g == npass - 1) + \
-                [fifos.release(ep, prod, i) for ep, prod in ins]
+            unroll = math.lcm(*(ep.depth for ep, _ in ins))
+            body = _core_loop(lay.bands * self.batch, unroll, step)
+        else:
+            body = _core_loop(lay.bands * self.batch, a_ep.depth,
+                              self._passes_of_band(bufs, params, a_ep, w_ep, ins[1:], npass))
+        self.program.cores.append(Core(tile=list(tile), body=body))
 
-        unroll = math.lcm(npass * a_ep.depth, *(ep.depth for ep, _ in ins))
-        self.program.cores.append(Core(
-            tile=list(tile), body=_core_loop(lay.bands * self.batch * npass, unroll, step)))
+    @staticmethod
+    def _passes_of_band(bufs: dict, params: dict, a_ep, w_ep, ins: list, npass: int):
+        """``step(band)``: take the band, loop over the passes (each a call on the next weight
+        slot, the next output and residual slots), give the band back. Each call instruction of
+        the loop body computes every ``unroll``-th pass (its ``pass_first``, ``pass_step``)."""
+        ins = [(w_ep, False)] + ins
+        unroll = math.lcm(*(ep.depth for ep, _ in ins))
+
+        def step(band):
+            calls = []
+            for i in range(unroll):
+                roles = {"a": a_ep.slot(band)} | {role: ep.slot(i) for role, (ep, _) in
+                                                   zip(("w", *(("r",) if len(ins) == 3 else ()),
+                                                        "c"), ins)}
+                call = KernelCall("conv2d", {**bufs, **roles},
+                                  {**params, "passes": npass, "pass_first": i,
+                                   "pass_step": unroll})
+                calls += [fifos.acquire(ep, prod, i) for ep, prod in ins] + \
+                    [Instr(op="call", call=call)] + \
+                    [fifos.release(ep, prod, i) for ep, prod in ins]
+            return [fifos.acquire(a_ep, False, band),
+                    Instr(op="loop", count=npass // unroll, body=calls),
+                    fifos.release(a_ep, False, band)]
+
+        return step
 
     def meta(self) -> dict:
         """The program's description of these layers (what the report prints); a batch's

@@ -138,6 +138,14 @@ def tile_buffers(wl: ConvWorkload, cfg: ConvConfig) -> list[tuple[str, int, int]
 def check(wl: ConvWorkload, cfg: ConvConfig, device) -> None:
     """Raise :class:`TilingError` (one line, naming what does not fit) unless ``cfg`` is legal."""
     where = f"{wl} with {cfg}"
+    # what no config changes first: the input image's home
+    if device.memtile is None:
+        raise TilingError(f"{where}: {device.name} has no memory tiles to hold the padded input",
+                          "memory")
+    image = wl.c * wl.hp * wl.wp * _nbytes(wl.in_dtype)
+    if image > device.memtile["bytes"]:
+        raise TilingError(f"{where}: the padded input image ({image:,} B) does not fit in a "
+                          f"memory tile ({device.memtile['bytes']:,} B)", "memory")
     ph, pw = wl.pool
     if wl.ho % ph or wl.wo % pw:
         raise TilingError(f"{where}: the {ph}x{pw} pool does not tile the {wl.ho}x{wl.wo} output",
@@ -156,16 +164,14 @@ def check(wl: ConvWorkload, cfg: ConvConfig, device) -> None:
     if cfg.passes > 1 and (wl.groups > 1 or wl.kind != "conv"):
         raise TilingError(f"{where}: streamed weights (passes > 1) are for convs of one group",
                           "shape")
+    streams = 1 + wl.residual + (cfg.passes > 1)  # band, residual blocks, weight blocks
+    if streams > device.tile_dma["s2mm"]:
+        raise TilingError(f"{where}: a tile would take {streams} input streams (band, residual, "
+                          f"streamed weights) on its {device.tile_dma['s2mm']} S2MM channels",
+                          "placement")
     if cfg.n_par > device.compute_rows:
         raise TilingError(f"{where}: n_par {cfg.n_par} is more than the {device.compute_rows} "
                           f"compute rows of the layer's column", "placement")
-    if device.memtile is None:
-        raise TilingError(f"{where}: {device.name} has no memory tiles to hold the padded input",
-                          "memory")
-    image = wl.c * wl.hp * wl.wp * _nbytes(wl.in_dtype)
-    if image > device.memtile["bytes"]:
-        raise TilingError(f"{where}: the padded input image ({image:,} B) does not fit in a "
-                          f"memory tile ({device.memtile['bytes']:,} B)", "memory")
     budget, used = device.usable_data_memory_bytes, 0
     slots = tile_buffers(wl, cfg)
     for name, size, count in slots:
@@ -177,30 +183,61 @@ def check(wl: ConvWorkload, cfg: ConvConfig, device) -> None:
 
 
 def candidates(wl: ConvWorkload, device):
-    """Every config worth checking: bands dividing the output rows, tiles dividing the channels,
-    resident weights first, then weights streamed in 2, 4, 8, ... passes."""
-    passes = [1] + ([2 ** k for k in range(1, wl.o.bit_length()) if wl.o % 2 ** k == 0]
-                    if wl.groups == 1 and wl.kind == "conv" else [])
-    for npass in passes:
-        for n_par in range(1, min(wl.o, device.compute_rows) + 1):
-            for th in range(wl.ho, 0, -1):
-                for dba, dbc in ((True, True), (True, False), (False, True), (False, False)):
+    """Every config worth checking, in the default plan's order of preference. Resident weights
+    first: the fewest tiles over the output channels, then the largest band. Then weights
+    streamed from DDR in 2, 4, 8, ... passes: the largest band first (the weights stream once per
+    band), then the most tiles whose output streams the next layer's memory tile can take (the
+    stream of weights is shared, the compute is not), then the fewest passes."""
+    depths = ((True, True), (True, False), (False, True), (False, False))
+    rows = min(wl.o, device.compute_rows)
+    for n_par in range(1, rows + 1):
+        for th in range(wl.ho, 0, -1):
+            for dba, dbc in depths:
+                yield ConvConfig(th, n_par, dba, dbc)
+    if wl.groups > 1 or wl.kind != "conv":
+        return
+    cap = min(rows, (device.memtile or {}).get("s2mm", rows))
+    for th in range(wl.ho, 0, -1):
+        for n_par in [*range(cap, 0, -1), *range(rows, cap, -1)]:
+            for npass in (2 ** k for k in range(1, wl.o.bit_length()) if wl.o % 2 ** k == 0):
+                for dba, dbc in depths:
                     yield ConvConfig(th, n_par, dba, dbc, npass)
 
 
 def default_config(wl: ConvWorkload, device) -> ConvConfig:
-    """The legal config with resident weights if there is one, else the fewest passes; then the
-    fewest tiles, the largest band (fewest kernel calls), double buffering; :class:`TilingError`
-    with the last reason if none is legal."""
-    last = None
+    """The first legal config with resident weights (:func:`candidates`' order: the fewest tiles,
+    the largest band, double buffering); if there is none, the legal config with streamed weights
+    of the fewest :func:`streamed_cycles`. :class:`TilingError` with the last reason if none is
+    legal."""
+    last, streamed = None, []
     for cfg in candidates(wl, device):
+        if streamed and cfg.passes == 1:
+            continue
         try:
             check(wl, cfg, device)
+        except TilingError as e:  # what does not fit says more than a shape that does not divide
+            last = e if last is None or e.reason != "shape" or last.reason == "shape" else last
+            continue
+        if cfg.passes == 1:
             return cfg
-        except TilingError as e:
-            last = e
+        streamed.append(cfg)
+    if streamed:
+        return min(streamed, key=lambda cfg: streamed_cycles(wl, cfg, device))
     raise TilingError(f"{wl}: no legal configuration on {device.name}; e.g. {last}",
                       getattr(last, "reason", "invalid"))
+
+
+def streamed_cycles(wl: ConvWorkload, cfg: ConvConfig, device) -> float:
+    """First-order cycles of a layer whose weights stream: its tiles' kernel calls (the kernel's
+    cycle model: a pass of few channels pads the intrinsic) against its weights from DDR once per
+    band (every tile's share of the catalog's DDR rate), whichever is longer."""
+    from ..sim.kernels_conv import conv2d_cycles  # pylint: disable=import-outside-toplevel
+
+    bands, op = wl.ho // cfg.th, wl.o // cfg.n_par // cfg.passes
+    call = conv2d_cycles(device, wl.precision, 1, op, wl.cin_g, wl.kh, wl.kw, cfg.th, wl.wo,
+                         wl.in_dtype, wl.pool, wl.residual)
+    weights = wl.o * wl.cin_g * wl.kh * wl.kw * _nbytes(wl.weight_dtype)
+    return max(bands * cfg.passes * call, bands * weights / device.ddr_bytes_per_cycle)
 
 
 def conv_prim_func(wl: ConvWorkload) -> tvm.tirx.PrimFunc:

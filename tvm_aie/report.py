@@ -5,7 +5,9 @@ Each program is run once on the simulator in timing mode, which gives the same c
 functional run without needing inputs. A program over a batch of images (a conv part whose layers
 run as a pipeline) reports the cycles of the whole batch and the steady-state interval per image,
 both measured in that one run: the interval is the mean gap between successive images being done
-by every conv layer, read from the run's trace of kernel calls.
+by every conv layer, read from the run's trace of kernel calls. Configuring the array with a
+program costs its ``config_cycles``; a model of several programs reconfigures the array for each
+one in every inference, a model of one program only before its first.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ class SubgraphReport:
     interval_cycles: float | None = None  # batch > 1: steady-state cycles per image
     interval_ns: float | None = None
     image_buffers: dict | None = None  # batch > 1: copies of each memory-tile map (2: ping-pong)
+    config_bytes: int = 0  # configuring the array with this program: weights, maps, code
+    config_cycles: int = 0  # those bytes from DDR (see tvm_aie.sim.report.SimReport)
+    clock_hz: int = field(default=1, repr=False)
+
+    @property
+    def config_ns(self) -> float:
+        return self.config_cycles / self.clock_hz * 1e9
 
 
 @dataclass
@@ -55,14 +64,27 @@ class Report:
         return self.offloaded_macs / self.model_macs if self.model_macs else 0.0
 
     @property
+    def reconfigures(self) -> bool:
+        """Whether every inference configures the array again (a model of several programs)."""
+        return len(self.subgraphs) > 1
+
+    @property
     def latency_ns(self) -> float:
-        """Array time of one inference: the subgraphs run one after another."""
-        return sum(s.latency_ns for s in self.subgraphs)
+        """Array time of one inference once running: the subgraphs one after another, each
+        after configuring the array with it when there are several."""
+        return sum(s.latency_ns + (s.config_ns if self.reconfigures else 0)
+                   for s in self.subgraphs)
+
+    @property
+    def first_latency_ns(self) -> float:
+        """The first inference: every program configured, then run."""
+        return sum(s.latency_ns + s.config_ns for s in self.subgraphs)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["offloaded_share"] = self.offloaded_share
         d["latency_ns"] = self.latency_ns
+        d["first_latency_ns"] = self.first_latency_ns
         return d
 
     def __str__(self) -> str:
@@ -97,6 +119,14 @@ class Report:
                                  f"readers take turns): {', '.join(single)}")
             if s.split:
                 lines.append(f"  split (output via DDR to the next program): {s.split}")
+            lines.append(f"  configuration: {s.config_bytes:,} B (weights, maps, code), "
+                         f"{s.config_cycles:,} cycles ({s.config_ns / 1e3:.2f}us) from DDR, "
+                         + ("every inference (the array is reconfigured for each program)"
+                            if self.reconfigures else "before the first inference only"))
+        lines.append(f"latency per inference: {self.latency_ns / 1e3:.2f}us"
+                     + ("" if self.reconfigures else
+                        f" (first inference, configuration included: "
+                        f"{self.first_latency_ns / 1e3:.2f}us)"))
         return "\n".join(lines)
 
 
@@ -123,12 +153,13 @@ def image_interval(program, trace: list) -> float:
     images = program.meta["batch"]
     done = [0] * images
     for layer in (x for x in program.meta["layers"] if x.get("blocks")):
+        per_image = layer["blocks"] * layer["config"].get("passes", 1)  # calls per image
         for c, r in layer["tiles"]:
             calls = ends[f"{c},{r}"]
-            if len(calls) != images * layer["blocks"]:
+            if len(calls) != images * per_image:
                 raise ValueError(f"{layer['name']} on tile {c},{r} made {len(calls)} kernel "
-                                 f"calls, not {layer['blocks']} per image of {images}")
-            done = [max(d, calls[(n + 1) * layer["blocks"] - 1]) for n, d in enumerate(done)]
+                                 f"calls, not {per_image} per image of {images}")
+            done = [max(d, calls[(n + 1) * per_image - 1]) for n, d in enumerate(done)]
     return (done[-1] - done[0]) / (images - 1)
 
 
@@ -152,7 +183,8 @@ def subgraph_report(name: str, program) -> SubgraphReport:
         bytes_moved=sim.bytes_moved["total"], per_tile=sim.per_tile,
         split=program.meta.get("split"), batch=batch, interval_cycles=interval,
         interval_ns=None if interval is None else interval / dev.clock_hz * 1e9,
-        image_buffers=program.meta.get("image_buffers") if batch > 1 else None)
+        image_buffers=program.meta.get("image_buffers") if batch > 1 else None,
+        config_bytes=sim.config_bytes, config_cycles=sim.config_cycles, clock_hz=dev.clock_hz)
 
 
 def programs(ex) -> tuple[dict, list]:

@@ -86,6 +86,7 @@ class _Array:
         self.ports, self.cyclic = self._channels()
         self._routes()
         self.links_out, self.links_in = self._cascades()
+        self.code_bytes = 0  # the cores' programs, as configuration writes them
         self.cores = self._cores()
 
     # ---- loading ----
@@ -301,6 +302,7 @@ class _Array:
             cores[key] = self._compile(core.body, core.tile, bufs, variants)
             instrs = _instruction_bytes(core.body)
             size = PROGRAM_BASE_BYTES + instrs + sum(variants.values())
+            self.code_bytes += size
             if size > self.device.program_memory_bytes:
                 kernels = ", ".join(f"{'/'.join(v)} {b}" for v, b in variants.items())
                 raise ValueError(
@@ -415,10 +417,14 @@ class _Array:
         moved["total"] = sum(p.bytes for name, p in self.ports.items() if ":s2mm" in name)
         starts = [p.first for p in self.ports.values() if p.first is not None and ":s2mm" in
                   p.name and self.memories.kind(p.channel.tile) == "shim"]
+        config = self.code_bytes + sum(
+            int(np.prod(b.shape)) * np.dtype(b.dtype).itemsize
+            for b in self.program.buffers if b.initial is not None)
         return SimReport(cycles=cycles, tiles_used=len(core_agents),
                          macs=sum(t["macs"] for t in per_tile.values()),
                          peak_macs_per_cycle=peak, per_tile=per_tile, bytes_moved=moved,
-                         first_output=min(starts, default=cycles))
+                         first_output=min(starts, default=cycles), config_bytes=config,
+                         config_cycles=-(-config // self.device.ddr_bytes_per_cycle))
 
 
 def _instruction_bytes(body: list) -> int:

@@ -68,6 +68,11 @@ class Conv2d:
         # residual add (int8, int16): [conv_zp, conv_mult, conv_shift, res_zp, res_mult, res_shift]
         self.residual, self.add = bool(p.get("residual")), p.get("add")
         self.relu_after = bool(p.get("relu_after"))  # float: ReLU after the residual add
+        # weights streamed in passes: bias, multiplier and shift hold every pass's channels and
+        # this call instruction computes passes first, first + step, ... (mod passes), as a loop
+        # over the passes advances a pointer into them
+        self.passes, self.pass_step = int(p.get("passes", 1)), int(p.get("pass_step", 1))
+        self.next_pass = int(p.get("pass_first", 0))
         # int8 output read by a concat at another scale: [zp, mult, shift, concat's zp], applied
         # last (:func:`tvm_aie.quant.rescale`; monotone, so it commutes with the max-pool)
         self.rescale = p.get("rescale")
@@ -75,6 +80,8 @@ class Conv2d:
         self.kind = p.get("kind", "conv")
         self.variant = (self.name, self.precision, self.kind)
         self.buffers = {role: b.name for role, b in buffers.items()}
+        self.per_channel = {b.name for role, b in buffers.items() if role in ("bias", "mult",
+                                                                              "shift")}
         need = {"a", "c"} | ({"r"} if self.residual else set()) | (
             set() if self.kind == "maxpool" else
             {"w"} | ({"mult", "shift"} if self.precision in self.ACC else set()))
@@ -111,7 +118,7 @@ class Conv2d:
         if self.residual and (list(buffers["r"].shape) != want or buffers["r"].dtype != c.dtype):
             raise ValueError(f"{where}: residual {buffers['r'].name} is not like c {want}")
         for role in ("bias", "mult", "shift"):
-            if role in buffers and int(np.prod(buffers[role].shape)) != op:
+            if role in buffers and int(np.prod(buffers[role].shape)) != op * self.passes:
                 raise ValueError(f"{where}: {role} {buffers[role].name} is not one per channel")
         window_ops = op * self.th * self.wo * self.cin_g * self.kh * self.kw
         self.macs = window_ops if self.kind == "conv" else 0  # pools: as the model counts them
@@ -130,7 +137,15 @@ class Conv2d:
     def run(self, memories):
         yield self.cycles
         if memories is not None:
-            view = memories.buffer_view
+            g, op = self.next_pass, int(memories.buffer_view(self.buffers["c"]).shape[0])
+            self.next_pass = (g + self.pass_step) % self.passes
+
+            def view(name):  # this pass's bias, multiplier and shift
+                arr = memories.buffer_view(name)
+                if self.passes > 1 and name in self.per_channel:
+                    return arr.reshape(-1)[g * op:(g + 1) * op]
+                return arr
+
             out = self._compute(view)
             if self.rescale:
                 out = rescale(out, *self.rescale, self.out_dtype)

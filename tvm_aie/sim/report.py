@@ -16,7 +16,11 @@ class SimReport:
     ``peak_macs_per_cycle`` sums the catalog's MAC rate over the cores used, for their precision.
     ``first_output``: the cycle the first bytes of any output start into a shim (DDR or PL port),
     the end of what aiesimulator's I/O latency measures (first input to first output); ``cycles``
-    if the program writes no output.
+    if the program writes no output. ``config_bytes``: what configuring the array with the
+    program writes (every buffer's initial contents, weights and padded maps, and the cores'
+    code), and ``config_cycles`` that many bytes from DDR at the catalog's DDR rate (a lower
+    bound: the configuration port's own rate and the register writes of BDs, locks and routes
+    are not modelled); not part of ``cycles``.
     """
 
     cycles: int
@@ -26,6 +30,8 @@ class SimReport:
     per_tile: dict = field(default_factory=dict)
     bytes_moved: dict = field(default_factory=dict)
     first_output: int = 0
+    config_bytes: int = 0
+    config_cycles: int = 0
 
     @property
     def macs_per_cycle(self) -> float:
