@@ -125,3 +125,18 @@ def test_every_fp32_op_runs_on_the_array(op):
        st.integers(0, 20))
 def test_qdq_activations_run_on_the_array(op, shape, quant, seed):
     check_op(op, shape, quant, seed)
+
+
+@pytest.mark.parametrize("op", ["Relu", "HardSwish", "Div"])
+def test_cycles_follow_the_catalogs_vector_facts(op):
+    """A block's cycles are the kernel's vector passes at the catalog's fp32 rates: AIE-ML adds
+    on 16 lanes and emulates each multiply pass with 6 bf16 products (UG1603)."""
+    from tvm_aie.sim.kernels import CALL_OVERHEAD  # pylint: disable=import-outside-toplevel
+    from tvm_aie.sim.kernels_rows import MUL_PASSES, PASSES  # pylint: disable=C0415
+
+    kind = BINARY.get(op) or UNARY[op][0]
+    ex = tvm_aie.build(tvm_aie.load_onnx(op_model(op, [4, 40])), target="aie-ml/vek280")
+    ((layer,),) = [s.layers for s in tvm_aie.report(ex).subgraphs]
+    muls, others = MUL_PASSES[kind], PASSES[kind] - MUL_PASSES[kind]
+    assert layer["kernel_cycles_per_block"] == \
+        CALL_OVERHEAD + -(-layer["config"]["tr"] * 40 // 16) * (others + 6 * muls)
