@@ -54,7 +54,7 @@ def lower_row_tiles(res: TileResources, layer, cfg, tiles: list, sources: dict, 
     consts = {"lut": layer.lut, "gamma": layer.gamma, "beta": layer.beta}
     params = {"op": layer.op, "precision": layer.precision, "eps": layer.eps,
               "out_zp": layer.out_zp, "add": None if layer.add is None else list(layer.add),
-              "qdq": layer.qdq}
+              "qdq": layer.qdq, **({"fn": layer.fn} if layer.fn else {})}
     operands = [("x", layer.input)] + ([] if layer.other is None else [("x2", layer.other)])
     for t, tile in enumerate(tiles):
         count = len(range(t, blocks, cfg.tiles))

@@ -1,5 +1,5 @@
-"""Element- and row-wise layers (GELU, sigmoid, tanh, softmax, layer norm, adds and multiplies,
-int8 lookup tables, int16 QDQ functions) on the tile grid.
+"""Element- and row-wise layers (activations, softmax, layer norm, element-wise arithmetic of two
+tensors, int8 lookup tables, int16 QDQ functions) on the tile grid.
 
 The layer's ``[rows, cols]`` tensor goes through in blocks of ``tr`` whole rows (a softmax or layer
 norm needs its whole row on one tile); blocks are dealt round-robin to ``tiles`` compute tiles,
@@ -22,8 +22,7 @@ from .knobs import up as _up
 
 @dataclass(frozen=True)
 class RowWorkload:
-    op: str  # "gelu" | "sigmoid" | "tanh" | "softmax" | "layernorm" | "add" | "mul" | "lut" |
-    # "scale" (int16)
+    op: str  # a RowLayer's op: "gelu", "softmax", "layernorm", "add", "lut", "relu", ...
     rows: int
     cols: int
     precision: str  # "float32" | "bfloat16" | "int8" | "int16"
@@ -43,7 +42,8 @@ def tile_buffers(wl: RowWorkload, cfg: RowConfig) -> list[tuple[str, int, int]]:
     block = cfg.tr * wl.cols * _nbytes(wl.precision)
     depth = 2 if cfg.double_buffer else 1
     params = {"layernorm": 2 * _up(wl.cols * 4, VECTOR_ALIGN), "lut": 256}.get(wl.op, 0)
-    return [("X", block, depth)] + ([("X2", block, depth)] if wl.op in ("add", "mul") else []) + \
+    binary = wl.op in ("add", "mul", "sub", "div")  # two tensors of one shape
+    return [("X", block, depth)] + ([("X2", block, depth)] if binary else []) + \
         [("Y", block, depth)] + ([("params", params, 1)] if params else [])
 
 

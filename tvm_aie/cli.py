@@ -59,16 +59,25 @@ def _precision(value: str) -> str:
     return value
 
 
+def _load(args):
+    """The model of ``args`` as Relax, its inputs' symbolic dimensions bound by
+    ``--input-shapes``."""
+    from .shapes import bind_input_shapes, parse_input_shapes  # pylint: disable=C0415
+
+    shapes = parse_input_shapes(args.input_shapes) if args.input_shapes is not None else None
+    return bind_input_shapes(load_model(args.model, args.batch), shapes)
+
+
 def _compiled(args):
     """A saved executable (``.npz``), or the model built now for ``args.device`` in
     ``args.precision``."""
     import tvm_aie  # pylint: disable=import-outside-toplevel
 
     if not args.model.endswith(".npz"):
-        return tvm_aie.build(load_model(args.model, args.batch), target=args.device,
-                             precision=args.precision)
-    if args.precision:
-        raise ValueError(f"--precision applies when compiling; {args.model} is compiled already")
+        return tvm_aie.build(_load(args), target=args.device, precision=args.precision)
+    for flag, value in (("--precision", args.precision), ("--input-shapes", args.input_shapes)):
+        if value:
+            raise ValueError(f"{flag} applies when compiling; {args.model} is compiled already")
     return tvm_aie.load(args.model)
 
 
@@ -81,8 +90,7 @@ def cmd_compile(args) -> int:
     import tvm_aie  # pylint: disable=import-outside-toplevel
 
     db = _db_path(args.tuning_db) if args.tuning_db else None
-    ex = tvm_aie.build(load_model(args.model, args.batch), target=args.device, tuning_db=db,
-                       precision=args.precision)
+    ex = tvm_aie.build(_load(args), target=args.device, tuning_db=db, precision=args.precision)
     tvm_aie.save(ex, args.output)
     print(tvm_aie.report(ex))
     print(f"saved {args.output}")
@@ -92,10 +100,16 @@ def cmd_compile(args) -> int:
 def cmd_run(args) -> int:
     import tvm  # pylint: disable=import-outside-toplevel
     import tvm_aie  # pylint: disable=import-outside-toplevel
+    from .shapes import symbolic_inputs  # pylint: disable=import-outside-toplevel
 
     ex = _compiled(args)
     if args.input:
         x = np.load(args.input, allow_pickle=False)
+    elif symbolic := symbolic_inputs(ex.aie_lowered):
+        name, shape = symbolic[0]
+        raise ValueError(f"input {name} has the symbolic shape {shape}, so no random input can "
+                         f"be made: compile with --input-shapes \"{name}:[...]\" or give "
+                         "--input x.npy")
     else:  # seeded random input of main's (static) shape
         (param,) = ex.aie_lowered["main"].params
         shape = [int(d) for d in param.ty.shape]
@@ -119,7 +133,7 @@ def cmd_tune(args) -> int:
     from .tune import Database, executor, extract_tasks, tune_model
 
     device = device_of_target(tvm.target.Target(args.device))
-    mod = load_model(args.model, args.batch)
+    mod = _load(args)
     precision = args.precision or "fp32"
     tasks = extract_tasks(mod, device, precision)
     db = Database(_db_path(args.work_dir))
@@ -237,6 +251,9 @@ def _model_args(p):
     p.add_argument("--batch", type=int, default=1, help="batch of a zoo model")
     p.add_argument("--precision", type=_precision, metavar="{fp32,bf16}",
                    help="datapath of the model's fp32 layers on the array (default fp32)")
+    p.add_argument("--input-shapes", metavar="SHAPES",
+                   help='shapes binding symbolic input dimensions, as tvmc spells them: '
+                        '"x:[1,3,224,224]" (several separated by commas or spaces)')
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -15,11 +15,13 @@ from .codegen.layers import count_macs
 from .offload import offload_to_aie
 from .options import CompileOptions
 from .partition import partition_for_aie
+from .shapes import bind_input_shapes, log_unbound_inputs
 from .target import device_of_target, get_device
 
 
 def offload(mod: tvm.IRModule, options: CompileOptions) -> tvm.IRModule:
     """Partition and compile the offloaded subgraphs; the result still needs the CPU pipeline."""
+    log_unbound_inputs(mod)
     macs = count_macs(mod)
     return offload_to_aie(options, macs)(partition_for_aie(mod, options.device))
 
@@ -47,7 +49,8 @@ def register_pipeline() -> None:
 
 
 def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db=None,
-          io: str = "ddr", precision: str | None = None, configs: dict | None = None):
+          io: str = "ddr", precision: str | None = None, configs: dict | None = None,
+          input_shapes: dict | None = None):
     """Compile a Relax module for an AIE target (the shape of the old ``relay.build``).
 
     ``params`` (name -> array) are bound into ``main`` first, so weights become constants the
@@ -59,7 +62,9 @@ def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db
     in bfloat16 on the array (bf16 weights and activations, float32 accumulation; the host casts
     at the boundary; a device without bf16 keeps fp32); the default keeps fp32. ``configs``:
     ``{layer index: config}`` pinned in every offloaded function instead of a database's.
-    Returns a Relax VM executable; offloaded subgraphs run on the bundled simulator when called.
+    ``input_shapes``: input name -> shape, binding ``main``'s symbolic dimensions (a dynamic
+    batch) before partitioning (:func:`tvm_aie.shapes.bind_input_shapes`); an input left
+    symbolic runs on the CPU and the log says so. Returns a Relax VM executable; offloaded subgraphs run on the bundled simulator when called.
     """
     if isinstance(target, str):
         tag = target.split()[0] if target.strip() else target
@@ -71,6 +76,7 @@ def build(mod: tvm.IRModule, target="aie", params: dict | None = None, tuning_db
                              configs=configs or ())
     if params:
         mod = relax.transform.BindParams("main", params)(mod)
+    mod = bind_input_shapes(mod, input_shapes)
     return compile_lowered(offload(mod, options), target)
 
 

@@ -156,6 +156,29 @@ def _bmm(bb: relax.BlockBuilder, a, b, layer: BmmLayer):
     return _int8_epilogue(bb, acc, layer, (-1,), layer.out_zp)
 
 
+def _clip(x, lo, hi):
+    return relax.op.clip(x, tvm.tirx.FloatImm("float32", lo), tvm.tirx.FloatImm("float32", hi))
+
+
+# the fp32 element-wise functions as TVM's ops (as the ONNX importer writes them), of ``x`` and
+# the function's constants ``f``
+_FUNCTIONS = {
+    "gelu": lambda x, f: relax.op.nn.gelu(x), "sigmoid": lambda x, f: relax.op.sigmoid(x),
+    "tanh": lambda x, f: relax.op.tanh(x), "relu": lambda x, f: relax.op.nn.relu(x),
+    "gelu_tanh": lambda x, f: relax.op.nn.gelu_tanh(x),
+    "leakyrelu": lambda x, f: relax.op.nn.leakyrelu(x, f["alpha"]),
+    "clip": lambda x, f: _clip(x, f["lo"], f["hi"]),
+    "hardsigmoid": lambda x, f: _clip(relax.op.add(relax.op.multiply(x, _const(f["alpha"],
+                                                                              "float32")),
+                                                   _const(f["beta"], "float32")),
+                                      f["lo"], f["hi"]),
+    "hardswish": lambda x, f: relax.op.multiply(x, relax.op.divide(
+        _clip(relax.op.add(x, _const(f["beta"], "float32")), f["lo"], f["hi"]),
+        _const(f["div"], "float32"))),
+    "silu": lambda x, f: relax.op.multiply(x, relax.op.sigmoid(x)),
+}
+
+
 def _rowwise(bb: relax.BlockBuilder, x, layer: RowLayer, other=None):
     """int8 and int16 adds and multiplies in integers; int8 tables as the array applies them; an
     int16 QDQ function as the table of what the array's float32 arithmetic gives at each of the
@@ -172,18 +195,19 @@ def _rowwise(bb: relax.BlockBuilder, x, layer: RowLayer, other=None):
     if layer.op == "lut" or layer.qdq is not None:
         low, dtype = (-128, "int8") if layer.op == "lut" else (QMIN["int16"], "int16")
         table = layer.lut if layer.op == "lut" else \
-            qdq_function(layer.op, np.arange(low, -low, dtype=np.int16), layer.qdq)
+            qdq_function(layer.op, np.arange(low, -low, dtype=np.int16), layer.qdq, layer.fn)
         index = bb.emit(relax.op.add(relax.op.astype(x, "int32"), _const(-low, "int32")))
         return bb.emit(relax.op.take(_const(table, dtype), index, axis=0, mode="clip"))
-    if layer.op == "add" and layer.precision in ("int8", "int16"):
-        return _int8_add(bb, x, other, layer.add, layer.out_zp, layer.precision)
-    if layer.op in ("add", "mul"):
-        return bb.emit((relax.op.add if layer.op == "add" else relax.op.multiply)(x, other))
-    if layer.op in ("gelu", "sigmoid", "tanh"):
-        return bb.emit({"gelu": relax.op.nn.gelu, "sigmoid": relax.op.sigmoid,
-                        "tanh": relax.op.tanh}[layer.op](x))
-    if layer.op == "softmax":
-        return bb.emit(relax.op.nn.softmax(x, axis=-1))
+    if layer.op in ("add", "sub") and layer.precision in ("int8", "int16"):
+        return _int8_add(bb, x, other, layer.add, layer.out_zp, layer.precision)  # sub: negated
+    binary = {"add": relax.op.add, "mul": relax.op.multiply, "sub": relax.op.subtract,
+              "div": relax.op.divide}
+    if layer.op in binary:
+        return bb.emit(binary[layer.op](x, other))
+    if layer.op in _FUNCTIONS:
+        return bb.emit(_FUNCTIONS[layer.op](x, layer.fn or {}))
+    if layer.op in ("softmax", "log_softmax"):
+        return bb.emit(getattr(relax.op.nn, layer.op)(x, axis=-1))
     return bb.emit(relax.op.nn.layer_norm(x, _const(layer.gamma, "float32"),
                                           _const(layer.beta, "float32"), axes=[-1],
                                           epsilon=layer.eps))

@@ -28,7 +28,8 @@ log = logging.getLogger("tvm_aie")
 _MATCHED_OPS = ("relax.matmul", "relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
                 "relax.mean", "relax.nn.softmax", "relax.nn.layer_norm", "relax.nn.gelu",
                 "relax.sigmoid", "relax.tanh", "relax.reshape", "relax.strided_slice",
-                "relax.concat")
+                "relax.concat", "relax.nn.relu", "relax.nn.leakyrelu", "relax.clip",
+                "relax.nn.gelu_tanh", "relax.nn.log_softmax", "relax.subtract", "relax.divide")
 
 
 def _patterns(part: PartitionContext) -> list:

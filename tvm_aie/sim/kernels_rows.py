@@ -1,6 +1,8 @@
-"""The row-wise kernel: GELU, sigmoid, tanh, softmax, layer norm, an add or a multiply (fp32, int8
-or int16), an int8 lookup table or an int16 QDQ function on one block of whole rows in tile
-memory. Registered into :data:`tvm_aie.sim.kernels.KERNELS` as ``"rowwise"``.
+"""The row-wise kernel: GELU, sigmoid, tanh, softmax, log softmax, layer norm, the element-wise
+activations (ReLU, leaky ReLU, clip, hard sigmoid, hard swish, SiLU, tanh-form GELU), an add,
+subtract, multiply or divide of two tensors (fp32; add, subtract and multiply also int8 or
+int16), an int8 lookup table or an int16 QDQ function on one block of whole rows in tile memory.
+Registered into :data:`tvm_aie.sim.kernels.KERNELS` as ``"rowwise"``.
 
 How the transcendental parts are computed, and their error:
 
@@ -11,8 +13,14 @@ How the transcendental parts are computed, and their error:
 * sigmoid ``1 / (1 + exp(-x))`` and tanh ``2 / (1 + exp(-2x)) - 1`` from that exp in float32:
   |error| <= 9e-8 and 1.8e-7 absolute (measured over [-100, 100]);
 * layer norm: mean and variance over the row in float32, ``1/sqrt(var + eps)``, scale and shift;
-* the add of two tensors in float32, or in int8 with :func:`tvm_aie.quant.requantize_add`; the
-  multiply of two tensors in float32;
+* the add of two tensors in float32, or in int8 with :func:`tvm_aie.quant.requantize_add` (a
+  subtract: the same with the second operand's multiplier negated); the multiply of two tensors
+  in float32; the divide as the multiply by the reciprocal (a Newton-refined estimate, modelled
+  as the correctly rounded float32 reciprocal: within 2 ulp of the quotient);
+* ReLU, leaky ReLU, clip, hard sigmoid ``clip(a x + b, lo, hi)`` and hard swish
+  ``x clip(x + b, lo, hi) / d`` (the divide a multiply by ``1/d``: within 1 ulp) in float32;
+  SiLU ``x sigmoid(x)`` and the tanh-form GELU (TVM's ``gelu_tanh``) from the sigmoid and tanh
+  below; log softmax ``x - max - log(sum exp(x - max))``;
 * int8 ``lut``: ``y = lut[x + 128]``, exact by construction (the table holds the layer's QDQ
   function at all 256 inputs), as AIE-ML's vector lookup does it;
 * int16 QDQ GELU, sigmoid, tanh and scalar multiply (``scale``): a table of all 65536 inputs would
@@ -66,15 +74,33 @@ from .kernels import CALL_OVERHEAD, KERNELS, check_standalone_call
 from .memory import tile_key
 
 PASSES = {"gelu": 14, "sigmoid": 8, "tanh": 10, "softmax": 12, "layernorm": 8, "lut": 1,
-          "add": 2, "mul": 2, "scale": 1}
+          "add": 2, "mul": 2, "scale": 1,
+          # the element-wise activations: relu a max; leaky relu a multiply and a select; clip a
+          # max and a min; hard sigmoid clip(a x + b): multiply, add, max, min; hard swish
+          # x clip(x + b) / d: add, max, min, two multiplies (by 1/d, by x); SiLU x sigmoid(x):
+          # sigmoid's passes and one multiply; tanh-form GELU 0.5 x (1 + tanh(k x (1 + c x^2))):
+          # tanh's passes, five multiplies (x^2, c, x, k, 0.5 x) and two adds
+          "relu": 1, "leakyrelu": 2, "clip": 2, "hardsigmoid": 4, "hardswish": 5, "silu": 9,
+          "gelu_tanh": 17,
+          # two tensors: subtract as add; divide as a multiply by the reciprocal, an estimate
+          # refined by two Newton steps r (2 - y r) (the vector unit has no divide): estimate,
+          # 2 x (two multiplies, one subtract), the product; log softmax: softmax's passes with
+          # the final scale by 1 / sum replaced by subtracting log(sum) (one log per row)
+          "sub": 2, "div": 8, "log_softmax": 12}
 # of those, the multiplies: half of the polynomial and exp passes; softmax's and layer norm's
 # reductions, max and subtractions are adds; layer norm squares, scales by 1/std and by gamma
 MUL_PASSES = {"gelu": 7, "sigmoid": 4, "tanh": 5, "softmax": 5, "layernorm": 4, "lut": 0,
-              "add": 0, "mul": 1, "scale": 1}
+              "add": 0, "mul": 1, "scale": 1, "relu": 0, "leakyrelu": 1, "clip": 0,
+              "hardsigmoid": 1, "hardswish": 2, "silu": 5, "gelu_tanh": 10, "sub": 0, "div": 5,
+              "log_softmax": 4}
 # an int16 QDQ function's float32 passes around ``f``: (multiplies, other passes) of the int16 to
 # float32 conversion, ``- zp``, ``* s_in`` and of ``* (1 / s_out)``, round, saturate, convert
 QDQ_PASSES = (2, 4)
-QDQ_OPS = ("gelu", "sigmoid", "tanh", "scale")  # the int16 QDQ functions (int8: ``lut``)
+# the element-wise functions of one input: int16 QDQ functions (int8: ``lut``) and fp32 layers
+ELEMENTWISE = ("gelu", "sigmoid", "tanh", "relu", "leakyrelu", "clip", "hardsigmoid",
+               "hardswish", "silu", "gelu_tanh")
+QDQ_OPS = (*ELEMENTWISE, "scale")
+BINARY = ("add", "mul", "sub", "div")  # of two tensors of one shape
 LUT_LANES = 16  # parallel lookups per cycle (AIE-ML vector lookup, 8-bit entries)
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
@@ -143,27 +169,47 @@ def rowwise_cycles(device, op: str, precision: str, elems: int) -> int:
     return math.ceil(elems / lanes) * (others + muls * mul_cycles)
 
 
-def apply(op: str, x: np.ndarray, exp=np.exp, scalar: float = 1.0) -> np.ndarray:
-    """The float32 element-wise function ``op`` of ``x`` (GELU, sigmoid, tanh, or ``scale``: the
-    multiply by ``scalar``), with ``exp`` (bf16: :func:`exp_lut`)."""
+def apply(op: str, x: np.ndarray, exp=np.exp, scalar: float = 1.0,
+          fn: dict | None = None) -> np.ndarray:
+    """The float32 element-wise function ``op`` of ``x`` (one of :data:`ELEMENTWISE`, or
+    ``scale``: the multiply by ``scalar``), with ``exp`` (bf16: :func:`exp_lut`) and the
+    function's constants ``fn`` (``alpha``, ``beta``, ``lo``, ``hi``, ``div``); float64 ``x``
+    gives the function in float64 (an int8 table's exact values)."""
+    c = {k: np.float32(v) for k, v in (fn or {}).items()}
+    one = np.float32(1)
     if op in ("sigmoid", "tanh"):  # exp(-x) past float32's range is inf: y = 0 or -1
         k = np.float32(1 if op == "sigmoid" else 2)
         with np.errstate(over="ignore"):
-            return k / (np.float32(1) + exp(-k * x)) - (k - np.float32(1))
+            return k / (one + exp(-k * x)) - (k - one)
     if op == "gelu":
-        return np.float32(0.5) * x * (np.float32(1) + erf(x / np.float32(math.sqrt(2)), exp))
+        return np.float32(0.5) * x * (one + erf(x / np.float32(math.sqrt(2)), exp))
+    if op == "gelu_tanh":  # as TVM writes it: 0.5 x (1 + tanh(sqrt(2/pi) x (1 + c x^2)))
+        z = np.float32(math.sqrt(2 / math.pi)) * x * (one + np.float32(0.044715) * x * x)
+        return np.float32(0.5) * x * (one + apply("tanh", z, exp))
+    if op == "silu":
+        return x * apply("sigmoid", x, exp)
     if op == "scale":
         return x * np.float32(scalar)
+    if op == "relu":
+        return np.maximum(x, np.float32(0))
+    if op == "leakyrelu":
+        return np.where(x > 0, x, x * c["alpha"])
+    if op == "clip":
+        return np.clip(x, c["lo"], c["hi"])
+    if op == "hardsigmoid":
+        return np.clip(x * c["alpha"] + c["beta"], c["lo"], c["hi"])
+    if op == "hardswish":
+        return x * (np.clip(x + c["beta"], c["lo"], c["hi"]) * (one / c["div"]))
     raise ValueError(f"no element-wise function {op!r}")
 
 
-def qdq_function(op: str, x: np.ndarray, qdq: dict) -> np.ndarray:
+def qdq_function(op: str, x: np.ndarray, qdq: dict, fn: dict | None = None) -> np.ndarray:
     """``q(f(dq(x)))`` of int16 ``x`` as the kernel computes it (see the module docstring);
     ``qdq``: ``in_scale``, ``in_zp``, ``out_scale``, ``out_zp`` and the ``scale`` op's
-    ``scalar``."""
+    ``scalar``; ``fn``: the function's constants (:func:`apply`)."""
     xf = (np.asarray(x).astype(np.float32) - np.float32(qdq["in_zp"])) * \
         np.float32(qdq["in_scale"])
-    y = apply(op, xf, scalar=qdq.get("scalar", 1.0))
+    y = apply(op, xf, scalar=qdq.get("scalar", 1.0), fn=fn)
     q = np.rint(y * np.float32(1 / np.float32(qdq["out_scale"]))) + np.float32(qdq["out_zp"])
     return np.clip(q, QMIN["int16"], QMAX["int16"]).astype(np.int16)
 
@@ -181,8 +227,9 @@ class RowWise:
         self.variant = (self.name, self.op, self.precision)
         self.add, self.out_zp = p.get("add"), int(p.get("out_zp", 0))  # int8/16 add requantisation
         self.qdq = p.get("qdq")  # an int16 QDQ function's or an integer mul's requantisation
-        need = {"x", "y"} | {"layernorm": {"gamma", "beta"}, "lut": {"lut"},
-                             "add": {"x2"}, "mul": {"x2"}}.get(self.op, set())
+        self.fn = p.get("fn")  # an element-wise function's constants (apply)
+        need = {"x", "y"} | {"layernorm": {"gamma", "beta"}, "lut": {"lut"}}.get(self.op, set()) \
+            | ({"x2"} if self.op in BINARY else set())
         if self.op not in PASSES:
             raise ValueError(f"{where}: unknown op {self.op!r}")
         integer = self.precision in ("int8", "int16")
@@ -217,19 +264,22 @@ class RowWise:
             out = requantize_mul(x, q["in_zp"], view(self.buffers["x2"]), q["other_zp"],
                                  q["mult"], q["shift"], self.out_zp, self.precision)
         elif self.qdq is not None:
-            out = qdq_function(self.op, x, self.qdq)
-        elif self.op == "add" and self.precision in ("int8", "int16"):
+            out = qdq_function(self.op, x, self.qdq, self.fn)
+        elif self.op in ("add", "sub") and self.precision in ("int8", "int16"):
+            # a subtract is the add of the other operand's negated multiplier (layer.add)
             out = requantize_add(x, *self.add[:3], view(self.buffers["x2"]), *self.add[3:],
                                  self.out_zp, self.precision)
-        elif self.op == "add":
-            out = x + view(self.buffers["x2"]).astype(np.float32)
-        elif self.op == "mul":
-            out = x * view(self.buffers["x2"]).astype(np.float32)
-        elif self.op in ("sigmoid", "tanh", "gelu"):
-            out = apply(self.op, x, exp)
-        elif self.op == "softmax":
-            e = exp(x - x.max(axis=1, keepdims=True))
-            out = e / e.sum(axis=1, keepdims=True)
+        elif self.op in BINARY:
+            x2 = view(self.buffers["x2"]).astype(np.float32)
+            out = x + x2 if self.op == "add" else x - x2 if self.op == "sub" else \
+                x * x2 if self.op == "mul" else x * (np.float32(1) / x2)
+        elif self.op in ELEMENTWISE:
+            out = apply(self.op, x, exp, fn=self.fn)
+        elif self.op in ("softmax", "log_softmax"):
+            shifted = x - x.max(axis=1, keepdims=True)
+            e = exp(shifted)
+            total = e.sum(axis=1, keepdims=True)
+            out = e / total if self.op == "softmax" else shifted - np.log(total)
         else:
             mu = x.mean(axis=1, keepdims=True)
             var = ((x - mu) ** 2).mean(axis=1, keepdims=True)
