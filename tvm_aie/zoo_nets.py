@@ -119,7 +119,7 @@ def forward(o, x, name: str):
             "bert_base": _bert}[name](o, x)
 
 
-def _padding(kernel: int) -> int:
+def padding(kernel: int) -> int:
     """Same padding for odd kernels; none for the patch embedding's 16x16."""
     return kernel // 2 if kernel % 2 else 0
 
@@ -204,7 +204,7 @@ class Onnx:
         bias = [self.const(f"{key}.b", self.w[f"{key}.b"])] if f"{key}.b" in self.w else []
         k = weight.shape[-1]
         y = self.g.op("Conv", [x, self.const(f"{key}.w", weight), *bias], kernel_shape=[k, k],
-                      strides=[stride] * 2, pads=[_padding(k)] * 4, group=groups)
+                      strides=[stride] * 2, pads=[padding(k)] * 4, group=groups)
         if f"{key}.bn.var" in self.w:
             y = self._batchnorm(y, f"{key}.bn")
         return self.act(y, act)
