@@ -1,6 +1,6 @@
 """The zoo's full-size networks (``zoo.LARGE``): the ONNX model computes what the PyTorch module
-computes, their sizes are the published architectures', and their int8 QDQ models import into TVM.
-The other zoo loops leave them out."""
+computes, the module exports to Relax, their sizes are the published architectures', and their
+int8 QDQ models import into TVM. The other zoo loops leave them out."""
 
 import numpy as np
 import pytest
@@ -35,6 +35,12 @@ def test_onnx_model_matches_torch_module(name):
         y = zoo_torch.torch_model(name)(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     assert 0.5 < ref.std() < 5 and np.abs(ref).max() < 20  # the batch norms keep them in range
+
+
+@pytest.mark.parametrize("name", zoo.LARGE)
+def test_torch_module_exports_to_relax(name):
+    mod = tvm_aie.load_torch(zoo_torch.torch_model(name), zoo.sample_input(name))
+    assert "R.matmul" in mod.script()
 
 
 @pytest.mark.parametrize("name", zoo.LARGE)

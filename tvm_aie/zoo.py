@@ -155,9 +155,9 @@ def _measure_batchnorms(name: str, w: dict[str, np.ndarray]) -> dict[str, np.nda
     zoo_nets.forward(o, INPUT, name)
     stats = [s for pair in o.stats.values() for s in pair]
     shape = (LARGE_CALIBRATION, *zoo_nets.SHAPES[name])
-    graph = helper.make_graph(g.nodes, name, [helper.make_tensor_value_info(
-        INPUT, TensorProto.FLOAT, shape)], [helper.make_tensor_value_info(s, TensorProto.FLOAT, None)
-                                            for s in stats], g.inits)
+    graph = helper.make_graph(
+        g.nodes, name, [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(s, TensorProto.FLOAT, None) for s in stats], g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = np.random.default_rng(1000).standard_normal(shape).astype(np.float32)
     measured = dict(zip(stats, run_onnxruntime(model, x, outputs=stats)))
@@ -354,8 +354,8 @@ def quantize(model: onnx.ModelProto, shape: tuple, per_channel: bool = True,
              quant: str = "int8", rows: int = 64) -> onnx.ModelProto:
     """The QDQ form of ``model`` (fp32, input ``x`` of ``shape``) as onnxruntime's static quantiser
     writes it, calibrated on ``rows`` seeded random inputs: int8 weights, and int8 or int16
-    activations (``quant``). int16 models are converted to opset 21 first, the first whose QuantizeLinear
-    takes int16 (older opsets need onnxruntime's contrib operators)."""
+    activations (``quant``). int16 models are converted to opset 21 first, the first whose
+    QuantizeLinear takes int16 (older opsets need onnxruntime's contrib operators)."""
     from onnxruntime.quantization import (  # pylint: disable=import-outside-toplevel
         QuantFormat, QuantType, quantize_static)
 

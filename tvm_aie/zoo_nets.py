@@ -274,8 +274,8 @@ class Onnx:
     def prepend(self, x, key):
         """The class token ``key`` before the tokens of every image in the batch."""
         token = self.w[key]
-        shape = self.g.op("Concat", [self.g.op("Shape", [x], end=1),
-                                     self.const("token_shape", np.array(token.shape[1:], np.int64))], axis=0)
+        size = self.const("token_shape", np.array(token.shape[1:], np.int64))
+        shape = self.g.op("Concat", [self.g.op("Shape", [x], end=1), size], axis=0)
         return self.g.op("Concat", [self.g.op("Expand", [self.const(key, token), shape]), x],
                          axis=1)
 
