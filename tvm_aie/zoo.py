@@ -78,7 +78,7 @@ OUTPUT = "y"
 # the full-size networks, which loops over the zoo leave out unless they ask for them
 LARGE = tuple(zoo_nets.SHAPES)
 # random inputs the full-size networks' QDQ models are calibrated on (and batch norms measured on)
-LARGE_CALIBRATION = 2
+LARGE_CALIBRATION = 4
 
 
 def names(large: bool = False) -> list[str]:
