@@ -19,8 +19,8 @@ from tvm_aie import zoo
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out", type=pathlib.Path, help="directory to write to (created if missing)")
-    ap.add_argument("--model", action="append", choices=zoo.names(),
-                    help="only this model (repeatable; default: all)")
+    ap.add_argument("--model", action="append", choices=zoo.names(large=True),
+                    help="only this model (repeatable; default: all but the full-size networks)")
     ap.add_argument("--batch", default="1", help="batch size, or a name (e.g. N) for a symbolic one")
     ap.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales")
     args = ap.parse_args(argv)

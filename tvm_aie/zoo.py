@@ -27,6 +27,12 @@ Others:
   1x1 conv classifier (10), global average pool and flatten; ReLU after every conv. Its branches
   and concats are what a chain of layers cannot express.
 
+Full-size networks (:data:`LARGE`, built by :mod:`tvm_aie.zoo_nets`; ``names(large=True)``):
+ResNet-18, ResNet-50, MobileNetV2, EfficientNet-B0, ViT-Tiny/16 and DeiT-Small/16 on
+[batch, 3, 224, 224], and the BERT-base encoder on embedded sequences [batch, 128, 768]. Their
+batch norms' running statistics are measured on seeded random inputs, so activations stay in range;
+their QDQ models are calibrated on :data:`LARGE_CALIBRATION` inputs.
+
 Weights are seeded random (He-scaled) and made once by :func:`weights`; the ONNX graphs here and
 the PyTorch modules in :mod:`tvm_aie.zoo_torch` are both built from them, so the two frontends see
 the same model. The batch dimension is fixed unless it is a string (e.g. ``"N"``), which makes it
@@ -47,6 +53,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, version_converter
 
+from . import zoo_nets
+
 # dense networks: name -> (layer widths, the op between the first two layers or None, dense form)
 MLPS = {
     "jet_mlp": ([16, 64, 32, 32, 5], None, "gemm"),
@@ -62,20 +70,27 @@ _SHAPES = {"lenet": (1, 28, 28), "mobilenet_block": (16, 16, 16), "transformer":
 # "f{i}.e1" and "f{i}.e3" expand
 SQUEEZENET = {"stem": (16, 3, 3), "f0.s": (8, 16, 1), "f0.e1": (16, 8, 1), "f0.e3": (16, 8, 3),
               "f1.s": (8, 32, 1), "f1.e1": (24, 8, 1), "f1.e3": (24, 8, 3), "cls": (10, 48, 1)}
-# transformer sizes: heads, FFN width; batch-norm epsilon; layer-norm epsilon
-HEADS, FFN, BN_EPS, LN_EPS = 4, 128, 1e-5, 1e-5
+# transformer sizes: heads, FFN width; layer-norm epsilon; batch-norm epsilon (1e-5)
+HEADS, FFN, LN_EPS = 4, 128, 1e-5
+BN_EPS = zoo_nets.BN_EPS
 INPUT = "x"
 OUTPUT = "y"
+# the full-size networks, which loops over the zoo leave out unless they ask for them
+LARGE = tuple(zoo_nets.SHAPES)
+# random inputs the full-size networks' QDQ models are calibrated on (and batch norms measured on)
+LARGE_CALIBRATION = 4
 
 
-def names() -> list[str]:
-    """The names :func:`onnx_model` accepts."""
-    return [*MLPS, *_SHAPES]
+def names(large: bool = False) -> list[str]:
+    """The names :func:`onnx_model` accepts; the full-size networks (:data:`LARGE`) if ``large``."""
+    return [*MLPS, *_SHAPES, *(LARGE if large else ())]
 
 
 def input_shape(name: str, batch: int | str = 1) -> tuple:
     """The shape of model ``name``'s input ``x``."""
-    return (batch, MLPS[name][0][0]) if name in MLPS else (batch, *_SHAPES[name])
+    if name in MLPS:
+        return (batch, MLPS[name][0][0])
+    return (batch, *(_SHAPES[name] if name in _SHAPES else zoo_nets.SHAPES[name]))
 
 
 def _he(rng, shape, fan_in):
@@ -97,7 +112,9 @@ def weights(name: str) -> dict[str, np.ndarray]:
     weights are [out, in/groups, kh, kw] as in ONNX and PyTorch."""
     rng = np.random.default_rng(sum(map(ord, name)))
     w = {}
-    if name in MLPS:
+    if name in LARGE:
+        w = _measure_batchnorms(name, zoo_nets.weights(name))
+    elif name in MLPS:
         widths = MLPS[name][0]
         for i, (k, n) in enumerate(zip(widths, widths[1:])):
             w[f"w{i}"], w[f"b{i}"] = _he(rng, (k, n), k), _bias(rng, n)
@@ -123,18 +140,45 @@ def weights(name: str) -> dict[str, np.ndarray]:
             w[f"ln{i}.scale"] = (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)
             w[f"ln{i}.shift"] = _bias(rng, d)
     else:
-        raise KeyError(f"unknown model {name!r}; bundled: {', '.join(names())}")
+        raise KeyError(f"unknown model {name!r}; bundled: {', '.join(names(large=True))}")
+    return w
+
+
+def _measure_batchnorms(name: str, w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``w`` with each batch norm's running mean and variance those of its input over
+    :data:`LARGE_CALIBRATION` seeded random inputs, as training leaves them (rounded to float16,
+    so the last bits of onnxruntime's sums do not change the model)."""
+    if not zoo_nets.batchnorms(w):
+        return w
+    g = _Graph()
+    o = zoo_nets.Onnx(g, w, calibrate=True)
+    zoo_nets.forward(o, INPUT, name)
+    stats = [s for pair in o.stats.values() for s in pair]
+    shape = (LARGE_CALIBRATION, *zoo_nets.SHAPES[name])
+    graph = helper.make_graph(
+        g.nodes, name, [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(s, TensorProto.FLOAT, None) for s in stats], g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(1000).standard_normal(shape).astype(np.float32)
+    measured = dict(zip(stats, run_onnxruntime(model, x, outputs=stats)))
+    w = dict(w)
+    for key, (mean, var) in o.stats.items():
+        for p, value in (("mean", measured[mean]), ("var", measured[var])):
+            w[f"{key}.{p}"] = value.reshape(-1).astype(np.float16).astype(np.float32)
     return w
 
 
 def fold_batchnorm(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``w`` with each convolution ``c{i}`` followed by batch-norm ``bn{i}`` folded into the
-    convolution's weight and bias (the inference form exporters write)."""
+    """``w`` with each convolution followed by a batch-norm folded into the convolution's weight
+    and bias (the inference form exporters write): ``c{i}`` by ``bn{i}``, and in the full-size
+    networks ``{key}`` by ``{key}.bn``."""
     w = dict(w)
-    for i in range(len([k for k in w if k.endswith(".var")])):
-        scale = w.pop(f"bn{i}.scale") / np.sqrt(w.pop(f"bn{i}.var") + BN_EPS)
-        w[f"c{i}.b"] = (w.pop(f"bn{i}.shift") - w.pop(f"bn{i}.mean") * scale).astype(np.float32)
-        w[f"c{i}.w"] = (w[f"c{i}.w"] * scale[:, None, None, None]).astype(np.float32)
+    pairs = [(key, f"{key}.bn") for key in zoo_nets.batchnorms(w)] or \
+        [(f"c{i}", f"bn{i}") for i in range(len([k for k in w if k.endswith(".var")]))]
+    for conv, bn in pairs:
+        scale = w.pop(f"{bn}.scale") / np.sqrt(w.pop(f"{bn}.var") + BN_EPS)
+        w[f"{conv}.b"] = (w.pop(f"{bn}.shift") - w.pop(f"{bn}.mean") * scale).astype(np.float32)
+        w[f"{conv}.w"] = (w[f"{conv}.w"] * scale[:, None, None, None]).astype(np.float32)
     return w
 
 
@@ -250,6 +294,8 @@ def output_shape(name: str, batch: int | str = 1) -> tuple:
     """The shape of model ``name``'s output ``y``."""
     if name in MLPS:
         return (batch, MLPS[name][0][-1])
+    if name in LARGE:
+        return zoo_nets.output_shape(name, batch)
     return (batch, 10) if name in ("lenet", "squeezenet_fire") else input_shape(name, batch)
 
 
@@ -257,7 +303,11 @@ def float_model(name: str, batch: int | str = 1, fold_bn: bool = False) -> onnx.
     """The fp32 ONNX model ``name`` with input ``x`` and output ``y``; ``fold_bn`` writes
     batch-norm folded into the convolutions."""
     w, g = weights(name), _Graph()
-    _BUILDERS.get(name, _mlp)(g, fold_batchnorm(w) if fold_bn else w, name)
+    w = fold_batchnorm(w) if fold_bn else w
+    if name in LARGE:
+        zoo_nets.forward(zoo_nets.Onnx(g, w), INPUT, name)
+    else:
+        _BUILDERS.get(name, _mlp)(g, w, name)
     g.nodes[-1].output[0] = g.nodes[-1].name = OUTPUT
     graph = helper.make_graph(
         g.nodes, name,
@@ -265,7 +315,7 @@ def float_model(name: str, batch: int | str = 1, fold_bn: bool = False) -> onnx.
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, output_shape(name, batch))],
         g.inits)
     # Gelu is an ONNX operator from opset 20; the other models keep the opset they were written in
-    opset = 20 if name == "transformer" else 17
+    opset = 20 if name in ("transformer", *zoo_nets.TRANSFORMERS) else 17
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8 if opset == 17 else 9
     onnx.checker.check_model(model, full_check=True)
@@ -282,14 +332,14 @@ class _Calibration:
     """onnxruntime's ``CalibrationDataReader`` protocol over seeded random inputs of ``shape``
     (batch first; standard normal, as :func:`sample_input`).
 
-    The same 64 rows for every batch size (in batch-sized chunks), so the scales do not depend on
-    the batch. A symbolic batch is calibrated one row at a time.
+    The same ``rows`` (64) rows for every batch size (in batch-sized chunks), so the scales do not
+    depend on the batch. A symbolic batch is calibrated one row at a time.
     """
 
-    def __init__(self, shape: tuple):
+    def __init__(self, shape: tuple, rows: int = 64):
         b = shape[0] if isinstance(shape[0], int) else 1
         rows = np.random.default_rng(1000).standard_normal(
-            (max(64, b), *shape[1:])).astype(np.float32)
+            (max(rows, b), *shape[1:])).astype(np.float32)
         self.feeds = iter([{INPUT: rows[i:i + b]} for i in range(0, len(rows) - b + 1, b)])
 
     def get_next(self):
@@ -301,11 +351,11 @@ QUANTS = ("int8", "int16")
 
 
 def quantize(model: onnx.ModelProto, shape: tuple, per_channel: bool = True,
-             quant: str = "int8") -> onnx.ModelProto:
+             quant: str = "int8", rows: int = 64) -> onnx.ModelProto:
     """The QDQ form of ``model`` (fp32, input ``x`` of ``shape``) as onnxruntime's static quantiser
-    writes it, calibrated on seeded random inputs: int8 weights, and int8 or int16 activations
-    (``quant``). int16 models are converted to opset 21 first, the first whose QuantizeLinear
-    takes int16 (older opsets need onnxruntime's contrib operators)."""
+    writes it, calibrated on ``rows`` seeded random inputs: int8 weights, and int8 or int16
+    activations (``quant``). int16 models are converted to opset 21 first, the first whose
+    QuantizeLinear takes int16 (older opsets need onnxruntime's contrib operators)."""
     from onnxruntime.quantization import (  # pylint: disable=import-outside-toplevel
         QuantFormat, QuantType, quantize_static)
 
@@ -320,7 +370,7 @@ def quantize(model: onnx.ModelProto, shape: tuple, per_channel: bool = True,
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = pathlib.Path(tmp, "f.onnx"), pathlib.Path(tmp, "q.onnx")
             onnx.save(model, src)
-            quantize_static(str(src), str(dst), _Calibration(tuple(shape)),
+            quantize_static(str(src), str(dst), _Calibration(tuple(shape), rows),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             activation_type=activations, weight_type=QuantType.QInt8)
             return onnx.load(dst)
@@ -336,14 +386,14 @@ def onnx_model(name: str, quant: str | None = None, per_channel: bool = True,
     ``per_channel`` chooses per-output-channel or per-tensor weight scales; a string ``batch``
     (e.g. ``"N"``) makes the batch dimension symbolic.
     """
-    if name not in names():
-        raise KeyError(f"unknown model {name!r}; bundled: {', '.join(names())}")
+    if name not in names(large=True):
+        raise KeyError(f"unknown model {name!r}; bundled: {', '.join(names(large=True))}")
     if quant is None:
         return float_model(name, batch)
     if quant not in QUANTS:
         raise ValueError(f"quant must be None or one of {', '.join(QUANTS)}, got {quant!r}")
     return quantize(float_model(name, batch, fold_bn=True), input_shape(name, batch), per_channel,
-                    quant)
+                    quant, LARGE_CALIBRATION if name in LARGE else 64)
 
 
 # ---- single layers: what kernel calibration, benchmarks and tests measure ----
@@ -431,8 +481,9 @@ def macs(model: onnx.ModelProto) -> int:
     return total
 
 
-def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    """``model`` on onnxruntime as written: QDQ as dequantize -> fp32 op -> quantize.
+def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray, outputs: list | None = None):
+    """``model`` on onnxruntime as written: QDQ as dequantize -> fp32 op -> quantize. Its first
+    output, or the list of the values named in ``outputs``.
 
     Graph optimisations are off because with them onnxruntime fuses QDQ into its own int8 kernels,
     which on x86 CPUs without VNNI saturate 16-bit intermediate sums (u8 x s8 pairs) unless
@@ -444,4 +495,4 @@ def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {INPUT: x})[0]
+    return sess.run(outputs, {INPUT: x}) if outputs else sess.run(None, {INPUT: x})[0]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import zoo
+from . import zoo, zoo_nets
 
 
 def _linear(w: dict, weight: str, bias: str) -> nn.Linear:
@@ -147,10 +147,82 @@ class SqueezeNetFire(nn.Module):
         return torch.flatten(self._conv(x, "cls").mean((2, 3), keepdim=True), 1)
 
 
+class Net(nn.Module):
+    """A full-size network of :mod:`tvm_aie.zoo_nets`: its weights as parameters (batch norms'
+    running statistics as buffers), its architecture run in :class:`_TorchOps`."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        for key, value in zoo.weights(name).items():
+            if key.endswith((".mean", ".var")):
+                self.register_buffer(key.replace(".", "_"), torch.from_numpy(value))
+            else:
+                self.register_parameter(key.replace(".", "_"),
+                                        nn.Parameter(torch.from_numpy(value), requires_grad=False))
+
+    def forward(self, x):
+        return zoo_nets.forward(_TorchOps(self), x, self.name)
+
+
+class _TorchOps:
+    """:mod:`tvm_aie.zoo_nets`' operations on PyTorch tensors, with ``net``'s weights."""
+
+    def __init__(self, net: Net):
+        self.net = net
+
+    def __getitem__(self, key):
+        return getattr(self.net, key.replace(".", "_"))
+
+    def conv(self, x, key, cout, kernel, stride=1, groups=1, act=None, bn=True):
+        y = F.conv2d(x, self[f"{key}.w"], None if bn else self[f"{key}.b"], stride,
+                     zoo_nets.padding(kernel), groups=groups)
+        if bn:
+            y = F.batch_norm(y, self[f"{key}.bn.mean"], self[f"{key}.bn.var"],
+                             self[f"{key}.bn.scale"], self[f"{key}.bn.shift"], False, 0.0,
+                             zoo.BN_EPS)
+        return self.act(y, act)
+
+    @staticmethod
+    def act(x, kind):
+        fns = {"relu": F.relu, "relu6": F.relu6, "silu": F.silu, "sigmoid": torch.sigmoid,
+               "gelu": F.gelu}
+        return fns[kind](x) if kind else x
+
+    def linear(self, x, key, n):
+        return x @ self[f"{key}.w"] + self[f"{key}.b"]
+
+    def layernorm(self, x, key, eps):
+        return F.layer_norm(x, x.shape[-1:], self[f"{key}.scale"], self[f"{key}.shift"], eps)
+
+    @staticmethod
+    def attend(q, k, v, heads, dim):
+        b, s, _ = q.shape
+        q, k, v = (t.reshape(b, s, heads, dim // heads).transpose(1, 2) for t in (q, k, v))
+        att = torch.softmax(q @ k.transpose(-1, -2) * (1 / np.sqrt(dim // heads)), dim=-1)
+        return (att @ v).transpose(1, 2).reshape(b, s, dim)
+
+    def prepend(self, x, key):
+        return torch.cat([self[key].expand(x.shape[0], -1, -1), x], 1)
+
+    def add_param(self, x, key, tokens):
+        return x + self[key]
+
+    add = staticmethod(torch.add)
+    mul = staticmethod(torch.mul)
+    gap = staticmethod(lambda x: x.mean((2, 3), keepdim=True))
+    flatten = staticmethod(lambda x: torch.flatten(x, 1))
+    maxpool = staticmethod(lambda x: F.max_pool2d(x, 3, 2, 1))
+    tokens = staticmethod(lambda x: x.flatten(2).transpose(1, 2))
+    first_token = staticmethod(lambda x: x[:, 0])
+
+
 def torch_model(name: str) -> nn.Module:
     """Zoo model ``name`` as a PyTorch module in inference mode."""
-    if name not in zoo.names():
-        raise KeyError(f"unknown model {name!r}; bundled: {', '.join(zoo.names())}")
+    if name not in zoo.names(large=True):
+        raise KeyError(f"unknown model {name!r}; bundled: {', '.join(zoo.names(large=True))}")
+    if name in zoo.LARGE:
+        return Net(name).eval()
     cls = {"lenet": LeNet, "mobilenet_block": MobileNetBlock, "transformer": TransformerLayer,
            "squeezenet_fire": SqueezeNetFire}
     return (cls[name]() if name in cls else Mlp(name)).eval()
