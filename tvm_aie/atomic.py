@@ -33,3 +33,9 @@ def atomic_write(path, mode: str = "wb"):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def save_figure(fig, path, dpi: int) -> None:
+    """``fig.savefig`` through :func:`atomic_write`, in the format the suffix names (PNG if none)."""
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=dpi, format=pathlib.Path(path).suffix.lstrip(".").lower() or "png")

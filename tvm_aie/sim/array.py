@@ -98,10 +98,16 @@ class _Array:
                                   self.device.lock_max_value, self.engine)
         return locks
 
-    def _lock(self, name: str, where: str) -> Lock:
-        if name not in self.locks:
-            raise ValueError(f"{where}: unknown lock {name}")
-        return self.locks[name]
+    def _lock(self, op, where: str) -> Lock:
+        """The lock a lock operation names, after checking its value fits the lock's range."""
+        if not isinstance(op.lock, str) or op.lock not in self.locks:
+            raise ValueError(f"{where}: unknown lock {op.lock}")
+        lock = self.locks[op.lock]
+        if not isinstance(op.value, int) or isinstance(op.value, bool) or \
+                not 0 <= op.value <= lock.maximum:
+            raise ValueError(f"{where}: lock {op.lock} acquired or released by {op.value!r}, "
+                             f"outside the lock's range 0..{lock.maximum}")
+        return lock
 
     def _dma_table(self, kind: str) -> dict:
         return {"shim": self.device.shim_dma, "memtile": self.device.memtile,
@@ -135,7 +141,7 @@ class _Array:
             for bd in ch.bds:
                 for op in (bd.acquire, bd.release):
                     if op is not None:
-                        self._lock(op.lock, f"DMA channel {name} BD {bd.id}")
+                        self._lock(op, f"DMA channel {name} BD {bd.id}")
             ports[name] = Port(name, ch, pl=io == "pl")
             self.transfers[name] = {bd.id: self._transfer_factory(ch, bd, ports[name])
                                     for bd in ch.bds}
@@ -324,9 +330,9 @@ class _Array:
         code, macs, precision = [], 0, None
         for ins in body:
             if ins.op == "acquire":
-                code.append((STEP, self._lock(ins.lock.lock, where).acquire(ins.lock.value), None))
+                code.append((STEP, self._lock(ins.lock, where).acquire(ins.lock.value), None))
             elif ins.op == "release":
-                code.append((RELEASE, self._lock(ins.lock.lock, where), ins.lock.value))
+                code.append((RELEASE, self._lock(ins.lock, where), ins.lock.value))
             elif ins.op == "loop":
                 count = int(ins.count)
                 sub, sub_macs, sub_precision = self._compile(ins.body, tile, bufs, variants)

