@@ -9,7 +9,11 @@ and other hosts (8). The Hypothesis fuzzers over program JSON and tuning records
 """
 
 import json
+import pathlib
 import resource
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -207,3 +211,60 @@ def test_dense_layer_too_large_for_the_array_falls_back_to_the_cpu(caplog):
     x = np.random.default_rng(1).standard_normal((1, k)).astype(np.float32)
     y = tvm.relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(y, x @ w, rtol=1e-4, atol=1e-4)
+
+
+# ---- 8. tuning: workers end with their parent; a resume adds no duplicate design ----
+
+def _children(pid: int) -> set:
+    """Live descendants of ``pid`` (zombies count as dead), from /proc."""
+    parents = {}
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_kill_9_of_tune_leaves_no_worker_or_tracker(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tvm_aie.cli", "tune", "zoo:mlp_1024:int8", "--trials", "400",
+         "--workers", "2", "--work-dir", str(tmp_path), "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:  # 2 + the tracker
+            time.sleep(0.2)
+        kids = _children(proc.pid)
+        assert len(kids) >= 3, "the tuner did not start its pool"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while any(map(_alive, kids)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [k for k in kids if _alive(k)]
+
+
+def test_resumed_tune_adds_no_duplicate_design(tmp_path, cli):
+    argv = ["tune", "zoo:jet_mlp", "--trials", "8", "--workers", "1", "--work-dir", str(tmp_path),
+            "-q"]
+    assert cli(argv)[0] == 0
+    first = (tmp_path / "database.jsonl").read_text().splitlines()
+    assert cli(argv)[0] == 0
+    again = (tmp_path / "database.jsonl").read_text().splitlines()
+    assert again == first
+    assert sum('"kind":"design"' in line for line in again) == 1

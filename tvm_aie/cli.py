@@ -243,7 +243,7 @@ def cmd_report(args) -> int:
         return 0
     from .tune import Database, pareto_front  # pylint: disable=import-outside-toplevel
 
-    db = Database(_db_path(args.path))
+    db = Database.existing(_db_path(args.path))
     tasks: dict = {}
     for r in db.records:
         if r["kind"] == "measure":

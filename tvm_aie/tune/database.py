@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import pathlib
+from dataclasses import fields
 
 from ..schedules.conv2d import ConvConfig
 from ..schedules.dense import DenseConfig
@@ -32,6 +33,41 @@ _REQUIRED = {"measure": {"task", "config", "cycles", "tiles"},
 def config_type(task_key: str) -> type:
     """The config class of a task's records, from its key (``device/family/...``)."""
     return DenseConfig if task_key.split("/")[1] == "dense" else ConvConfig
+
+
+def _check_config(task_key, config) -> None:
+    """Raise ValueError unless ``task_key`` is ``device/family/...`` and ``config`` that family's
+    knobs: each int knob a whole number >= 1, each bool knob a bool."""
+    if not isinstance(task_key, str) or len(task_key.split("/")) < 3:
+        raise ValueError(f"task {task_key!r} is not device/family/shape")
+    if not isinstance(config, dict):
+        raise ValueError(f"config {config!r} is not a dict of knobs")
+    for f in fields(config_type(task_key)):
+        value = config.get(f.name)
+        ok = isinstance(value, bool) if f.type == "bool" else \
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        if not ok:
+            raise ValueError(f"config knob {f.name}={value!r} is not a {f.type}"
+                             + (" >= 1" if f.type == "int" else ""))
+
+
+def _check_record(rec) -> None:
+    """Raise ValueError unless ``rec`` is a well-formed measure or design record."""
+    if not isinstance(rec, dict) or not _REQUIRED.get(rec.get("kind"), set()) or \
+            not _REQUIRED[rec["kind"]] <= rec.keys():
+        raise ValueError("not a tuning record (kind or fields missing)")
+    counts = [rec.get("cycles"), rec.get("default_cycles"), rec.get("tiles")]
+    if any(c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 0)
+           for c in counts):
+        raise ValueError(f"cycles or tiles {counts} are not counts")
+    if rec["kind"] == "measure":
+        _check_config(rec["task"], rec["config"])
+        return
+    if not isinstance(rec["device"], str) or not isinstance(rec["tasks"], list) or \
+            not isinstance(rec["configs"], list) or len(rec["tasks"]) != len(rec["configs"]):
+        raise ValueError("a design's tasks and configs are not two lists of one length")
+    for key, config in zip(rec["tasks"], rec["configs"]):
+        _check_config(key, config)
 
 
 class DatabaseFormatError(ValueError):
@@ -50,6 +86,18 @@ class Database:
         if self.path.exists():
             self._load()
 
+    @classmethod
+    def existing(cls, path) -> "Database":
+        """The database at ``path``, to read: a missing file, or one with no record, is an error
+        (building or reporting from it would silently use nothing)."""
+        db = cls(path)
+        if not db.path.exists():
+            raise DatabaseFormatError(f"no tuning database at {db.path}; make one with "
+                                      "tvm-aie tune --work-dir DIR, or check the path")
+        if not db.records:
+            raise DatabaseFormatError(f"{db.path} holds no tuning records; tune into it first")
+        return db
+
     def _load(self) -> None:
         bad = 0
         data = self.path.read_bytes()
@@ -59,9 +107,7 @@ class Database:
                 continue
             try:
                 rec = json.loads(raw)
-                if not isinstance(rec, dict) or not _REQUIRED.get(rec.get("kind"), set()) or \
-                        not _REQUIRED[rec["kind"]] <= rec.keys():
-                    raise ValueError("not a tuning record (kind or fields missing)")
+                _check_record(rec)
             except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError too
                 bad += 1
                 log.warning("%s:%d: skipping a corrupted record (%s)", self.path, lineno,
