@@ -268,3 +268,118 @@ def test_resumed_tune_adds_no_duplicate_design(tmp_path, cli):
     again = (tmp_path / "database.jsonl").read_text().splitlines()
     assert again == first
     assert sum('"kind":"design"' in line for line in again) == 1
+
+
+# ---- 5, 6, 7. bad input: one line naming the problem, rc 2, nothing written ----
+
+def _onnx(tmp_path, name, nodes, inputs, outputs, inits=(), opset=17):
+    from onnx import helper  # pylint: disable=import-outside-toplevel
+
+    import onnx  # pylint: disable=import-outside-toplevel
+
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, name, inputs, outputs, list(inits)),
+                                opset_imports=[helper.make_opsetid("", opset)]), path)
+    return str(path)
+
+
+def _value(name, elem, shape):
+    from onnx import helper  # pylint: disable=import-outside-toplevel
+
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+@pytest.fixture
+def models(tmp_path):
+    """The bad models and inputs of the corpus, by name -> path."""
+    from onnx import TensorProto, helper, numpy_helper  # pylint: disable=import-outside-toplevel
+
+    f = TensorProto.FLOAT
+    int4 = helper.make_tensor("w", TensorProto.INT4, [4, 4], [0] * 16)
+    paths = {
+        "int4": _onnx(tmp_path, "int4", [helper.make_node("Cast", ["w"], ["wf"], to=f),
+                                         helper.make_node("MatMul", ["x", "wf"], ["y"])],
+                      [_value("x", f, [1, 4])], [_value("y", f, [1, 4])], [int4], opset=21),
+        "dyn": _onnx(tmp_path, "dyn", [helper.make_node("MatMul", ["x", "w"], ["y"])],
+                     [_value("x", f, ["n", 16])], [_value("y", f, ["n", 8])],
+                     [numpy_helper.from_array(np.ones((16, 8), np.float32), "w")]),
+        "two": _onnx(tmp_path, "two", [helper.make_node("Add", ["a", "b"], ["y"])],
+                     [_value("a", f, [2, 4]), _value("b", f, [2, 4])], [_value("y", f, [2, 4])]),
+    }
+    for name, array in (("wrong.npy", np.zeros((3, 5), np.float32)),
+                        ("strings.npy", np.array(["abcdef"]))):
+        np.save(tmp_path / name, array)
+        paths[name] = str(tmp_path / name)
+    np.savez(tmp_path / "strings.npz", x=np.array(["abcdef"]))
+    paths["strings.npz"] = str(tmp_path / "strings.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    paths["empty.npz"] = str(tmp_path / "empty.npz")
+    header = np.frombuffer(b'["not", "a", "dict"]', np.uint8)
+    np.savez(tmp_path / "list.npz", header=header, module=header)
+    paths["list.npz"] = str(tmp_path / "list.npz")
+    (tmp_path / "empty.jsonl").write_text("")
+    paths["empty.jsonl"] = str(tmp_path / "empty.jsonl")
+    good = '{"kind":"measure","task":"ve2802/dense/1x16x64/float32","cycles":5,"tiles":1,'
+    (tmp_path / "abc.jsonl").write_text(good + '"config":"abc"}\n')
+    paths["abc.jsonl"] = str(tmp_path / "abc.jsonl")
+    (tmp_path / "noslash.jsonl").write_text(good.replace("ve2802/dense/1x16x64/float32", "x")
+                                            + '"config":{}}\n')
+    paths["noslash.jsonl"] = str(tmp_path / "noslash.jsonl")
+    return paths
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compile", "{int4}"], "TVM's ONNX importer cannot import it"),
+    (["run", "zoo:jet_mlp", "--input", "{wrong.npy}"],
+     "input x must be (1, 16) float32, got (3, 5) float32"),
+    (["run", "{dyn}"], "input x has the dynamic shape (n, 16): give an input with --input"),
+    (["run", "{empty.npz}"], "not a tvm-aie executable"),
+    (["report", "{list.npz}"], "format 'list', expected tvm-aie-executable/1"),
+    (["report", "{abc.jsonl}"], "no line is a tuning record"),
+    (["tune", "zoo:jet_mlp", "--work-dir", "{abc.jsonl}", "--trials", "4"],
+     "no line is a tuning record"),
+    (["compile", "zoo:jet_mlp", "--tuning-db", "{abc.jsonl}"], "no line is a tuning record"),
+    (["report", "{noslash.jsonl}"], "no line is a tuning record"),
+    (["compile", "zoo:lenet", "--batch", "0"], "--batch: '0' is not a whole number >= 1"),
+    (["run", "zoo:lenet", "--batch", "-2"], "--batch: '-2' is not a whole number >= 1"),
+    (["tune", "zoo:jet_mlp", "--batch-size", "-3"], "--batch-size: '-3' is not a whole number"),
+    (["run", "zoo:jet_mlp", "--input", "{strings.npz}"], "got (1,) <U6"),
+    (["run", "zoo:jet_mlp", "--input", "{strings.npy}"], "got (1,) <U6"),
+    (["run", "{two}", "--input", "{wrong.npy}"], "the model has 2 inputs (a, b): give them with "
+                                                 "--input x.npz"),
+    (["tune", "zoo:jet_mlp", "--trials", "0"], "--trials: '0' is not a whole number >= 1"),
+    (["tune", "zoo:jet_mlp", "--trials", "-5"], "--trials: '-5' is not a whole number >= 1"),
+    (["tune", "zoo:jet_mlp", "--batch-size", "0"], "--batch-size: '0' is not a whole number"),
+    (["compile", "zoo:jet_mlp", "--tuning-db", "{missing}"], "no tuning database at"),
+    (["report", "{missing}"], "no tuning database at"),
+    (["report", "{empty.jsonl}"], "holds no tuning records"),
+])
+def test_bad_input_is_one_line_rc_2_nothing_written(argv, message, models, tmp_path, capsys):
+    paths = {**models, "missing": str(tmp_path / "missing.jsonl")}
+    for key, path in paths.items():
+        argv = [a.replace("{" + key + "}", path) for a in argv]
+    out = tmp_path / "out.npz"
+    if argv[0] == "compile":
+        argv += ["-o", str(out)]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    capsys.readouterr()
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_several_inputs_without_input_run_on_random_ones(models, cli):
+    assert cli(["run", models["two"]])[0] == 0
+
+
+def test_build_with_a_missing_tuning_db_is_an_error(tmp_path):
+    from tvm_aie.tune.database import DatabaseFormatError  # pylint: disable=import-outside-toplevel
+
+    mod = tvm_aie.load_onnx(zoo.onnx_model("jet_mlp"))
+    with pytest.raises(DatabaseFormatError, match="no tuning database at"):
+        tvm_aie.build(mod, target="aie", tuning_db=tmp_path / "missing.jsonl")

@@ -99,7 +99,7 @@ class Database:
         return db
 
     def _load(self) -> None:
-        bad = 0
+        bad = []  # (line number, why) of each line that is not a record
         data = self.path.read_bytes()
         self._torn_tail = bool(data) and not data.endswith(b"\n")
         for lineno, raw in enumerate(data.splitlines(), 1):
@@ -109,13 +109,14 @@ class Database:
                 rec = json.loads(raw)
                 _check_record(rec)
             except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError too
-                bad += 1
-                log.warning("%s:%d: skipping a corrupted record (%s)", self.path, lineno,
-                            str(e).splitlines()[0][:80])
+                bad.append((lineno, str(e).splitlines()[0][:80]))
                 continue
             self.records.append(rec)
         if bad and not self.records:
-            raise DatabaseFormatError(f"{self.path}: no line is a tuning record; not a database?")
+            raise DatabaseFormatError(f"{self.path}: no line is a tuning record (line {bad[0][0]}: "
+                                      f"{bad[0][1]}); not a database?")
+        for lineno, why in bad:
+            log.warning("%s:%d: skipping a corrupted record (%s)", self.path, lineno, why)
 
     def append(self, record: dict) -> None:
         """Add ``record`` at the end of the file: one line, flushed and fsynced before returning."""
