@@ -100,6 +100,8 @@ class _Array:
 
     def _lock(self, op, where: str) -> Lock:
         """The lock a lock operation names, after checking its value fits the lock's range."""
+        if op is None:
+            raise ValueError(f"{where}: a lock instruction without its lock")
         if not isinstance(op.lock, str) or op.lock not in self.locks:
             raise ValueError(f"{where}: unknown lock {op.lock}")
         lock = self.locks[op.lock]
@@ -357,6 +359,8 @@ class _Array:
         return code, macs, precision
 
     def _kernel(self, call, tile, bufs: dict):
+        if call is None:
+            raise ValueError(f"core {tile_key(tile)}: a call instruction without its call")
         where = f"core {tile_key(tile)} kernel {call.kernel}"
         if call.kernel not in KERNELS:
             raise ValueError(f"{where}: unknown kernel (have {sorted(KERNELS)})")
@@ -373,8 +377,12 @@ class _Array:
                     f"neighbours' only)")
             resolved[role] = bufs[name]
         key = tile_key(tile)
-        return KERNELS[call.kernel](call, tile, resolved, self.device, self.links_in.get(key),
-                                    self.links_out.get(key))
+        try:
+            return KERNELS[call.kernel](call, tile, resolved, self.device,
+                                        self.links_in.get(key), self.links_out.get(key))
+        except (KeyError, TypeError) as e:  # a parameter missing or of the wrong type
+            raise ValueError(f"{where}: bad parameters {call.params} ({type(e).__name__}: "
+                             f"{e})") from None
 
     # ---- running ----
     def _core_agent(self, code: list, name: str):

@@ -3,14 +3,15 @@
 Every record is written with one ``write`` of a whole line, then flushed and fsynced, so a tuner
 killed with ``kill -9`` loses at most the measurement in flight and never a finished one; resuming
 reads the file back and skips what is already measured. A line that does not parse (the torn tail
-of a killed write, a hand edit) is skipped with a warning naming its line number. Records are data
-(``json``), so loading one never executes anything.
+of a killed write, a hand edit, a record whose fields are not of their types) is skipped with a
+warning naming its line number. Records are data (``json``), so loading one never executes
+anything.
 
 Two kinds of record:
 
 * ``measure``: ``{"task", "workload", "device", "config", "cycles", "error", "tiles", "tuner",
   "seed", "trial"}``: one candidate of one task measured on the simulator;
-* ``design``: ``{"device", "tasks", "goal", "configs", "cycles", "default_cycles"}``: the configs
+* ``design``: ``{"device", "tasks", "goal", "configs", "tuned", "cycles", "default_cycles"}``: the configs
   the graph-level allocation chose for one chain of layers, confirmed by simulating the chain.
 """
 
@@ -27,7 +28,7 @@ from ..schedules.dense import DenseConfig
 
 log = logging.getLogger("tvm_aie.tune")
 _REQUIRED = {"measure": {"task", "config", "cycles", "tiles"},
-             "design": {"device", "tasks", "configs"}}
+             "design": {"device", "tasks", "configs", "tuned", "cycles", "default_cycles"}}
 
 
 def config_type(task_key: str) -> type:
@@ -53,17 +54,18 @@ def _check_config(task_key, config) -> None:
 
 def _check_record(rec) -> None:
     """Raise ValueError unless ``rec`` is a well-formed measure or design record."""
-    if not isinstance(rec, dict) or not _REQUIRED.get(rec.get("kind"), set()) or \
+    if not isinstance(rec, dict) or rec.get("kind") not in ("measure", "design") or \
             not _REQUIRED[rec["kind"]] <= rec.keys():
         raise ValueError("not a tuning record (kind or fields missing)")
     counts = [rec.get("cycles"), rec.get("default_cycles"), rec.get("tiles")]
     if any(c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 0)
-           for c in counts):
+           for c in counts) or (rec["kind"] == "design" and None in counts[:2]):
         raise ValueError(f"cycles or tiles {counts} are not counts")
     if rec["kind"] == "measure":
         _check_config(rec["task"], rec["config"])
         return
-    if not isinstance(rec["device"], str) or not isinstance(rec["tasks"], list) or \
+    if not isinstance(rec["tuned"], bool) or not isinstance(rec["device"], str) or \
+            not isinstance(rec["tasks"], list) or \
             not isinstance(rec["configs"], list) or len(rec["tasks"]) != len(rec["configs"]):
         raise ValueError("a design's tasks and configs are not two lists of one length")
     for key, config in zip(rec["tasks"], rec["configs"]):
