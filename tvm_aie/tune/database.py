@@ -11,8 +11,8 @@ Two kinds of record:
 
 * ``measure``: ``{"task", "workload", "device", "config", "cycles", "error", "tiles", "tuner",
   "seed", "trial"}``: one candidate of one task measured on the simulator;
-* ``design``: ``{"device", "tasks", "goal", "configs", "tuned", "cycles", "default_cycles"}``: the configs
-  the graph-level allocation chose for one chain of layers, confirmed by simulating the chain.
+* ``design``: ``{"device", "tasks", "goal", "configs", "tuned", "cycles", "default_cycles"}``: the
+  configs the graph-level allocation chose for one chain of layers, confirmed by simulating it.
 """
 
 from __future__ import annotations
