@@ -383,3 +383,18 @@ def test_build_with_a_missing_tuning_db_is_an_error(tmp_path):
     mod = tvm_aie.load_onnx(zoo.onnx_model("jet_mlp"))
     with pytest.raises(DatabaseFormatError, match="no tuning database at"):
         tvm_aie.build(mod, target="aie", tuning_db=tmp_path / "missing.jsonl")
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason="needs the match_cast check wired into "
+                   "tvm_aie/partition.py (partition_for_aie); remove this marker when it is")
+def test_data_dependent_shape_model_runs_on_the_cpu(tmp_path):
+    from onnx import TensorProto, helper  # pylint: disable=import-outside-toplevel
+
+    f = TensorProto.FLOAT
+    path = _onnx(tmp_path, "nonzero", [helper.make_node("NonZero", ["x"], ["y"])],
+                 [_value("x", f, [4, 4])], [_value("y", TensorProto.INT64, [2, None])])
+    ex = tvm_aie.build(tvm_aie.load_onnx(path), target="aie")
+    tvm_aie.save(ex, str(tmp_path / "nz.npz"))
+    x = np.array([[0, 1, 0, 2]] * 4, np.float32)
+    vm = tvm.relax.VirtualMachine(tvm_aie.load(str(tmp_path / "nz.npz")), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), np.nonzero(x))

@@ -31,11 +31,12 @@ from .target import device_of_target, get_device
 FORMAT = "tvm-aie-executable/1"
 # the only function the host part may call by name: the simulator's entry (tvm_aie.runtime)
 ALLOWED_EXTERN = frozenset({"aie.run"})
-# operators LegalizeOps does not lower that only compute on tensors or shapes (sort and scan ops
-# are dispatched to TVM's own kernels); everything else must have a legalization
+# operators LegalizeOps does not lower that only compute on tensors or shapes (sort, scan and
+# data-dependent ops are dispatched to TVM's own kernels and builtins); every other operator must
+# have a legalization. call_dps_packed is allowed here, its callee is checked against ALLOWED_EXTERN.
 DATA_OPS = frozenset({"relax.argsort", "relax.sort", "relax.topk", "relax.cumsum",
-                      "relax.cumprod", "relax.shape_of", "relax.tensor_to_shape",
-                      "relax.call_dps_packed"})  # call_dps_packed: its callee is checked
+                      "relax.cumprod", "relax.nonzero", "relax.unique", "relax.shape_of",
+                      "relax.tensor_to_shape", "relax.call_dps_packed"})
 REFUSED_ATTRS = ("Codegen", "Composite")  # functions handed to an external codegen
 
 
