@@ -189,7 +189,8 @@ def test_failed_save_keeps_the_previous_executable(saved):
 
 # ---- 4. a dense layer the array cannot hold falls back to the CPU with its reason ----
 
-@pytest.mark.xfail(strict=True, raises=TilingError, reason="needs the dense fit check wired into tvm_aie/partition.py "
+@pytest.mark.xfail(strict=True, raises=TilingError,
+                   reason="needs the dense fit check wired into tvm_aie/partition.py "
                    "(_check_dense with _dense_fit); remove this marker when it is")
 def test_dense_layer_too_large_for_the_array_falls_back_to_the_cpu(caplog):
     import onnx  # pylint: disable=import-outside-toplevel

@@ -28,8 +28,8 @@ BOUND = dict(deadline=timedelta(seconds=10), phases=(Phase.explicit, Phase.gener
 VALUES = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40),
                    st.sampled_from([0, -1, 1, 2**31, 10**12]), st.floats(allow_nan=True),
                    st.text(max_size=6), st.sampled_from(["object", "int8", "float32", "<U6"]),
-                   st.lists(st.integers(-4, 4), max_size=3), st.dictionaries(st.text(max_size=3),
-                                                                            st.integers(), max_size=2))
+                   st.lists(st.integers(-4, 4), max_size=3),
+                   st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
 
 def _paths(node, prefix=()):

@@ -36,6 +36,6 @@ def atomic_write(path, mode: str = "wb"):
 
 
 def save_figure(fig, path, dpi: int) -> None:
-    """``fig.savefig`` through :func:`atomic_write`, in the format the suffix names (PNG if none)."""
+    """``fig.savefig`` through :func:`atomic_write`, in the format the suffix names (else PNG)."""
     with atomic_write(path) as f:
         fig.savefig(f, dpi=dpi, format=pathlib.Path(path).suffix.lstrip(".").lower() or "png")

@@ -25,6 +25,7 @@ import zipfile
 
 import numpy as np
 
+from .atomic import atomic_write
 from .sim.engine import SimulationError
 
 DB_NAME = "database.jsonl"
@@ -110,8 +111,10 @@ def cmd_run(args) -> int:
     ex = _compiled(args)
     xs = _inputs(ex.aie_lowered["main"].params, args.input)
     y = tvm.relax.VirtualMachine(ex, tvm.cpu())["main"](*map(tvm.runtime.tensor, xs)).numpy()
-    if args.output:
-        np.save(args.output, y)
+    if args.output:  # np.save's name (.npy added), written atomically
+        with atomic_write(args.output if args.output.endswith(".npy") else
+                          args.output + ".npy") as f:
+            np.save(f, y)
     print(f"output {y.shape} {y.dtype}: {np.array2string(y.ravel()[:8], precision=4)}"
           f"{' ...' if y.size > 8 else ''}")
     print(tvm_aie.report(ex))
@@ -319,13 +322,15 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("tune", help="tune a model's AIE schedules on the simulator")
     _model_args(p)
-    p.add_argument("--trials", type=_positive, default=500, help="measurements in all (split by task)")
+    p.add_argument("--trials", type=_positive, default=500,
+                   help="measurements in all (split by task)")
     p.add_argument("--work-dir", default="tune", help="holds database.jsonl (resumed if present)")
     p.add_argument("--tuner", choices=("xgb", "random"), default="xgb")
     p.add_argument("--goal", choices=("latency", "throughput"), default="latency")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive, default=16, help="candidates measured per round")
-    p.add_argument("--workers", type=_positive, help="measurement processes (default: CPUs; 1: none)")
+    p.add_argument("--workers", type=_positive,
+                   help="measurement processes (default: CPUs; 1: none)")
     p.add_argument("--dask", help="Dask scheduler address, or 'local' for a local cluster")
     p.add_argument("--plot", help="write the tuning curves to this PNG")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

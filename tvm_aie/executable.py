@@ -33,7 +33,7 @@ FORMAT = "tvm-aie-executable/1"
 ALLOWED_EXTERN = frozenset({"aie.run"})
 # operators LegalizeOps does not lower that only compute on tensors or shapes (sort, scan and
 # data-dependent ops are dispatched to TVM's own kernels and builtins); every other operator must
-# have a legalization. call_dps_packed is allowed here, its callee is checked against ALLOWED_EXTERN.
+# have a legalization. call_dps_packed is allowed here: its callee is checked (ALLOWED_EXTERN).
 DATA_OPS = frozenset({"relax.argsort", "relax.sort", "relax.topk", "relax.cumsum",
                       "relax.cumprod", "relax.nonzero", "relax.unique", "relax.shape_of",
                       "relax.tensor_to_shape", "relax.call_dps_packed"})
@@ -122,7 +122,7 @@ def load(path: str):
         device = get_device(header["device"]) if "device" in header else \
             device_of_target(tvm.target.Target(header["target"]))  # files from before "device"
     except Exception as e:  # TVM raises its own error types for malformed IR or target JSON
-        raise ExecutableFormatError(f"{path}: the saved module does not parse "
-                                    f"({(str(e).strip().splitlines() or [type(e).__name__])[-1][:200]})") from e
+        why = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+        raise ExecutableFormatError(f"{path}: the saved module does not parse ({why})") from e
     check_host(lowered, str(path))
     return compile_lowered(lowered, tvm.target.Target(device.tag))
