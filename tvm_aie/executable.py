@@ -38,6 +38,7 @@ DATA_OPS = frozenset({"relax.argsort", "relax.sort", "relax.topk", "relax.cumsum
                       "relax.cumprod", "relax.nonzero", "relax.unique", "relax.shape_of",
                       "relax.tensor_to_shape", "relax.call_dps_packed"})
 REFUSED_ATTRS = ("Codegen", "Composite")  # functions handed to an external codegen
+_DPS_PACKED = tvm.ir.Op.get("relax.call_dps_packed")
 
 
 class ExecutableFormatError(ValueError):
@@ -80,6 +81,9 @@ def check_host(mod: tvm.IRModule, where: str = "executable") -> None:
             elif isinstance(node, relax.Call) and isinstance(node.op, tvm.ir.Op) and \
                     not _op_allowed(node.op):
                 bad.append(f"operator {node.op.name}")
+            elif isinstance(node, relax.Call) and node.op.same_as(_DPS_PACKED) and \
+                    not isinstance(node.args[0], relax.ExternFunc):
+                bad.append(f"call_dps_packed of a {type(node.args[0]).__name__}")
 
         relax.analysis.post_order_visit(func, visit)
         if bad:
