@@ -362,6 +362,8 @@ def test_bad_input_is_one_line_rc_2_nothing_written(argv, message, models, tmp_p
     out = tmp_path / "out.npz"
     if argv[0] == "compile":
         argv += ["-o", str(out)]
+    if argv[0] == "tune" and "--work-dir" not in argv:  # where a run would write
+        argv += ["--work-dir", str(tmp_path / "work")]
     before = sorted(p.name for p in tmp_path.iterdir())
     capsys.readouterr()
     try:
