@@ -224,14 +224,100 @@ class Program:
                                   if k.startswith("const_bf16/")})
         except (zipfile.BadZipFile, ValueError, KeyError, OSError, UnicodeDecodeError) as e:
             raise ProgramFormatError(f"not an AIE program: {e}") from e
-        if d.get("format_version") != FORMAT_VERSION:
+        if not isinstance(d, dict) or d.get("format_version") != FORMAT_VERSION:
             raise ProgramFormatError(
-                f"AIE program format {d.get('format_version')} is not {FORMAT_VERSION}"
-            )
+                f"AIE program format {d.get('format_version') if isinstance(d, dict) else d!r} "
+                f"is not {FORMAT_VERSION}")
         try:
+            _check(d, _PROGRAM, "program")
             return _program_from_dict(d, constants)
         except (KeyError, TypeError) as e:
             raise ProgramFormatError(f"malformed AIE program: {e}") from e
+
+
+# The JSON form's schema, checked before a program is built from it, so a malformed file is one
+# ProgramFormatError naming the field: a dict is a record (its keys' specs; a missing key is the
+# constructor's error), a list [spec] a list of spec, ("ints", n) n ints, ("optional", spec) spec
+# or null, ("one of", values) a value among them, "dtype" a numeric dtype name.
+_TILE = ("ints", 2)
+_LOCKOP = {"lock": str, "value": int}
+_INSTR = {"op": ("one of", ("acquire", "release", "call", "loop")), "lock": ("optional", _LOCKOP),
+          "call": ("optional", {"kernel": str, "buffers": ("map", str), "params": dict}),
+          "count": int}
+_INSTR["body"] = [_INSTR]
+_BD = {"id": int, "buffer": str, "offset": int, "sizes": [int], "strides": [int],
+       "acquire": ("optional", _LOCKOP), "release": ("optional", _LOCKOP),
+       "next": ("optional", int), "pad_before": ("optional", [int]),
+       "pad_after": ("optional", [int])}
+_PROGRAM = {
+    "name": str, "device": str, "meta": dict,
+    "tiles": [{"col": int, "row": int, "kind": ("one of", ("compute", "memtile", "shim"))}],
+    "ddr": [{"name": str, "shape": [int], "dtype": "dtype",
+             "role": ("one of", ("input", "output", "constant")),
+             "valid_shape": ("optional", [int]), "io": ("one of", ("ddr", "pl"))}],
+    "buffers": [{"name": str, "tile": _TILE, "offset": int, "shape": [int], "dtype": "dtype",
+                 "initial": ("optional", str)}],
+    "locks": [{"name": str, "tile": _TILE, "id": int, "init": int}],
+    "dmas": [{"tile": _TILE, "direction": ("one of", ("mm2s", "s2mm")), "channel": int,
+              "bds": [_BD], "start_bd": int, "repeat": int}],
+    "routes": [{"src": ("ints", 3), "dsts": [("ints", 3)], "path": [[int]]}],
+    "cascades": [{"src": _TILE, "dst": _TILE}],
+    "cores": [{"tile": _TILE, "body": [_INSTR]}],
+}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numeric_dtype(name) -> bool:
+    try:
+        return isinstance(name, str) and (name == "bfloat16" or np.dtype(name).kind in "iuf")
+    except TypeError:
+        return False
+
+
+def _check(value, spec, where: str) -> None:
+    """Raise :class:`ProgramFormatError` unless ``value`` matches ``spec`` (see ``_PROGRAM``)."""
+    if isinstance(spec, dict):
+        ok = isinstance(value, dict)
+        for key, sub in spec.items() if ok else ():
+            if key in value:
+                _check(value[key], sub, f"{where}.{key}")
+    elif isinstance(spec, list):
+        ok = isinstance(value, list)
+        for i, item in enumerate(value if ok else ()):
+            _check(item, spec[0], f"{where}[{i}]")
+    elif isinstance(spec, tuple):
+        kind, arg = spec
+        if kind == "optional":
+            ok = value is None or _check(value, arg, where) is None
+        elif kind == "ints":
+            ok = isinstance(value, list) and len(value) == arg and all(map(_is_int, value))
+        elif kind == "map":
+            ok = isinstance(value, dict) and all(isinstance(v, arg) for v in value.values())
+        else:
+            ok = isinstance(value, str) and value in arg
+    elif spec == "dtype":
+        ok = _numeric_dtype(value)
+    else:
+        ok = _is_int(value) if spec is int else isinstance(value, spec)
+    if not ok:
+        raise ProgramFormatError(f"malformed AIE program: {where} is {value!r:.60}, not "
+                                 f"{getattr(spec, '__name__', None) or _spec_text(spec)}")
+
+
+def _spec_text(spec) -> str:
+    if isinstance(spec, dict):
+        return "a record"
+    if isinstance(spec, list):
+        return "a list"
+    if spec == "dtype":
+        return "a numeric dtype name"
+    kind, arg = spec
+    return {"ints": f"a list of {arg} ints", "map": "a map of names",
+            "optional": "null or " + (_spec_text(arg) if not isinstance(arg, type)
+                                      else arg.__name__)}.get(kind, f"one of {arg}")
 
 
 def _lockop(d):

@@ -21,8 +21,12 @@ import logging
 import pathlib
 import sys
 import time
+import zipfile
 
 import numpy as np
+
+from .atomic import atomic_write
+from .sim.engine import SimulationError
 
 DB_NAME = "database.jsonl"
 
@@ -68,6 +72,17 @@ def _load(args):
     return bind_input_shapes(load_model(args.model, args.batch), shapes)
 
 
+def _positive(value: str) -> int:
+    """The type of counts (``--batch``, ``--trials``, ...): a whole number >= 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 1")
+    return n
+
+
 def _compiled(args):
     """A saved executable (``.npz``), or the model built now for ``args.device`` in
     ``args.precision``."""
@@ -103,24 +118,59 @@ def cmd_run(args) -> int:
     from .shapes import symbolic_inputs  # pylint: disable=import-outside-toplevel
 
     ex = _compiled(args)
-    if args.input:
-        x = np.load(args.input, allow_pickle=False)
-    elif symbolic := symbolic_inputs(ex.aie_lowered):
+    if args.input is None and (symbolic := symbolic_inputs(ex.aie_lowered)):
         name, shape = symbolic[0]
         raise ValueError(f"input {name} has the symbolic shape {shape}, so no random input can "
                          f"be made: compile with --input-shapes \"{name}:[...]\" or give "
                          "--input x.npy")
-    else:  # seeded random input of main's (static) shape
-        (param,) = ex.aie_lowered["main"].params
-        shape = [int(d) for d in param.ty.shape]
-        x = np.random.default_rng(0).standard_normal(shape).astype(str(param.ty.dtype))
-    y = tvm.relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
-    if args.output:
-        np.save(args.output, y)
+    xs = _inputs(ex.aie_lowered["main"].params, args.input)
+    y = tvm.relax.VirtualMachine(ex, tvm.cpu())["main"](*map(tvm.runtime.tensor, xs)).numpy()
+    if args.output:  # np.save's name (.npy added), written atomically
+        with atomic_write(args.output if args.output.endswith(".npy") else
+                          args.output + ".npy") as f:
+            np.save(f, y)
     print(f"output {y.shape} {y.dtype}: {np.array2string(y.ravel()[:8], precision=4)}"
           f"{' ...' if y.size > 8 else ''}")
     print(tvm_aie.report(ex))
     return 0
+
+
+def _inputs(params, path: str | None) -> list:
+    """The arrays ``run`` passes to ``main``: from ``--input`` (a ``.npy`` for a one-input model,
+    a ``.npz`` with one array per input name), else seeded random ones; each checked against its
+    parameter's shape (``None``: a dynamic dimension) and dtype."""
+    from tvm.tirx import IntImm  # pylint: disable=import-outside-toplevel
+
+    names = [p.name for p in params]
+    shapes = {p.name: [int(d) if isinstance(d, (int, IntImm)) else None for d in p.ty.shape]
+              for p in params}
+    dtypes = {p.name: str(p.ty.dtype) for p in params}
+    shown = {p.name: "(" + ", ".join(str(d if w is None else w) for w, d in
+                                     zip(shapes[p.name], p.ty.shape)) + ")" for p in params}
+    if path is None:  # seeded random inputs of static shapes
+        rng = np.random.default_rng(0)
+        return [rng.standard_normal(shapes[n]).astype(dtypes[n]) for n in names]
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a .npy or .npz of arrays ({e or 'empty file'})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            arrays = {k: loaded[k] for k in loaded.files}
+    else:
+        arrays = {names[0]: loaded}
+    if len(names) != 1 and not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"the model has {len(names)} inputs ({', '.join(names)}): give them "
+                         "with --input x.npz, one array per input name")
+    if set(arrays) != set(names):
+        raise ValueError(f"{path} holds {sorted(arrays)}; the model's inputs are {names}")
+    for name in names:
+        x, want = arrays[name], shapes[name]
+        if len(x.shape) != len(want) or any(w not in (None, s) for w, s in zip(want, x.shape)) \
+                or x.dtype != np.dtype(dtypes[name]):
+            raise ValueError(f"input {name} must be {shown[name]} {dtypes[name]}, got {x.shape} "
+                             f"{x.dtype}; give an array of that shape and dtype with --input")
+    return [arrays[n] for n in names]
 
 
 def cmd_tune(args) -> int:
@@ -200,7 +250,7 @@ def cmd_report(args) -> int:
         return 0
     from .tune import Database, pareto_front  # pylint: disable=import-outside-toplevel
 
-    db = Database(_db_path(args.path))
+    db = Database.existing(_db_path(args.path))
     tasks: dict = {}
     for r in db.records:
         if r["kind"] == "measure":
@@ -248,7 +298,7 @@ def cmd_trace(args) -> int:
 def _model_args(p):
     p.add_argument("model", help="ONNX file or zoo:NAME[:int8|:int16]")
     p.add_argument("--device", default="aie", help="target tag, e.g. aie-ml/vek280")
-    p.add_argument("--batch", type=int, default=1, help="batch of a zoo model")
+    p.add_argument("--batch", type=_positive, default=1, help="batch of a zoo model")
     p.add_argument("--precision", type=_precision, metavar="{fp32,bf16}",
                    help="datapath of the model's fp32 layers on the array (default fp32)")
     p.add_argument("--input-shapes", metavar="SHAPES",
@@ -256,8 +306,15 @@ def _model_args(p):
                         '"x:[1,3,224,224]" (several separated by commas or spaces)')
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument as one line (no usage block) and rc 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="tvm-aie", description=__doc__.splitlines()[0])
+    ap = _Parser(prog="tvm-aie", description=__doc__.splitlines()[0])
     ap.add_argument("-v", "--verbose", action="store_true", help="log what the compiler decides")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("compile", help="build a model and save the executable (.npz)")
@@ -272,13 +329,15 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("tune", help="tune a model's AIE schedules on the simulator")
     _model_args(p)
-    p.add_argument("--trials", type=int, default=500, help="measurements in all (split by task)")
+    p.add_argument("--trials", type=_positive, default=500,
+                   help="measurements in all (split by task)")
     p.add_argument("--work-dir", default="tune", help="holds database.jsonl (resumed if present)")
     p.add_argument("--tuner", choices=("xgb", "random"), default="xgb")
     p.add_argument("--goal", choices=("latency", "throughput"), default="latency")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16, help="candidates measured per round")
-    p.add_argument("--workers", type=int, help="measurement processes (default: CPUs; 1: none)")
+    p.add_argument("--batch-size", type=_positive, default=16, help="candidates measured per round")
+    p.add_argument("--workers", type=_positive,
+                   help="measurement processes (default: CPUs; 1: none)")
     p.add_argument("--dask", help="Dask scheduler address, or 'local' for a local cluster")
     p.add_argument("--plot", help="write the tuning curves to this PNG")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -303,7 +362,7 @@ def main(argv=None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, OSError) as e:  # the library's errors are one actionable line
+    except (ValueError, OSError, SimulationError) as e:  # the library's errors: one actionable line
         print(f"tvm-aie {args.command}: error: {e}", file=sys.stderr)
         return 2
 

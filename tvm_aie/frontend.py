@@ -47,7 +47,12 @@ def load_onnx(model, shape: dict | None = None) -> tvm.IRModule:
     if missing:
         raise ModelLoadError(f"{where}: TVM's ONNX importer has no converter for "
                              f"{', '.join(missing)}")
-    return from_onnx(_layernorm_statistics(model), shape_dict=shape, keep_params_in_input=False)
+    try:
+        return from_onnx(_layernorm_statistics(model), shape_dict=shape,
+                         keep_params_in_input=False)
+    except Exception as err:  # TVM's converters fail with their own (internal) errors
+        raise ModelLoadError(f"{where}: TVM's ONNX importer cannot import it "
+                             f"({type(err).__name__}: {_first_line(err)})") from None
 
 
 def _layernorm_statistics(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -20,7 +20,13 @@ from .target import device_of_target, get_device
 
 
 def offload(mod: tvm.IRModule, options: CompileOptions) -> tvm.IRModule:
-    """Partition and compile the offloaded subgraphs; the result still needs the CPU pipeline."""
+    """Partition and compile the offloaded subgraphs; the result still needs the CPU pipeline.
+    A tuning database that is missing or holds no record is an error here, before anything is
+    compiled."""
+    if options.tuning_db is not None:
+        from .tune.database import Database  # pylint: disable=import-outside-toplevel
+
+        Database.existing(options.tuning_db)
     log_unbound_inputs(mod)
     macs = count_macs(mod)
     return offload_to_aie(options, macs)(partition_for_aie(mod, options.device))

@@ -191,9 +191,18 @@ def programs(ex) -> tuple[dict, list]:
     """The manifest of an executable built by :func:`tvm_aie.build` and its ``(name, Program)``
     pairs, in the order the model runs them."""
     items = relax.VirtualMachine(ex, tvm.cpu())[MANIFEST_FUNC]()
-    manifest = json.loads(items[0].numpy().tobytes().decode())
+    try:  # a loaded executable's manifest is data from a file: check its shape
+        blobs = list(items)
+        manifest = json.loads(blobs[0].numpy().tobytes().decode())
+        if not isinstance(manifest["programs"], list) or len(manifest["programs"]) != \
+                len(blobs) - 1 or not isinstance(manifest["model_macs"], int):
+            raise ValueError(f"{len(blobs) - 1} programs for the names {manifest['programs']}")
+        get_device(manifest["device"])
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"the executable's {MANIFEST_FUNC} manifest is malformed "
+                         f"({type(e).__name__}: {e}); rebuild it with tvm-aie compile") from None
     return manifest, [(name, load_program(blob))
-                      for name, blob in zip(manifest["programs"], list(items)[1:])]
+                      for name, blob in zip(manifest["programs"], blobs[1:])]
 
 
 def report(ex) -> Report:

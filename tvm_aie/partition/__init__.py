@@ -79,6 +79,16 @@ def _note_offloaded(mod: tvm.IRModule, part: PartitionContext) -> None:
     part.bound = {b.var.name: b.value for b in bindings}
 
 
+def _match_cast_reason(mod: tvm.IRModule) -> str | None:
+    """Why the model cannot be partitioned at all, or None: ``MergeCompositeFunctions`` takes
+    only plain bindings, and a data-dependent shape (NonZero, Unique) binds a match_cast."""
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            if isinstance(b, relax.MatchCast):
+                return f"{b.var.name} has a data-dependent shape (a match_cast)"
+    return None
+
+
 def partition_for_aie(mod: tvm.IRModule, device=None) -> tvm.IRModule:
     """Group what the array of ``device`` (a catalog name or tag, a :class:`Device`; by default
     the catalog's default) runs into functions with ``Codegen="aie"``; the rest stays on the CPU
@@ -102,6 +112,9 @@ def partition_with_reasons(mod: tvm.IRModule, device=None) -> tuple[tvm.IRModule
     # of a layer's intermediates, and ONNX BatchNormalization imports as ``batch_norm`` whose
     # mean/var outputs are bound but never read.
     mod = canonicalize(mod)
+    if (reason := _match_cast_reason(mod)) is not None:
+        log.info("aie: the whole model stays on the CPU: %s", reason)
+        return mod, part.rejected
     patterns = _patterns(part)
     alone = [p for p in patterns if p.name.startswith(("aie.bmm", "aie.rowwise"))]
     flatten = [p for p in patterns if p.name.startswith(("aie.flatten", "aie.slice",

@@ -14,7 +14,9 @@ from tvm.relax.dpl.pattern import is_const, is_op, wildcard
 from tvm.relax.transform import PatternCheckContext
 
 from ..quant import quantize_multiplier
-from .context import PartitionContext, const_value, dq, int16_reason, static
+from ..schedules import dense
+from .context import (PartitionContext, const_value, dq, fit_reason, int16_reason, ints,
+                      layer_precision, static)
 
 
 def _dense_pattern(int8: bool, bias: bool, relu: bool, addq: bool = False):
@@ -122,9 +124,18 @@ def _addq_reason(ann: dict, n: int, act: str) -> str | None:
     return None
 
 
+def _fit(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
+    """Why no configuration runs the matched dense layer on the device, or None."""
+    x, mm = ctx.annotated_expr["x"], ctx.annotated_expr["matmul"]
+    *rows, k = ints(x.ty.shape)
+    return fit_reason(part.device, dense, dense.DenseWorkload(
+        int(np.prod(rows)), k, int(mm.ty.shape[-1]), layer_precision(x.ty.dtype),
+        bias_add="addq" in ctx.annotated_expr))
+
+
 def patterns(part: PartitionContext) -> list:
     """``(name, pattern, annotations, check)`` of every dense variant."""
-    check = part.check(("matmul", "addq"), _reason)
+    check = part.check(("matmul", "addq"), _reason, _fit)
     out = []
     for int8 in (False, True):
         for bias in (False, True):

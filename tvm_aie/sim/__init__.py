@@ -4,10 +4,10 @@ reports cycles, stalls, bytes moved and MAC efficiency. It reads only the progra
 catalog."""
 
 from .array import MAX_CYCLES, simulate
-from .engine import CycleLimitError, DeadlockError, SimulationError
+from .engine import CycleLimitError, DeadlockError, NoProgressError, SimulationError
 from . import kernels_bmm, kernels_conv, kernels_rows  # noqa: F401  register their kernels
 from .kernels import KERNELS, matmul_cycles
 from .report import SimReport, SimResult
 
 __all__ = ["simulate", "SimReport", "SimResult", "DeadlockError", "CycleLimitError",
-           "SimulationError", "KERNELS", "matmul_cycles", "MAX_CYCLES"]
+           "SimulationError", "NoProgressError", "KERNELS", "matmul_cycles", "MAX_CYCLES"]

@@ -99,10 +99,18 @@ class _Array:
                                   self.device.lock_max_value, self.engine)
         return locks
 
-    def _lock(self, name: str, where: str) -> Lock:
-        if name not in self.locks:
-            raise ValueError(f"{where}: unknown lock {name}")
-        return self.locks[name]
+    def _lock(self, op, where: str) -> Lock:
+        """The lock a lock operation names, after checking its value fits the lock's range."""
+        if op is None:
+            raise ValueError(f"{where}: a lock instruction without its lock")
+        if not isinstance(op.lock, str) or op.lock not in self.locks:
+            raise ValueError(f"{where}: unknown lock {op.lock}")
+        lock = self.locks[op.lock]
+        if not isinstance(op.value, int) or isinstance(op.value, bool) or \
+                not 0 <= op.value <= lock.maximum:
+            raise ValueError(f"{where}: lock {op.lock} acquired or released by {op.value!r}, "
+                             f"outside the lock's range 0..{lock.maximum}")
+        return lock
 
     def _dma_table(self, kind: str) -> dict:
         return {"shim": self.device.shim_dma, "memtile": self.device.memtile,
@@ -136,7 +144,7 @@ class _Array:
             for bd in ch.bds:
                 for op in (bd.acquire, bd.release):
                     if op is not None:
-                        self._lock(op.lock, f"DMA channel {name} BD {bd.id}")
+                        self._lock(op, f"DMA channel {name} BD {bd.id}")
             ports[name] = Port(name, ch, pl=io == "pl")
             self.transfers[name] = {bd.id: self._transfer_factory(ch, bd, ports[name])
                                     for bd in ch.bds}
@@ -326,9 +334,9 @@ class _Array:
         code, macs, precision = [], 0, None
         for ins in body:
             if ins.op == "acquire":
-                code.append((STEP, self._lock(ins.lock.lock, where).acquire(ins.lock.value), None))
+                code.append((STEP, self._lock(ins.lock, where).acquire(ins.lock.value), None))
             elif ins.op == "release":
-                code.append((RELEASE, self._lock(ins.lock.lock, where), ins.lock.value))
+                code.append((RELEASE, self._lock(ins.lock, where), ins.lock.value))
             elif ins.op == "loop":
                 count = int(ins.count)
                 sub, sub_macs, sub_precision = self._compile(ins.body, tile, bufs, variants)
@@ -353,6 +361,8 @@ class _Array:
         return code, macs, precision
 
     def _kernel(self, call, tile, bufs: dict):
+        if call is None:
+            raise ValueError(f"core {tile_key(tile)}: a call instruction without its call")
         where = f"core {tile_key(tile)} kernel {call.kernel}"
         if call.kernel not in KERNELS:
             raise ValueError(f"{where}: unknown kernel (have {sorted(KERNELS)})")
@@ -369,8 +379,12 @@ class _Array:
                     f"neighbours' only)")
             resolved[role] = bufs[name]
         key = tile_key(tile)
-        return KERNELS[call.kernel](call, tile, resolved, self.device, self.links_in.get(key),
-                                    self.links_out.get(key))
+        try:
+            return KERNELS[call.kernel](call, tile, resolved, self.device,
+                                        self.links_in.get(key), self.links_out.get(key))
+        except (KeyError, TypeError) as e:  # a parameter missing or of the wrong type
+            raise ValueError(f"{where}: bad parameters {call.params} ({type(e).__name__}: "
+                             f"{e})") from None
 
     # ---- running ----
     def _core_agent(self, code: list, name: str):

@@ -7,12 +7,21 @@ cycle (most of them: an agent woken by a lock) skip the heap and go to a FIFO th
 heap's events of that cycle, which is the same order at a fraction of the cost. The engine knows how many
 agents must finish for the run to be complete; agents that run forever (cyclic DMA chains) do not
 count, so a program ends when the required ones are done even if cyclic chains still wait.
+
+Time alone does not bound a run: agents that only take and give locks that are free (a core
+looping acquire/release) do work without time passing. The engine also bounds the work done in one
+cycle (:data:`ZERO_TIME_STEPS`) and raises :class:`NoProgressError` naming the agents that loop.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import Counter, deque
+
+# Most steps (lock grants, wake-ups, zero-cycle requests) one cycle may take before the run is
+# declared stuck: far above what any program does in one cycle (a few per agent), reached in
+# about a second by agents looping without time passing.
+ZERO_TIME_STEPS = 1_000_000
 
 
 class SimulationError(RuntimeError):
@@ -25,6 +34,10 @@ class DeadlockError(SimulationError):
 
 class CycleLimitError(SimulationError):
     """The run went past its cycle limit without finishing."""
+
+
+class NoProgressError(SimulationError):
+    """Agents keep stepping (e.g. acquiring and releasing free locks) but time does not advance."""
 
 
 class Wait:
@@ -100,7 +113,7 @@ class Engine:
 
     def _step(self, arg) -> None:
         agent, value = arg
-        while True:
+        for _ in range(ZERO_TIME_STEPS):
             try:
                 req = agent.gen.send(value)
             except StopIteration:
@@ -117,11 +130,13 @@ class Engine:
             if not ok:
                 agent.waiting, agent.wait_since = req, self.now
                 return
+        self._no_progress(Counter([agent.name]))
 
     def run(self) -> int:
         """Run until every required agent has finished; returns that time in cycles."""
         self._started = True
         heap, queue, pop = self._heap, self._now_queue, heapq.heappop
+        steps = 0  # events run at the current cycle
         while self._required_left:
             if heap and heap[0][0] == self.now:
                 _, _, fn, arg = pop(heap)
@@ -132,13 +147,23 @@ class Engine:
                     raise CycleLimitError(
                         f"no end after {self.max_cycles:,} cycles (raise max_cycles if the program "
                         f"is really that long); waiting:\n{self.blocked_report()}")
-                self.now = heap[0][0]
+                self.now, steps = heap[0][0], 0
                 continue
             else:
                 raise DeadlockError("deadlock at cycle %d; blocked:\n%s"
                                     % (self.now, self.blocked_report()))
+            steps += 1
+            if steps > ZERO_TIME_STEPS:
+                self._no_progress(Counter(a[0].name for _, a in queue
+                                          if isinstance(a, tuple) and isinstance(a[0], Agent)))
             fn(arg)
         return self.now
+
+    def _no_progress(self, agents: Counter) -> None:
+        names = ", ".join(name for name, _ in agents.most_common(8)) or "(unknown)"
+        raise NoProgressError(
+            f"no progress at cycle {self.now:,}: over {ZERO_TIME_STEPS:,} steps without time "
+            f"passing, looping: {names} (a loop of acquires and releases of free locks?)")
 
     def blocked_report(self) -> str:
         lines = [f"  {a.name}: waits on {a.waiting.describe()}" for a in self.agents

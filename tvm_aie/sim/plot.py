@@ -9,6 +9,8 @@ cycles (white: no core); memory and shim tiles the program uses are outlined.
 
 from __future__ import annotations
 
+from ..atomic import save_figure
+
 from ..target import get_device
 
 
@@ -68,5 +70,5 @@ def plot_array(program, report, path) -> None:
                        fraction=0.025, pad=0.01)
     bar.set_label("core busy share of the run")
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
     plt.close(fig)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from ..atomic import atomic_write
 from ..target import get_device
 
 
@@ -63,5 +64,5 @@ def chrome_trace(result, program) -> dict:
 
 def write_trace(result, program, path) -> None:
     """Write :func:`chrome_trace` of ``result`` to ``path`` (JSON)."""
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w") as f:
         json.dump(chrome_trace(result, program), f)

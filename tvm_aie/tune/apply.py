@@ -36,7 +36,7 @@ class TunedConfigs:
     """``pick(layers, device) -> {layer index: DenseConfig}`` from one database."""
 
     def __init__(self, path):
-        self.db = Database(path)
+        self.db = Database.existing(path)
 
     def __call__(self, layers: list, device) -> dict:
         if any(isinstance(layer, ConvLayer) for layer in layers):

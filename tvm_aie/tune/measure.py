@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 import time
 
 import numpy as np
@@ -79,12 +81,29 @@ def measure(workload: dict, config: dict, device: str) -> dict:
     return {"cycles": cycles, "error": error, "seconds": round(time.perf_counter() - t0, 4)}
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies (Linux)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: the kernel kills the worker when its parent dies, so a tuner
+    killed with ``kill -9`` leaves no worker (nor, once they are gone, the resource tracker they
+    kept open) behind. Elsewhere than Linux it does nothing."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)  # pylint: disable=protected-access
+
+
 @contextlib.contextmanager
 def executor(workers: int | None = None, dask: str | None = None):
     """The executor measurements run on, shut down on exit; None means in this process.
 
     Default: a local process pool of ``workers`` (the CPUs this process may use), spawned, not
-    forked, as the parent may hold TVM and XGBoost (OpenMP) threads; ``workers=1``: no pool.
+    forked, as the parent may hold TVM and XGBoost (OpenMP) threads, and killed with it
+    (:func:`_die_with_parent`); ``workers=1``: no pool.
     ``dask``: a Dask ``distributed`` scheduler address, or ``"local"`` for a local cluster in this
     process (threads), whose client's ``get_executor()`` is the executor.
     """
@@ -103,7 +122,8 @@ def executor(workers: int | None = None, dask: str | None = None):
         yield None
         return
     with cf.ProcessPoolExecutor(max_workers=workers,
-                                mp_context=multiprocessing.get_context("spawn")) as pool:
+                                mp_context=multiprocessing.get_context("spawn"),
+                                initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
         yield pool
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..atomic import save_figure
+
 
 def tuning_curves(curves: dict, path: str, optimum: dict | None = None) -> None:
     """``curves[task][tuner] = [best cycles after each trial]`` -> a PNG at ``path``.
@@ -30,5 +32,5 @@ def tuning_curves(curves: dict, path: str, optimum: dict | None = None) -> None:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)

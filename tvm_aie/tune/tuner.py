@@ -99,7 +99,8 @@ def choose_conv_design(name: str, layers: list, device, db: Database, goal: str)
 
 def _record(db, name, keys, goal, device, tuned, cycles, default_cycles, configs,
             predicted) -> dict:
-    """Append the design record of one function (the default's cycles if not tuned)."""
+    """Append the design record of one function (the default's cycles if not tuned), unless the
+    chain's latest design record is this one (a resumed run)."""
     if not tuned:
         log.info("%s: the tuned design (%d cycles) is not faster than the default plan (%d); "
                  "keeping the default", name, cycles, default_cycles)
@@ -108,5 +109,9 @@ def _record(db, name, keys, goal, device, tuned, cycles, default_cycles, configs
               "configs": [c.to_dict() for c in configs],
               "cycles": cycles if tuned else default_cycles, "default_cycles": default_cycles,
               "predicted": predicted}
+    last = db.design(device.name, keys)
+    same = ("goal", "function", "tuned", "configs", "cycles", "default_cycles")
+    if last is not None and all(last.get(k) == record[k] for k in same):
+        return last  # a resumed run that chose the same design: recorded already
     db.append(record)
     return record
