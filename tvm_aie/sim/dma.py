@@ -1,24 +1,9 @@
 """DMA channels, their buffer-descriptor chains, and the stream routes between them.
 
-A DMA channel is an agent that walks its BD chain: per BD it acquires the BD's lock, moves the BD's
-bytes through its stream port, and releases the BD's lock. A route joins one MM2S port to one or
-more S2MM ports (several = broadcast). Bytes cross it in chunks: a chunk is as large as the smallest
-remainder among the BDs the ports are on, and it starts only when every port has a BD whose lock is
-held, which is the stream's back-pressure. A chunk of B bytes takes ``ceil(B / rate)`` cycles, the
-rate being the stream width limited by the DMAs at either end, plus the latency of the stream
-switches it crosses.
-
-Several routes may end at one S2MM port: a packet-switched merge. The port takes one chunk at a
-time, so the streams serialise on it; it grants them round-robin (a pointer moves past each route
-it served, as the switch's packet arbiter does), and the bytes land in the port's BDs in arrival
-order. A chunk never spans a source BD, so a source's BD is one packet.
-
-A route with a shim DMA end also books its chunk's bytes on DDR (:mod:`.noc`), which all shims
-share: the chunk takes the longer of its stream time and its DDR time. A shim's PL stream port
-(:mod:`.plio`) books nothing there: its rate is the PL stream's.
-
-A memory tile's MM2S BD may pad: ``pad_before``/``pad_after`` elements of zeros around each
-dimension go on the stream (taking stream cycles) without reading memory.
+A channel is an agent walking its BD chain (lock, bytes through its port, lock); a route joins one
+MM2S port to one or more S2MM ports in chunks with back-pressure, switch latency and, at a shim,
+DDR bandwidth; several routes into one S2MM port are a packet-switched merge. ``docs/design.md``
+("The simulator") has the model.
 """
 
 from __future__ import annotations

@@ -1,64 +1,9 @@
-"""The row-wise kernel: GELU, sigmoid, tanh, softmax, log softmax, layer norm, the element-wise
-activations (ReLU, leaky ReLU, clip, hard sigmoid, hard swish, SiLU, tanh-form GELU), an add,
-subtract, multiply or divide of two tensors (fp32; add, subtract and multiply also int8 or
-int16), an int8 lookup table or an int16 QDQ function on one block of whole rows in tile memory.
-Registered into :data:`tvm_aie.sim.kernels.KERNELS` as ``"rowwise"``.
+"""The row-wise kernel: element- and row-wise ops, int8 lookup tables and int16 QDQ functions on
+one block of whole rows in tile memory, registered as ``"rowwise"``.
 
-How the transcendental parts are computed, and their error:
-
-* GELU: ``0.5 x (1 + erf(x / sqrt 2))`` with erf from the Abramowitz-Stegun 7.1.26 polynomial
-  (1.5e-7), evaluated in float32: |erf error| <= 6e-7 absolute over the reals (measured), so
-  |GELU error| <= 3e-7 |x| — the kind of polynomial an AIE kernel uses, as the cores have no erf;
-* softmax: ``exp(x - max)`` in float32 (numpy's exp, correctly rounded to float32), sum, divide;
-* sigmoid ``1 / (1 + exp(-x))`` and tanh ``2 / (1 + exp(-2x)) - 1`` from that exp in float32:
-  |error| <= 9e-8 and 1.8e-7 absolute (measured over [-100, 100]);
-* layer norm: mean and variance over the row in float32, ``1/sqrt(var + eps)``, scale and shift;
-* the add of two tensors in float32, or in int8 with :func:`tvm_aie.quant.requantize_add` (a
-  subtract: the same with the second operand's multiplier negated); the multiply of two tensors
-  in float32; the divide as the multiply by the reciprocal (a Newton-refined estimate, modelled
-  as the correctly rounded float32 reciprocal: within 2 ulp of the quotient);
-* ReLU, leaky ReLU, clip, hard sigmoid ``clip(a x + b, lo, hi)`` and hard swish
-  ``x clip(x + b, lo, hi) / d`` (the divide a multiply by ``1/d``: within 1 ulp) in float32;
-  SiLU ``x sigmoid(x)`` and the tanh-form GELU (TVM's ``gelu_tanh``) from the sigmoid and tanh
-  below; log softmax ``x - max - log(sum exp(x - max))``;
-* int8 ``lut``: ``y = lut[x + 128]``, exact by construction (the table holds the layer's QDQ
-  function at all 256 inputs), as AIE-ML's vector lookup does it;
-* int16 QDQ GELU, sigmoid, tanh and scalar multiply (``scale``): a table of all 65536 inputs would
-  be 128 KB, twice a tile's data memory, so the kernel computes ``q(f(dq(x)))`` itself
-  (:func:`qdq_function`): dequantise to float32 (``(x - zp) * s``, as ONNX's DequantizeLinear),
-  the float32 function above, quantise with the reciprocal of the output scale (the vector unit
-  has no divide), round half to even, saturate. int16 adds use
-  :func:`~tvm_aie.quant.requantize_add` with int16 output, as int8 ones do with int8; int8 and
-  int16 QDQ multiplies of two tensors :func:`~tvm_aie.quant.requantize_mul` (the centred product
-  requantised in integers).
-
-bfloat16 (``build(..., precision="bf16")``): the tensors in and out are bf16, the arithmetic in
-between is float32 (AIE-ML's float32 accumulators; mean, variance, sums and the erf polynomial
-as above), and the result is rounded to bf16 (nearest-even). The one change is ``exp``, which
-the AIE-ML cores compute with two table lookups, as mlir-aie's bf16 ``exp`` does (AIE2
-``lut_based_ops``): the argument, in 8.8 fixed point, indexes a 256-entry table of
-``exp(integer part)`` and one of ``exp(fraction)``, both of bf16 entries, multiplied into a
-float32 accumulator (:func:`exp_lut`). Softmax's ``exp``, GELU's ``exp(-z^2)`` inside erf and
-the ``exp`` of sigmoid and tanh use it. Measured: |exp_lut / exp - 1| <= 8.9e-3 for arguments in
-[-87, 0] (two bf16 entries of 2^-9 each and the 2^-9 input step), so |erf error| <= 5.3e-3,
-|GELU error| <= 2.7e-3 |x|, |sigmoid error| <= 1.9e-3 and |tanh error| <= 3.6e-3 before the
-output's bf16 rounding; ``tests/test_bf16_attention.py`` holds every op within 2e-2 of the
-largest float32 output.
-
-Cycle model: vector passes over the block. ``PASSES`` below are this kernel's estimate of vector
-operations per vector of elements for each op (polynomial terms, exp, reductions), and
-``MUL_PASSES`` how many of them are multiplies (a Horner step of a polynomial is one multiply and
-one add), not catalog facts. Integer passes do the catalog's vector load width over the element
-size in lanes (16 lanes for the lookup). bf16 passes are bounded by the multiplier too: each bf16
-multiply instruction writes ``M x N`` float32 accumulator lanes of the catalog's bf16 intrinsic
-(``mmul_shapes``) at the catalog's bf16 rate (``macs_per_cycle``), so an element-wise pass does
-``macs_per_cycle / K`` lanes per cycle (AIE-ML: 128 / 8 = 16, AIE-MLv2: 256 / 8 = 32), at most the
-load width's 32 (64) bf16 lanes. fp32 passes (and the float32 middle of an int16 QDQ function)
-follow the catalog's ``float32_vector``: AIE has a native fp32 vector unit of 8 lanes, multiplies
-and adds (AM009); AIE-ML and AIE-MLv2 add fp32 natively on 16 accumulator lanes but emulate each
-fp32 multiply with 6 bf16 products (UG1603, the default accuracy), so a multiply pass over 16
-lanes takes ``16 / (16 / 6) = 6`` cycles on AIE-ML (``16 / (32 / 6) = 3`` on AIE-MLv2): AIE-ML's
-fp32 GELU costs 7 + 7 x 6 = 49 cycles per 16 elements where a native 16-lane unit would take 14.
+Each op's arithmetic and measured error (erf polynomial, bf16 two-table exp, int16 QDQ in
+float32) and the cycle model (vector passes at the catalog's lane rates; fp32 multiplies emulated
+on AIE-ML) are in ``docs/design.md`` ("The simulator").
 """
 
 from __future__ import annotations

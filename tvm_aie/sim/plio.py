@@ -1,21 +1,8 @@
 """The shim's PL interface: streams between the programmable logic and the array, beside DDR.
 
-A shim (array interface) tile reaches the outside two ways: its DMA reads and writes DDR over the
-NoC (:mod:`.noc`, one bandwidth all shims share), and its PL interface carries AXI4-Stream ports
-from and to the programmable logic (AM009 / AM020 array interface; ``pl_interface`` in the
-catalog). A design fed from the PL, as AIE4ML's are, is not limited by DDR at all. A program says
-which way a shim channel goes by the DDR tensor its BDs name (``DdrTensor.io``): the bytes of a
-``"pl"`` tensor are what PL logic streams in, in the BD's element order, or takes out; they cross
-the port at the PL stream rate (``Device.pl_stream_bytes_per_cycle``) and book nothing on DDR.
-
-Port counts per shim: ``in_streams`` PL to array and ``out_streams`` array to PL (8 and 6 on AIE
-and AIE-ML). The shim DMA's channels enter the stream switch through the same south ports (the
-shim mux puts them in place of two PL ports each way), so on a device with a PL interface a
-shim's channel numbers, DMA and PL together, are below those counts, DMA channels still no more
-than ``shim_dma`` has; without one (Ryzen AI NPUs) they are the DMA's channels only. A PL port is
-no DMA: it has no locks to take and no BD limit (the BD list only spells out the stream's order).
-Not modelled: which columns have a PL interface (only 39 of VC1902's 50 do), the device's
-aggregate PL bandwidth, and PL logic slower than the port.
+A ``"pl"`` DDR tensor's bytes cross a shim's PL stream port at the PL rate and book nothing on
+DDR; DMA channels and PL ports share a shim's south stream ports. ``docs/design.md`` ("The
+simulator") has the port counts and what is not modelled.
 """
 
 from __future__ import annotations

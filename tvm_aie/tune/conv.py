@@ -1,21 +1,8 @@
 """Conv tuning tasks: one per distinct conv2d / pooling workload, its space, measurement, features.
 
-A conv layer's knobs (:class:`~tvm_aie.schedules.conv2d.ConvConfig`: output rows per band ``th``,
-tiles over the output channels ``n_par``, the depths of the band and output FIFOs) are its own:
-unlike a dense chain, where neighbours share the row block and layer i+1's cascade is layer i's
-``n_par``, a conv chain's layers hand over whole images through memory tiles and run one after
-another (:mod:`tvm_aie.codegen.lower_conv`). What they share is the array: each layer takes a
-column and its memory tile, whose DMA channels carry the previous layer's ``n_par`` output
-streams in and, for a skip connection, the later layer's ``n_par`` residual streams out. That
-chain constraint is checked by lowering and simulating the whole chain (:mod:`tvm_aie.tune.apply`,
-:func:`tvm_aie.tune.tuner.choose_design`), not by the per-layer space.
-
-A candidate is measured as ``build`` builds it: the conv template's schedule, the tile layout read
-back from the TIR, :func:`~tvm_aie.codegen.lower_conv.lower_conv_chain`, then one inference in
-timing mode, on a layer with seeded random weights. A layer with a residual add needs its skip
-tensor in a memory tile of the program, so it is measured behind a fixed 1x1 "carrier" conv whose
-input image is that tensor; the carrier's config never changes, so the differences between
-candidates are the layer's.
+A layer's knobs are its own; the chain constraint (memory-tile channels shared with neighbours)
+is checked by lowering and simulating the whole chain. A candidate is measured as ``build``
+builds it; a residual layer behind a fixed 1x1 "carrier" conv. ``docs/design.md`` ("Tuning").
 """
 
 from __future__ import annotations

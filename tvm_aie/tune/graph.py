@@ -1,19 +1,8 @@
 """Graph level: every layer's config of a chain, chosen together under the array's budget.
 
-Each task's measurements give a trade-off between tiles and cycles (:func:`pareto_front`). A chain
-cannot take each layer's fastest point independently: its layers share the row block ``tm``, layer
-i+1's cascade is layer i's ``n_par`` (:mod:`tvm_aie.codegen.plan`), and together they must fit the
-array. The array is consumed in column bands (:func:`tvm_aie.codegen.place.place_layers` stacks a
-layer's chains in ``compute_rows`` rows and gives it ``ceil(n_par / rows) * cascade`` columns), so
-the budget is the device's columns, which makes the choice exact with respect to placement.
-
-:func:`allocate` is a dynamic programme over the layers, per ``tm``: the state is the previous
-layer's ``n_par`` (what the next layer's cascade must be), and each state keeps the Pareto front of
-(columns used, objective) over the partial plans reaching it, so nothing that could still win is
-dropped and nothing dominated is kept. The objective is the sum of the layers' measured cycles
-(``latency``: an upper bound on the pipelined chain's latency) or their maximum (``throughput``:
-the slowest layer sets the interval at which inferences can enter). :func:`confirm` then simulates
-the whole chosen chain against the default plan.
+:func:`allocate` is a dynamic programme over the layers per row block, keeping the Pareto front
+of (columns, objective) per state; :func:`confirm` simulates the chosen chain against the default
+plan. ``docs/design.md`` ("Tuning") has the reasoning.
 """
 
 from __future__ import annotations
