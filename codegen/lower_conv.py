@@ -290,8 +290,9 @@ class _ConvChainLowering:
         wl = lay.workload
         memtile = (self.placement[i][0][0][0], 1)
         key = layer.in_slice.name if layer.in_slice else layer.input
-        # its bands, and (the first image of a tensor) one read per tile of a layer adding it
-        readers = 1 + (0 if key in self.images else sum(
+        # its bands (one broadcast, or one per tile of a grouped conv), and (the first image of a
+        # tensor) one read per tile of a layer adding it
+        readers = (lay.n_par if wl.groups > 1 else 1) + (0 if key in self.images else sum(
             self.layouts[j].n_par for j, x in enumerate(self.layers) if x.residual == key))
         # the border is the padding: the copies start filled with the input zero point
         image = _MapSlots(self.res, f"{layer.name}.image", memtile, [wl.c, wl.hp, wl.wp],
@@ -318,12 +319,15 @@ class _ConvChainLowering:
             for src in _feeds(layer):
                 if isinstance(src, str):
                     self._read_by(src)
-        # the bands are the image's first reader; a skip connection's reads come later
-        bands = image.read(0, [lay.bands, wl.c, lay.th_in, wl.w_read],
-                           [lay.th * wl.stride[0] * row, plane, row, 1])
+        # the bands are the image's first readers; a skip connection's reads come later
+        cg = wl.c // lay.n_par if wl.groups > 1 else wl.c
+        band = [lay.bands, cg, lay.th_in, wl.w_read], [lay.th * wl.stride[0] * row, plane, row, 1]
+        bands = [fifos.ObjectFifo(f"{layer.name}.a" + (f"{p}" if cg < wl.c else ""),
+                                  (cg, lay.th_in, wl.w_read), layer.in_dtype,
+                                  image.read(p * cg * plane, *band))
+                 for p in range(wl.c // cg)]
         self.images.setdefault(key, (image, wl))
-        return fifos.ObjectFifo(f"{layer.name}.a", (wl.c, lay.th_in, wl.w_read), layer.in_dtype,
-                                bands)
+        return bands
 
     def _residual(self, layer, lay, p: int, tile, tho: int, wo: int):
         """Tile p's blocks of the tensor added to the layer's output, read band by band from the
@@ -375,10 +379,12 @@ class _ConvChainLowering:
 
     def _lower_layer(self, i: int, layer, lay) -> None:
         tiles = [t[0] for t in self.placement[i]]
-        bands = self._image(i, layer, lay)
-        bands.consumers = [(t, 2 if lay.double_buffer_a else 1) for t in tiles]
-        fifos.lower_producer(self.res, bands)
-        a_eps = fifos.lower_consumers(self.res, bands)
+        bands = self._image(i, layer, lay)  # one broadcast to every tile, or one per tile
+        a_eps = {}
+        for fifo, readers in zip(bands, [tiles] if len(bands) == 1 else [[t] for t in tiles]):
+            fifo.consumers = [(t, 2 if lay.double_buffer_a else 1) for t in readers]
+            fifos.lower_producer(self.res, fifo)
+            a_eps.update(fifos.lower_consumers(self.res, fifo))
         _, ho, wo = layer.out_shape
         tho = lay.th // (layer.pool or (1, 1))[0]
         sink = self.sinks.get(layer.name)
@@ -440,8 +446,6 @@ class _ConvChainLowering:
         cout_g = wl.o // wl.groups
         params = {"precision": layer.precision, "stride": list(wl.stride),
                   "group_size": cout_g if wl.groups > 1 else lay.op_pass,
-                  # the first input channel of the tile's first group
-                  "cin_offset": (p * lay.op // cout_g) * wl.cin_g if wl.groups > 1 else 0,
                   "relu": bool(layer.relu), "clip_max": layer.clip_max,
                   "pool": list(layer.pool or (1, 1)),
                   "out_zp": int(layer.out_zp or 0), "out_dtype": layer.out_dtype,

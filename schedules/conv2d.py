@@ -111,6 +111,12 @@ class ConvConfig(Knobs):
                 (f" passes={self.passes}" if self.passes > 1 else ""))
 
 
+def band_channels(wl: ConvWorkload, cfg: ConvConfig) -> int:
+    """Input channels of the band a tile receives: every one for a conv of one group (the band
+    is broadcast to the tiles), the tile's own groups' for a grouped conv or a pool."""
+    return wl.c // cfg.n_par if wl.groups > 1 else wl.c
+
+
 def band_rows(wl: ConvWorkload, th: int) -> int:
     """Input rows one band of ``th`` output rows reads, halo included."""
     return (th - 1) * wl.stride[0] + wl.kh
@@ -125,7 +131,8 @@ def tile_buffers(wl: ConvWorkload, cfg: ConvConfig) -> list[tuple[str, int, int]
     params = [wl.acc_dtype] + (["int32", "int8"] if wl.integer else [])
     block = op * (cfg.th // ph) * (wl.wo // pw) * _nbytes(wl.in_dtype)
     return [
-        ("input band A", wl.c * band_rows(wl, cfg.th) * wl.w_read * _nbytes(wl.in_dtype),
+        ("input band A", band_channels(wl, cfg) * band_rows(wl, cfg.th) * wl.w_read *
+         _nbytes(wl.in_dtype),
          2 if cfg.double_buffer_a else 1)] + \
         ([("residual block R", block, 2 if cfg.double_buffer_a else 1)] if wl.residual else []) + [
         ("output block C", block, 2 if cfg.double_buffer_c else 1)] + (
@@ -164,6 +171,10 @@ def check(wl: ConvWorkload, cfg: ConvConfig, device) -> None:
     if cfg.passes > 1 and (wl.groups > 1 or wl.kind != "conv"):
         raise TilingError(f"{where}: streamed weights (passes > 1) are for convs of one group",
                           "shape")
+    if wl.groups > 1 and cfg.n_par > device.memtile["mm2s"]:
+        raise TilingError(f"{where}: each tile of a grouped conv reads its own band from the "
+                          f"memory tile, which has {device.memtile['mm2s']} MM2S channels",
+                          "placement")
     streams = 1 + wl.residual + (cfg.passes > 1)  # band, residual blocks, weight blocks
     if streams > device.tile_dma["s2mm"]:
         raise TilingError(f"{where}: a tile would take {streams} input streams (band, residual, "
@@ -262,7 +273,7 @@ def schedule(prim_func, wl: ConvWorkload, cfg: ConvConfig, device):
     # The band is read once per band and broadcast to the tiles; weights and outputs are per tile
     # and pass (one pass: the tile's weights, resident).
     a = sch.cache_read(block, 0, SCOPE)
-    sch.compute_at(a, bands)
+    sch.compute_at(a, par if wl.groups > 1 else bands)  # grouped: each tile its own channels
     w = sch.cache_read(block, 1, SCOPE)
     sch.compute_at(w, npass)
     c = sch.cache_write(block, 0, SCOPE)
@@ -352,8 +363,8 @@ def tile_layout(scheduled, wl: ConvWorkload) -> ConvTileLayout:
     lay = ConvTileLayout(wl, loops[ANN_ROWS], loops[ANN_PAR], tiles["C"].shape[2],
                          tiles["A"].shape[2], tiles["A"], tiles["W"], tiles["C"], cfg.to_dict())
     facts = {
-        "A is the padded band of every input channel":
-            lay.a.shape == (1, wl.c, band_rows(wl, cfg.th), wl.w_read),
+        "A is the padded band of the input channels the tile reads":
+            lay.a.shape == (1, band_channels(wl, cfg), band_rows(wl, cfg.th), wl.w_read),
         "W is one pass of the tile's output channels":
             lay.w.shape == (wl.o // cfg.n_par // cfg.passes, wl.cin_g, wl.kh, wl.kw),
         "C is [1, Op / passes, th, Wo]":

@@ -6,12 +6,14 @@ Like TVM's ``RunCodegen``, but the result is data, not a runtime module: each fu
 one such call per program, each reading the function's parameters and earlier programs' outputs
 its ``meta["reads"]`` names). A function ``aie_programs``
 returning the manifest and every program is added, so the report can be made from any executable,
-saved and loaded again.
+saved and loaded again. A function the codegen cannot compile (a layout the lowering does not
+build, resources no split frees) runs on the CPU instead, with a warning naming why.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import tvm
@@ -21,6 +23,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from .runtime import load_program
 
 MANIFEST_FUNC = "aie_programs"
+log = logging.getLogger("tvm_aie")
 
 
 @mutator
@@ -63,13 +66,10 @@ def offload_to_aie(options, model_macs: int) -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="OffloadToAIE")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        codegen = tvm.get_global_func("relax.ext.aie")
         # Short, stable names (the fused names list every op) in the order the functions appear.
         aie_funcs = [(gv, func) for gv, func in mod.functions.items() if _is_aie(func)]
-        target_options = options.to_json()
-        programs = {gv.name_hint: [relax.const(blob) for blob in codegen(func, f"aie_{i}",
-                                                                         target_options)]
-                    for i, (gv, func) in enumerate(aie_funcs)}
+        mod, programs = _compile(mod, aie_funcs, options.to_json())
+        aie_funcs = [(gv, func) for gv, func in aie_funcs if gv.name_hint in programs]
         rewriter = _CallRewriter(mod, programs)
         for gv, func in mod.functions.items():
             if isinstance(func, relax.Function) and not _is_aie(func):
@@ -87,6 +87,38 @@ def offload_to_aie(options, model_macs: int) -> tvm.transform.Pass:
         return mod
 
     return _pass
+
+
+def _compile(mod: tvm.IRModule, aie_funcs: list, target_options: str):
+    """``(mod, {function name: program constants})``: each function compiled by
+    ``relax.ext.aie``; one it cannot compile becomes a CPU function of ``mod`` again."""
+    codegen = tvm.get_global_func("relax.ext.aie")
+    programs, fallen = {}, False
+    for i, (gv, func) in enumerate(aie_funcs):
+        try:
+            programs[gv.name_hint] = [relax.const(blob) for blob in
+                                      codegen(func, f"aie_{i}", target_options)]
+        except (ValueError, RuntimeError) as err:  # the codegen's errors are one line
+            why = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+            log.warning("aie: aie_%d (%s) stays on the CPU: the array cannot run it as "
+                        "partitioned: %s", i, gv.name_hint[:60], why)
+            mod[gv] = _Unfused(mod).visit_expr(func)
+            fallen = True
+    return (relax.transform.LambdaLift()(mod) if fallen else mod), programs
+
+
+@mutator
+class _Unfused(PyExprMutator):
+    """A partitioned function as plain Relax for the CPU: no ``Codegen``, ``Composite`` or
+    ``Primitive`` attributes (its composites become local functions, which ``LambdaLift``
+    lifts)."""
+
+    def visit_function_(self, func):  # pylint: disable=arguments-renamed
+        func = super().visit_function_(func)
+        for key in ("Codegen", "Composite", "Primitive"):
+            if func.attrs is not None and key in func.attrs:
+                func = func.without_attr(key)
+        return func
 
 
 def _without(mod: tvm.IRModule, name: str) -> tvm.IRModule:
