@@ -219,8 +219,24 @@ def default_config(workload: DenseWorkload, device, *, tm: int | None = None,
     if best is None:
         pins = ", ".join(f"{k}={v}" for k, v in
                          (("tm", tm), ("n_par", n_par), ("cascade", cascade)) if v) or "no pins"
-        raise TilingError(f"{workload}: no legal configuration on {device.name} ({pins})")
+        raise TilingError(f"{workload}: no legal configuration on {device.name} ({pins})"
+                          f"{_widest_reason(workload, device, tm, n_par, cascade)}")
     return best
+
+
+def _widest_reason(workload: DenseWorkload, device, tm, n_par, cascade) -> str:
+    """``"; e.g. <why>"``: what stops the configs that spread the layer over the most tiles (a
+    memory limit first: it is what more tiles would have to cure), or ``""``."""
+    spread = sorted(_candidates(workload, device, tm, n_par, cascade),
+                    key=lambda c: (-c.n_par * c.cascade, c.tm))[:64]
+    errors = []
+    for cfg in spread:
+        try:
+            check(workload, cfg, device)
+        except TilingError as e:
+            errors.append(e)
+    e = next((e for e in errors if e.reason == "memory"), errors[0] if errors else None)
+    return f"; e.g. {e}" if e else ""
 
 
 @dataclass

@@ -146,8 +146,9 @@ def test_onnx_file_that_does_not_parse_is_one_clear_line(tmp_path):
 
 
 def test_dense_too_big_for_the_array_falls_back_naming_the_buffer(caplog):
-    """A 4096x4096 fp32 weight (64 MB) fits no plan: the layer runs on the CPU, and the warning
-    names the buffer that does not fit (it stopped the build with a TilingError)."""
+    """A 4096x4096 fp32 weight (64 MB) fits no plan: the partitioner leaves the layer on the CPU,
+    and its log line names the buffer that does not fit (it stopped the build with a
+    TilingError)."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 4096), "float32"))
     with bb.function("main", [x]):
@@ -155,10 +156,10 @@ def test_dense_too_big_for_the_array_falls_back_naming_the_buffer(caplog):
             w = relax.const(np.ones((4096, 4096), "float32"))
             y = bb.emit_output(bb.emit(relax.op.matmul(x, w)))
         bb.emit_func_output(y)
-    with caplog.at_level("WARNING", logger="tvm_aie"):
+    with caplog.at_level("INFO", logger="tvm_aie"):
         ex = tvm_aie.build(bb.get(), target="aie")
-    assert "stays on the CPU" in caplog.text and "W does not fit" in caplog.text and \
-        "64,512 B of data memory" in caplog.text
+    assert "relax.matmul stays on the CPU: does not fit the array" in caplog.text and \
+        "W does not fit" in caplog.text and "64,512 B of data memory" in caplog.text
     x_in = np.ones((1, 4096), np.float32)
     assert np.allclose(_run(ex, x_in), 4096.0)
 
