@@ -23,6 +23,7 @@ import benchlib
 import bench_aie4ml
 import bench_kernels
 import bench_models
+import bench_nets
 import bench_scaling
 from tvm_aie.target import get_device
 
@@ -48,6 +49,16 @@ PARTS = {  # order of the document; (module, heading, what it measures)
     "models": (bench_models, "4. Compile time and simulator speed per model",
                "Every zoo model in int8 QDQ and int16 QDQ (int16 activations, int8 weights), "
                "and the transformer in bf16; batch 1, tvm-aie's default plan."),
+    "nets": (bench_nets, "5. Full-size networks against the CPU",
+             "ResNet-18/50, MobileNetV2, EfficientNet-B0 at 224, ViT-Tiny, DeiT-Small and a "
+             "BERT-base encoder (seq 128), generated from code with seeded weights, in fp32 and "
+             "int8 QDQ, built by tvm-aie's default plan for aie-ml/vek280. Latency is one "
+             "batch-1 inference on the simulated array: the offloaded programs one after "
+             "another, each configured first when there are several (weights and maps from "
+             "DDR); CPU parts of a model are not timed. '% of peak' is the model's offloaded "
+             "MACs over that latency against the whole array's peak. The CPU columns are this "
+             "machine, measured in the same run (median of 3); the speedup is over the faster "
+             "CPU figure."),
 }
 
 

@@ -351,8 +351,9 @@ def test_scheduled_tir_gives_the_halo_band():
     cfg = conv2d.ConvConfig(th=2, n_par=2)
     lay = conv2d.tile_layout(conv2d.schedule(conv2d.conv_prim_func(wl), wl, cfg, get_device()).mod,
                              wl)
-    # 2 output rows at stride 2 read 5 input rows; 5 output columns read 11 of the 12 padded ones
-    assert lay.a.shape == (1, 4, 5, 11) and lay.w.shape == (3, 2, 3, 3)
+    # 2 output rows at stride 2 read 5 input rows; 5 output columns read 11 of the 12 padded ones;
+    # a tile of this grouped conv receives its own group's 2 input channels
+    assert lay.a.shape == (1, 2, 5, 11) and lay.w.shape == (3, 2, 3, 3)
     assert lay.c.shape == (1, 3, 2, 5) and (lay.bands, lay.n_par) == (3, 2)
 
 
