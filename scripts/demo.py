@@ -123,13 +123,18 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="aie", help="target tag (default: aie = aie-ml/vek280)")
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--model", choices=zoo.names(), help="one bundled model (default: the zoo)")
+    ap.add_argument("--model", choices=zoo.names(large=True),
+                    help="one bundled model (default: the zoo)")
+    ap.add_argument("--large", action="store_true",
+                    help="also the full-size networks at 224 (ResNet-18/50, MobileNetV2, "
+                         "EfficientNet-B0, ViT-Tiny, DeiT-Small, BERT-base) in fp32 and int8; slow")
     ap.add_argument("--precisions", type=_precisions, default=PRECISIONS,
                     help=f"comma-separated, of {','.join(PRECISIONS)} (default: all)")
     ap.add_argument("--min-share", type=float, default=0.0,
                     help="fail models with a smaller share of MACs on the array (0..1)")
     args = ap.parse_args(argv)
-    models = [(args.model, p) for p in PRECISIONS] if args.model else MODELS
+    models = [(args.model, p) for p in PRECISIONS] if args.model else \
+        MODELS + ([(n, p) for n in zoo.LARGE for p in ("fp32", "int8")] if args.large else [])
     rows, failed = [], []
     for name, precision in models:
         if precision not in args.precisions:
