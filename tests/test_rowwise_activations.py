@@ -140,3 +140,29 @@ def test_cycles_follow_the_catalogs_vector_facts(op):
     muls, others = MUL_PASSES[kind], PASSES[kind] - MUL_PASSES[kind]
     assert layer["kernel_cycles_per_block"] == \
         CALL_OVERHEAD + -(-layer["config"]["tr"] * 40 // 16) * (others + 6 * muls)
+
+
+def test_per_channel_affine_clip_is_no_hard_sigmoid(caplog):
+    """A batch norm's per-channel ``x * a + b`` then ReLU6 (MobileNetV2 after a conv left on the
+    CPU) has the shape of HardSigmoid's chain but not its scalar constants: the partitioner
+    rejects the chain (the codegen used to fail on it, falling back with a warning) and the clip
+    alone runs on the array."""
+    c = 6
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((1, c, 1, 1)).astype(np.float32), n)
+             for n in ("a", "b")]
+    inits += [numpy_helper.from_array(np.float32(v), n) for n, v in (("lo", 0.0), ("hi", 6.0))]
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "a"], ["m"]), helper.make_node("Add", ["m", "b"], ["s"]),
+         helper.make_node("Clip", ["s", "lo", "hi"], ["y"])], "bn_relu6",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, c, 4, 4))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, c, 4, 4))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with caplog.at_level("INFO", logger="tvm_aie"):
+        ex = tvm_aie.build(tvm_aie.load_onnx(model))
+    assert "cannot run it as partitioned" not in caplog.text
+    assert [layer["op"] for s in tvm_aie.report(ex).subgraphs for layer in s.layers] == ["clip"]
+    x = rng.standard_normal((1, c, 4, 4)).astype(np.float32)
+    y = tvm.relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    a, b = (onnx.numpy_helper.to_array(t) for t in inits[:2])
+    np.testing.assert_allclose(y, np.clip(x * a + b, 0, 6), rtol=1e-6, atol=1e-6)

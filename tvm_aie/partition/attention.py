@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.backend.utils import has_leaking_intermediate_variables
 from tvm.relax.dpl.pattern import is_const, is_op, wildcard
 from tvm.relax.transform import PatternCheckContext
 
 from ..quant import quantize_multiplier
 from ..schedules import bmm
-from .context import PartitionContext, const_value, dq, fit_reason, ints, static
+from .context import (PartitionContext, const_value, dq, fit_reason, ints, quantized_root,
+                      static)
 
 
 def _bmm_pattern(int8: bool, scale: bool):
@@ -26,15 +26,10 @@ def _bmm_pattern(int8: bool, scale: bool):
     if scale:
         ann["scale"] = is_const()
         out = is_op("relax.multiply")(out, ann["scale"])
-    if int8:
-        out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
-    ann["root"] = out
-    return out, ann
+    return quantized_root(ann, out, int8)
 
 
 def _bmm_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
-    if has_leaking_intermediate_variables(ctx):
-        return "an intermediate of the layer is used outside it"
     ann = ctx.annotated_expr
     a, b = ann["a"], ann["b"]
     if isinstance(a, tvm.ir.GenericConst) or isinstance(b, tvm.ir.GenericConst):
@@ -146,8 +141,6 @@ def _heads_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | Non
     batched matmul's DMA patterns then walk the dense side's matrix head by head. In int8 every
     quantize and dequantize has the input's one scale and zero point, so the int8 values move
     unchanged."""
-    if has_leaking_intermediate_variables(ctx):
-        return "an intermediate of the reshape and transpose is used outside them"
     if part.device.memtile is None:  # the heads are patterns over a memory-tile seam
         return f"{part.device.name} has no memory tiles to hold the heads between two layers"
     ann = ctx.annotated_expr
@@ -193,7 +186,9 @@ def _heads_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | Non
 def patterns(part: PartitionContext) -> list:
     """``(name, pattern, annotations, check)`` of the batched matmul and heads variants."""
     check_bmm = part.check(("matmul",), _bmm_reason, _bmm_fit)
-    check_heads = part.check(("reshape", "perm"), _heads_reason, overrides=True)
+    check_heads = part.check(("reshape", "perm"), _heads_reason, overrides=True,
+                             leak="an intermediate of the reshape and transpose is used outside "
+                                  "them")
     out = [("aie.bmm_" + ("int8" if int8 else "fp32") + ("_scale" if scale else ""),
             *_bmm_pattern(int8, scale), check_bmm)
            for int8 in (False, True) for scale in ((False,) if int8 else (False, True))]

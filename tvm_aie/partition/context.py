@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.backend.utils import has_leaking_intermediate_variables
 from tvm.relax.dpl.pattern import is_const, is_op
 from tvm.relax.transform import PatternCheckContext
 
@@ -27,13 +28,17 @@ class PartitionContext:
     offloaded: dict = field(default_factory=dict)  # composite / bound variable -> layer family
     bound: dict = field(default_factory=dict)  # main's variables (by name) -> their values
 
-    def check(self, keys: tuple, *reasons, overrides: bool = False):
-        """A pattern's check: the first reason ``reasons`` give (each ``reason(ctx, self)``;
-        None: the pattern may match) is recorded for the log against the variables bound to the
+    def check(self, keys: tuple, *reasons, overrides: bool = False,
+              leak: str | None = "an intermediate of the layer is used outside it"):
+        """A pattern's check: ``leak`` if an intermediate of the match is read outside it (None:
+        no such check), else the first reason ``reasons`` give (each ``reason(ctx, self)``;
+        None: the pattern may match), recorded for the log against the variables bound to the
         annotated ``keys`` (first reason kept, unless ``overrides``: a later, more specific
         pattern's reason wins)."""
         def check(ctx: PatternCheckContext) -> bool:
-            reason = next((r for r in (f(ctx, self) for f in reasons) if r is not None), None)
+            leaks = leak is not None and has_leaking_intermediate_variables(ctx)
+            reason = leak if leaks else \
+                next((r for r in (f(ctx, self) for f in reasons) if r is not None), None)
             if reason is not None:
                 for key in keys:
                     expr = ctx.annotated_expr.get(key)
@@ -94,6 +99,15 @@ def fit_reason(device, schedule, workload) -> str | None:
 def dq(data):
     """A dequantize of ``data`` by constant scale and zero point."""
     return is_op("relax.dequantize")(data, is_const(), is_const())
+
+
+def quantized_root(ann: dict, out, int8: bool):
+    """``(pattern, annotations)`` of a pattern ending in ``out``, through a quantize (annotated
+    ``quant``) in its QDQ form."""
+    if int8:
+        out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
+    ann["root"] = out
+    return out, ann
 
 
 def static(ty, ndim: int) -> bool:

@@ -8,14 +8,13 @@ conv schedule's default plan. ``docs/design.md`` ("Partitioning") has the forms 
 from __future__ import annotations
 
 import numpy as np
-from tvm.relax.backend.utils import has_leaking_intermediate_variables
 from tvm.relax.dpl.pattern import is_const, is_op, wildcard
 from tvm.relax.transform import PatternCheckContext
 
 from ..quant import quantize_multiplier
 from ..schedules import conv2d
 from .context import (PartitionContext, const_value, dq, fit_reason, int16_reason, ints,
-                      layer_precision, static)
+                      layer_precision, quantized_root, static)
 
 
 def _conv_pattern(int8: bool, bias: bool, bn: bool, act: str | None, pool: bool,
@@ -63,8 +62,6 @@ def _conv_pattern(int8: bool, bias: bool, bn: bool, act: str | None, pool: bool,
 
 def _conv_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
     """Why the matched conv2d layer cannot run on the array, or None if it can."""
-    if has_leaking_intermediate_variables(ctx):
-        return "an intermediate of the layer is used outside it"
     ann = ctx.annotated_expr
     x, w, conv = ann["x"], ann["w"], ann["conv"]
     if not (static(x.ty, 4) and static(w.ty, 4)):
@@ -163,15 +160,10 @@ def _pool_pattern(int8: bool, kind: str):
     inp = ann["lhs"] = dq(x) if int8 else x
     op = "relax.mean" if kind == "mean" else f"relax.nn.{kind}_pool2d"
     out = ann["pool"] = is_op(op)(inp)
-    if int8:
-        out = ann["quant"] = is_op("relax.quantize")(out, is_const(), is_const())
-    ann["root"] = out
-    return out, ann
+    return quantized_root(ann, out, int8)
 
 
 def _pool_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
-    if has_leaking_intermediate_variables(ctx):
-        return "an intermediate of the layer is used outside it"
     ann = ctx.annotated_expr
     x, pool = ann["x"], ann["pool"]
     if not static(x.ty, 4):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 from tvm import relax
-from tvm.relax.backend.utils import has_leaking_intermediate_variables
 from tvm.relax.dpl.pattern import is_const, is_op, wildcard
 from tvm.relax.transform import PatternCheckContext
 
@@ -50,8 +49,6 @@ def _dense_pattern(int8: bool, bias: bool, relu: bool, addq: bool = False):
 
 def _reason(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
     """Why the matched layer cannot run on the array, or None if it can."""
-    if has_leaking_intermediate_variables(ctx):
-        return "an intermediate of the layer is used outside it"
     x, w, mm = ctx.annotated_expr["x"], ctx.annotated_expr["w"], ctx.annotated_expr["matmul"]
     if not (len(x.ty.shape) >= 2 and static(x.ty, len(x.ty.shape)) and static(w.ty, 2)):
         return f"needs static shapes [..., K] x [K, N], got {x.ty.shape} and {w.ty.shape}"

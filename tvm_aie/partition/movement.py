@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 from tvm import relax
-from tvm.relax.backend.utils import has_leaking_intermediate_variables
 from tvm.relax.dpl.pattern import is_const, is_op, is_tuple, wildcard
 from tvm.relax.transform import PatternCheckContext
 
@@ -39,8 +38,6 @@ def _flatten_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | N
     order is the images', so the DMA patterns around it address the same bytes under the new
     shape (one row per image, the rows a dense head reads); a transpose before it (batch axis
     first) only changes the strides the conv's blocks are written with."""
-    if has_leaking_intermediate_variables(ctx):
-        return "an intermediate of the reshape is used outside it"
     ann = ctx.annotated_expr
     x, out = ann["x"], ann["reshape"]
     if part.producer(ctx) not in ("conv", "pool"):
@@ -121,8 +118,6 @@ def _concat_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | No
     offloaded conv or pooling layers, whose input images the producers' DMA then fills at each
     input's channel offset (no compute). In int8 an input quantised otherwise than the output is
     requantised by its producer's epilogue, so the concat must be that layer's only reader."""
-    if has_leaking_intermediate_variables(ctx):
-        return "an intermediate of the concat is used outside it"
     ann = ctx.annotated_expr
     cat = ann["concat"]
     xs = [ann[f"x{i}"] for i in range(sum(k.startswith("x") for k in ann))]
@@ -164,9 +159,11 @@ def _concat_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | No
 
 def patterns(part: PartitionContext) -> list:
     """``(name, pattern, annotations, check)`` of the flatten, slice and concat variants."""
-    check_flatten = part.check(("reshape",), _flatten_reason)
-    check_slice = part.check(("slice",), _slice_reason)
-    check_concat = part.check(("concat",), _concat_reason)
+    check_flatten = part.check(("reshape",), _flatten_reason,
+                               leak="an intermediate of the reshape is used outside it")
+    check_slice = part.check(("slice",), _slice_reason, leak=None)
+    check_concat = part.check(("concat",), _concat_reason,
+                              leak="an intermediate of the concat is used outside it")
     out = [("aie.flatten_" + ("int8" if int8 else "fp32") + ("_transpose" if t else ""),
             *_flatten_pattern(int8, t), check_flatten) for int8 in (False, True)
            for t in (False, True)]

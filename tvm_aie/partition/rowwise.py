@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.backend.utils import has_leaking_intermediate_variables
 from tvm.relax.dpl.pattern import is_const, is_op, wildcard
 from tvm.relax.transform import PatternCheckContext
 
@@ -60,9 +59,11 @@ def _first_then_copies(inp, x):
     return use
 
 
-def _function_reason(expr, x) -> str | None:
+def _function_reason(expr, x, bound: dict) -> str | None:
     """Why the element-wise function ``expr`` of ``x`` is not one the kernel computes: its
-    constants must be scalars and its clip bounds numbers."""
+    constants must be scalars and its clip bounds numbers (``bound``: the match's variables ->
+    their values, as the function's ops are bound to variables of ``main``)."""
+    expr = bound.get(expr, expr)
     if expr.same_as(x) or not isinstance(expr, relax.Call) or \
             expr.op.name in ("relax.dequantize", "relax.quantize"):
         return None
@@ -72,7 +73,7 @@ def _function_reason(expr, x) -> str | None:
         if expr.op.name == "relax.clip" and not isinstance(arg, relax.Expr) and \
                 not isinstance(arg, tvm.tirx.IntImm | tvm.tirx.FloatImm):
             return f"clip with a bound {arg} that is not a number"
-        if (reason := _function_reason(arg, x)) is not None:
+        if (reason := _function_reason(arg, x, bound)) is not None:
             return reason
     return None
 
@@ -128,8 +129,6 @@ def _int16_rowwise_reason(dev) -> str | None:
 
 
 def _rowwise_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | None:
-    if has_leaking_intermediate_variables(ctx):
-        return "an intermediate of the layer is used outside it"
     ann = ctx.annotated_expr
     x, op = ann["x"], ann["op"]
     rank = len(x.ty.shape)
@@ -150,7 +149,8 @@ def _rowwise_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | N
         if any(const_value(c.args[i]).size != 1
                for c in (ann["lhs"], ann.get("rhs", ann["lhs"]), ann["quant"]) for i in (1, 2)):
             return "quantisation is not per tensor"
-        if "y" not in ann and (reason := _function_reason(op, x)) is not None:
+        if "y" not in ann and \
+                (reason := _function_reason(op, x, ctx.matched_bindings)) is not None:
             return reason
         if "y" in ann:  # the requantisation of the sum's terms or of the product
             s_out = const_value(ann["quant"].args[1]).astype(np.float64)
@@ -171,7 +171,7 @@ def _rowwise_reason(ctx: PatternCheckContext, part: PartitionContext) -> str | N
             int(op.attrs.axis) not in (-1, rank - 1):
         return f"{op.op.name[8:]} not over the last axis"
     if "y" not in ann and op.op.name != "relax.nn.layer_norm" and \
-            (reason := _function_reason(op, x)) is not None:
+            (reason := _function_reason(op, x, ctx.matched_bindings)) is not None:
         return reason
     if op.op.name == "relax.nn.layer_norm" and \
             [int(a) % rank for a in op.attrs.axes] != [rank - 1]:
