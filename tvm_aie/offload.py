@@ -7,7 +7,8 @@ one such call per program, each reading the function's parameters and earlier pr
 its ``meta["reads"]`` names). A function ``aie_programs``
 returning the manifest and every program is added, so the report can be made from any executable,
 saved and loaded again. A function the codegen cannot compile (a layout the lowering does not
-build, resources no split frees) runs on the CPU instead, with a warning naming why.
+build, resources no split frees), or whose program would not load onto the device (routes the
+stream switches cannot place), runs on the CPU instead, with a warning naming why.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .runtime import load_program
+from .sim import check_loads
 
 MANIFEST_FUNC = "aie_programs"
 log = logging.getLogger("tvm_aie")
@@ -96,8 +98,10 @@ def _compile(mod: tvm.IRModule, aie_funcs: list, target_options: str):
     programs, fallen = {}, False
     for i, (gv, func) in enumerate(aie_funcs):
         try:
-            programs[gv.name_hint] = [relax.const(blob) for blob in
-                                      codegen(func, f"aie_{i}", target_options)]
+            blobs = list(codegen(func, f"aie_{i}", target_options))
+            for blob in blobs:  # each loads onto the device (routes placed, memories fit)
+                check_loads(load_program(blob))
+            programs[gv.name_hint] = [relax.const(blob) for blob in blobs]
         except (ValueError, RuntimeError) as err:  # the codegen's errors are one line
             why = (str(err).strip().splitlines() or [type(err).__name__])[-1]
             log.warning("aie: aie_%d (%s) stays on the CPU: the array cannot run it as "

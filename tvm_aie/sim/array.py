@@ -48,6 +48,12 @@ PROGRAM_BASE_BYTES = 1024
 INSTR_BYTES = {"acquire": 16, "release": 16, "call": 32, "loop": 16}
 
 
+def check_loads(program) -> None:
+    """Raise what loading ``program`` onto its device raises (routes the stream switches cannot
+    place, buffers over a memory, a core's program over its memory, ...), without running it."""
+    _Array(program, get_device(program.device), False, MAX_CYCLES, None)
+
+
 def simulate(program, inputs: dict | None = None, mode: str = "functional",
              max_cycles: int = MAX_CYCLES, trace: bool = False) -> SimResult:
     """Run one inference of ``program``; ``inputs`` maps DDR input names to arrays (functional).
