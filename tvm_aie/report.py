@@ -44,11 +44,7 @@ class SubgraphReport:
     image_buffers: dict | None = None  # batch > 1: copies of each memory-tile map (2: ping-pong)
     config_bytes: int = 0  # configuring the array with this program: weights, maps, code
     config_cycles: int = 0  # those bytes from DDR (see tvm_aie.sim.report.SimReport)
-    clock_hz: int = field(default=1, repr=False)
-
-    @property
-    def config_ns(self) -> float:
-        return self.config_cycles / self.clock_hz * 1e9
+    config_ns: float = 0.0
 
 
 @dataclass
@@ -184,7 +180,8 @@ def subgraph_report(name: str, program) -> SubgraphReport:
         split=program.meta.get("split"), batch=batch, interval_cycles=interval,
         interval_ns=None if interval is None else interval / dev.clock_hz * 1e9,
         image_buffers=program.meta.get("image_buffers") if batch > 1 else None,
-        config_bytes=sim.config_bytes, config_cycles=sim.config_cycles, clock_hz=dev.clock_hz)
+        config_bytes=sim.config_bytes, config_cycles=sim.config_cycles,
+        config_ns=sim.config_cycles / dev.clock_hz * 1e9)
 
 
 def programs(ex) -> tuple[dict, list]:
