@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 import tvm
 
-from ..options import CompileOptions
+from ..options import CompileOptions, check_precision
 from ..schedules import bmm, conv2d, dense, rowwise
 from ..schedules.dense import TilingError
 from ..target import get_device
@@ -55,8 +55,7 @@ def as_compiled(layers: list, device, precision: str = "fp32") -> list:
     """``layers`` as the array runs them under ``precision`` (``"fp32"`` or ``"bf16"``): what is
     lowered, and what tuning tasks and tuned configs are keyed by (a bf16 build tunes and
     applies bf16 layers)."""
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+    check_precision(precision)
     return [_in_precision(layer, device, precision) for layer in layers]
 
 

@@ -27,7 +27,6 @@ from tvm_aie import zoo
 from tvm_aie.cli import main
 from tvm_aie.codegen.program import Core, Instr, Lock, LockOp, Program, TileSpec
 from tvm_aie.executable import FORMAT, UnsafeExecutableError
-from tvm_aie.schedules.knobs import TilingError
 from tvm_aie.sim import NoProgressError, simulate
 
 T0 = (0, 3)

@@ -25,7 +25,7 @@ from tvm.relax.frontend.onnx import from_onnx
 
 import tvm_aie
 from tvm_aie import zoo
-from tvm_aie.partition import partition_for_aie, partition_with_reasons
+from tvm_aie.partition import partition_with_reasons
 from tvm_aie.reference import build_reference
 from tvm_aie.sim.kernels import CALL_OVERHEAD
 from tvm_aie.sim.kernels_rows import MUL_PASSES, PASSES, QDQ_PASSES

@@ -9,7 +9,7 @@ compile: there is no module-level or context state.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from .schedules.bmm import BmmConfig
 from .schedules.conv2d import ConvConfig
@@ -25,6 +25,12 @@ _CONFIGS = {"dense": DenseConfig, "conv": ConvConfig, "bmm": BmmConfig, "row": R
 
 class OptionsError(ValueError):
     """An option the compiler cannot take (one line naming it and what it may be)."""
+
+
+def check_precision(precision: str) -> None:
+    """:class:`OptionsError` unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise OptionsError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,7 @@ class CompileOptions:
             raise OptionsError(f"io must be one of {IO}, not {self.io!r}")
         if self.io == "pl" and dev.pl_interface is None:
             raise OptionsError(f"{dev.name} has no PL interface to stream io='pl' through")
-        if self.precision not in PRECISIONS:
-            raise OptionsError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
+        check_precision(self.precision)
         if self.tuning_db is not None:
             object.__setattr__(self, "tuning_db", str(self.tuning_db))
         if isinstance(self.configs, dict):
@@ -67,9 +72,6 @@ class CompileOptions:
     def pinned(self) -> dict:
         """``{layer index: config}`` pinned in every function."""
         return dict(self.configs)
-
-    def with_device(self, device: str) -> CompileOptions:
-        return replace(self, device=device)
 
     def to_json(self) -> str:
         d = asdict(self)
